@@ -1,0 +1,27 @@
+"""Shared test fixtures. Real data comes from ``$ATTOK_DATA_ROOT`` or ``<repo>/../shared/data``; tests that need a
+file skip cleanly when it is absent. Nothing here downloads."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_data_root() -> Path:
+    return Path(os.environ.get("ATTOK_DATA_ROOT", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    return shared_data_root()
+
+
+def require(path: Path) -> Path:
+    """Skip the calling test when ``path`` does not exist."""
+    if not path.exists():
+        pytest.skip(f"real data not present: {path}")
+    return path
