@@ -1,0 +1,98 @@
+"""The AttTok training objective ``L_NTP + lambda * L_ACM`` with a lambda schedule (paper section 4.3, A.1)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch.nn.modules.loss import _Loss
+
+from .acm import ACMLoss
+
+__all__ = ["LambdaSchedule", "AttTokLoss"]
+
+
+class LambdaSchedule:
+    """The weight of the ACM loss over training steps.
+
+    Args:
+        mode: ``"constant"`` (always ``start``), ``"linear"`` (``start -> end``, the paper's 1 -> 0) or ``"cosine"``.
+        start: value at step 0.
+        end: value at ``total_steps`` and after.
+        total_steps: length of the decay.
+    """
+
+    def __init__(self, mode: str = "linear", start: float = 1.0, end: float = 0.0, total_steps: int = 1) -> None:
+        if mode not in ("constant", "linear", "cosine"):
+            raise ValueError(f"LambdaSchedule: mode must be constant, linear or cosine, got {mode!r}.")
+        if total_steps < 1:
+            raise ValueError(f"LambdaSchedule: total_steps must be >= 1, got {total_steps}.")
+        self.mode, self.start, self.end, self.total_steps = mode, float(start), float(end), int(total_steps)
+
+    def __call__(self, step: int) -> float:
+        if self.mode == "constant":
+            return self.start
+        t = min(max(step, 0), self.total_steps) / self.total_steps
+        if self.mode == "linear":
+            return self.start + (self.end - self.start) * t
+        return self.end + 0.5 * (self.start - self.end) * (1.0 + math.cos(math.pi * t))
+
+
+class AttTokLoss(_Loss):
+    """Next-token prediction cross-entropy plus ``lambda * ACM``.
+
+    Args:
+        acm: the :class:`ACMLoss` (owns theta); ``None`` for NTP only (the baseline and ``+ACC`` ablations).
+        lambda_weight: the current lambda; :class:`attok_monai.handlers.LambdaScheduleHandler` steps it.
+        ignore_index: label value of positions without NTP loss (prompt, padding).
+
+    ``forward(logits (B, L, V), labels (B, L), f_a (N, d) | None, attr_targets (N,) | None, book (K, 3, d) | None,
+    book_mask=None)``: labels are aligned with the input positions and shifted here (position t predicts t+1), as in
+    Hugging Face causal LMs. Returns the total loss; ``last_components`` holds the detached ``ntp``, ``acm`` and
+    ``lambda`` of the last call for logging.
+    """
+
+    def __init__(self, acm: ACMLoss | None = None, lambda_weight: float = 1.0, ignore_index: int = -100) -> None:
+        super().__init__()
+        self.acm = acm
+        self.lambda_weight = float(lambda_weight)
+        self.ignore_index = ignore_index
+        self.last_components: dict[str, float] = {}
+
+    def ntp(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Eq. (4): mean cross-entropy of the shifted answer tokens."""
+        if logits.ndim != 3 or labels.shape != logits.shape[:2]:
+            raise ValueError(
+                f"AttTokLoss: logits must be (B, L, V) and labels (B, L); got {tuple(logits.shape)} and "
+                f"{tuple(labels.shape)}."
+            )
+        shift_logits = logits[:, :-1].reshape(-1, logits.shape[-1]).float()
+        shift_labels = labels[:, 1:].reshape(-1)
+        if (shift_labels != self.ignore_index).sum() == 0:
+            return shift_logits.sum() * 0.0
+        return F.cross_entropy(shift_logits, shift_labels, ignore_index=self.ignore_index)
+
+    def forward(
+        self,
+        logits: torch.Tensor,
+        labels: torch.Tensor,
+        f_a: torch.Tensor | None = None,
+        attr_targets: torch.Tensor | None = None,
+        book: torch.Tensor | None = None,
+        book_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        ntp = self.ntp(logits, labels)
+        total = ntp
+        acm_value = 0.0
+        if self.acm is not None and f_a is not None and f_a.shape[0] > 0:
+            if attr_targets is None or book is None:
+                raise ValueError("AttTokLoss: ACM needs attr_targets and book together with f_a.")
+            acm = self.acm(f_a, attr_targets, book, book_mask)
+            acm_value = float(acm.detach())
+            if self.lambda_weight != 0:
+                total = total + self.lambda_weight * acm
+            else:
+                total = total + 0.0 * acm  # keep theta in the graph (DDP needs every parameter used)
+        self.last_components = {"ntp": float(ntp.detach()), "acm": acm_value, "lambda": self.lambda_weight}
+        return total

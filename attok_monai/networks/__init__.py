@@ -1,0 +1,1 @@
+"""Networks: ``blocks`` (EmbeddingBook, ACCAdapter), ``nets`` (compact GPTv, AttTokGPTv) and ``utils``."""

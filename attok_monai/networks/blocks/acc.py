@@ -1,0 +1,213 @@
+"""Attribute-centric cross-attention (ACC) adapter (AttTok paper section 4.2, eqs. 6-7).
+
+Visual tokens are the queries; all 3K tokens of the embedding book are keys and values::
+
+    Att(F, B) = softmax((F W_Q)(B W_K)^T / sqrt(d_head)) (B W_V)          (6)
+    F_hat     = F + gamma * Att(F, B) W_O                                   (7)
+
+Two exact evaluation orders are implemented:
+
+- ``"projected"``: project the book once per call for the whole batch (``B W_K``, ``B W_V``: 2 * 3K * d^2 MACs),
+  then attend with ``scaled_dot_product_attention``. With a frozen book (inference) the projections are cached.
+- ``"reassociated"``: never project the book. Per head h, the scores are ``((F W_Q^h) W_K^h^T) B^T`` and the output is
+  ``(softmax(.) B) W_V^h^T``: the cost grows with (visual tokens) x K x d x heads rather than K x d^2, which wins for a
+  single head whenever 3K exceeds the number of visual tokens in the batch. The key bias only adds a per-query
+  constant to the scores (softmax-invariant) and the value bias passes through because attention rows sum to one.
+
+``mode="auto"`` (default) picks the cheaper order from a multiply-add count for each call, and always uses the cached
+projections when they are valid. MONAI's ``CrossAttentionBlock`` projects the context on every call and cannot take
+the re-associated order or a cache, so it is not reused here; the member names follow it (``q_proj`` ...).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["ACCAdapter"]
+
+_MODES = ("auto", "projected", "reassociated")
+
+
+class ACCAdapter(nn.Module):
+    """Cross-attention from visual tokens to the attribute embedding book, added as a gated residual.
+
+    Args:
+        dim: d, the width of visual tokens and book tokens.
+        num_heads: attention heads; ``d`` must be divisible by it. ``1`` is eq. (6) literally.
+        gamma: residual weight of eq. (7); ``gamma=0`` returns the input unchanged.
+        bias: whether the four projections have biases.
+        mode: ``"auto"``, ``"projected"`` or ``"reassociated"`` (see the module docstring). All give the same output.
+
+    Shapes:
+        ``visual_tokens``: (B, N, d); ``book_tokens``: (K, 3, d) or (3K, d);
+        ``key_padding_mask``: (K, 3) or (3K,) bool, True = ignore that book token; output (B, N, d); attention
+        (returned with ``return_attention=True``): (B, heads, N, 3K).
+    """
+
+    def __init__(self, dim: int, num_heads: int = 1, gamma: float = 0.1, bias: bool = True, mode: str = "auto") -> None:
+        super().__init__()
+        if dim % num_heads != 0:
+            raise ValueError(f"ACCAdapter: dim {dim} is not divisible by num_heads {num_heads}.")
+        if mode not in _MODES:
+            raise ValueError(f"ACCAdapter: mode must be one of {_MODES}, got {mode!r}.")
+        self.dim = dim
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.gamma = gamma
+        self.mode = mode
+        self.q_proj = nn.Linear(dim, dim, bias=bias)
+        self.k_proj = nn.Linear(dim, dim, bias=bias)
+        self.v_proj = nn.Linear(dim, dim, bias=bias)
+        self.o_proj = nn.Linear(dim, dim, bias=bias)
+        self._cache: tuple[Hashable, torch.Tensor, torch.Tensor] | None = None
+
+    # ------------------------------------------------------------------ helpers
+    def _check(self, visual_tokens: torch.Tensor, book_tokens: torch.Tensor, key_padding_mask: torch.Tensor | None):
+        if visual_tokens.ndim != 3 or visual_tokens.shape[-1] != self.dim:
+            raise ValueError(
+                f"ACCAdapter: visual_tokens must be (B, N, {self.dim}), got {tuple(visual_tokens.shape)}."
+            )
+        if book_tokens.ndim == 3:
+            if book_tokens.shape[1:] != (3, self.dim):
+                raise ValueError(f"ACCAdapter: book_tokens must be (K, 3, {self.dim}), got {tuple(book_tokens.shape)}.")
+            book_tokens = book_tokens.reshape(-1, self.dim)
+        elif book_tokens.ndim != 2 or book_tokens.shape[-1] != self.dim:
+            raise ValueError(
+                f"ACCAdapter: book_tokens must be (K, 3, {self.dim}) or (3K, {self.dim}), "
+                f"got {tuple(book_tokens.shape)}."
+            )
+        if key_padding_mask is not None:
+            key_padding_mask = key_padding_mask.reshape(-1)
+            if key_padding_mask.shape[0] != book_tokens.shape[0] or key_padding_mask.dtype != torch.bool:
+                raise ValueError(
+                    f"ACCAdapter: key_padding_mask must be bool with {book_tokens.shape[0]} entries, "
+                    f"got {tuple(key_padding_mask.shape)} {key_padding_mask.dtype}."
+                )
+        return book_tokens, key_padding_mask
+
+    def _weights_version(self) -> tuple:
+        ts = [p for m in (self.k_proj, self.v_proj) for p in (m.weight, m.bias) if p is not None]
+        return tuple((id(t), t._version, t.dtype, t.device) for t in ts)
+
+    def projected_book(self, book: torch.Tensor, book_version: Hashable | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(B W_K + b_K, B W_V + b_V)``, each (3K, d); cached when ``book_version`` is given and no gradient is
+        needed. The cache key includes the book version and the versions of the key/value weights, so an optimizer
+        step, ``load_state_dict`` or ``.to()`` invalidates it."""
+        key = None
+        if book_version is not None and not self._needs_grad(book):
+            key = (book_version, self._weights_version(), book.dtype, book.device)
+            if self._cache is not None and self._cache[0] == key:
+                return self._cache[1], self._cache[2]
+        k, v = self.k_proj(book), self.v_proj(book)
+        if key is not None:
+            self._cache = (key, k, v)
+        return k, v
+
+    def clear_cache(self) -> None:
+        self._cache = None
+
+    def _choose(self, n_queries: int, n_keys: int, cached: bool) -> str:
+        if self.mode != "auto":
+            return self.mode
+        if cached:  # frozen book: projections cached, the attention alone is cheaper than re-association
+            return "projected"
+        d, h = self.dim, self.num_heads
+        projected = 2 * n_keys * d * d + 2 * n_queries * n_keys * d
+        reassociated = 2 * n_queries * d * d + 2 * h * n_queries * n_keys * d
+        return "reassociated" if reassociated < projected else "projected"
+
+    def _needs_grad(self, book: torch.Tensor) -> bool:
+        return torch.is_grad_enabled() and (
+            book.requires_grad or self.k_proj.weight.requires_grad or self.v_proj.weight.requires_grad
+        )
+
+    def _cacheable(self, book: torch.Tensor, book_version: Hashable | None) -> bool:
+        """With a frozen book (a version given, no gradient needed) the projections are computed once and reused,
+        so the projected order costs only the attention itself from the second call on."""
+        return book_version is not None and not self._needs_grad(book)
+
+    # ------------------------------------------------------------------ forward
+    def attention(
+        self,
+        visual_tokens: torch.Tensor,
+        book_tokens: torch.Tensor,
+        key_padding_mask: torch.Tensor | None = None,
+        return_attention: bool = False,
+        book_version: Hashable | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``Att(F, B)`` of eq. (6) before ``W_O``: (B, N, d), and the (B, heads, N, 3K) weights if asked."""
+        book, kpm = self._check(visual_tokens, book_tokens, key_padding_mask)
+        b, n, d = visual_tokens.shape
+        h, dh = self.num_heads, self.head_dim
+        book = book.to(visual_tokens.dtype)
+        mode = self._choose(b * n, book.shape[0], self._cacheable(book, book_version))
+        q = self.q_proj(visual_tokens).view(b, n, h, dh).transpose(1, 2)  # (B, h, N, dh)
+        bias_mask = None
+        if kpm is not None:
+            bias_mask = torch.zeros(kpm.shape, dtype=q.dtype, device=q.device).masked_fill(kpm.to(q.device), -math.inf)
+        scale = 1.0 / math.sqrt(dh)
+        if mode == "projected":
+            k, v = self.projected_book(book, book_version)
+            k = k.view(-1, h, dh).transpose(0, 1).unsqueeze(0)  # (1, h, 3K, dh), shared by the batch
+            v = v.view(-1, h, dh).transpose(0, 1).unsqueeze(0)
+            if return_attention:
+                scores = q @ k.transpose(-1, -2) * scale
+                if bias_mask is not None:
+                    scores = scores + bias_mask
+                attn = scores.softmax(-1)
+                out = attn @ v
+            else:
+                attn = None
+                out = F.scaled_dot_product_attention(
+                    q, k.expand(b, -1, -1, -1), v.expand(b, -1, -1, -1),
+                    attn_mask=None if kpm is None else ~kpm.to(q.device).view(1, 1, 1, -1),
+                )
+        else:
+            wk = self.k_proj.weight.view(h, dh, d)  # rows of head h
+            wv = self.v_proj.weight.view(h, dh, d)
+            q_book = torch.einsum("bhne,hed->bhnd", q, wk)  # (B, h, N, d): queries in book space
+            scores = q_book @ book.t() * scale  # (B, h, N, 3K)
+            if bias_mask is not None:
+                scores = scores + bias_mask
+            attn = scores.softmax(-1)
+            mixed = attn @ book  # (B, h, N, d)
+            out = torch.einsum("bhnd,hed->bhne", mixed, wv)  # (B, h, N, dh)
+            if self.v_proj.bias is not None:
+                out = out + self.v_proj.bias.view(1, h, 1, dh)
+            if not return_attention:
+                attn = None
+        out = out.transpose(1, 2).reshape(b, n, d)
+        return out, attn
+
+    def forward(
+        self,
+        visual_tokens: torch.Tensor,
+        book_tokens: torch.Tensor,
+        key_padding_mask: torch.Tensor | None = None,
+        return_attention: bool = False,
+        book_version: Hashable | None = None,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Eq. (7): ``F + gamma * Att(F, B) W_O``.
+
+        Args:
+            visual_tokens: (B, N, d) queries.
+            book_tokens: (K, 3, d) or (3K, d) keys and values.
+            key_padding_mask: optional (K, 3) / (3K,) bool, True = ignore.
+            return_attention: also return the (B, heads, N, 3K) attention weights.
+            book_version: any hashable that changes when the book changes (``EmbeddingBook.version()``); enables the
+                projection cache when no gradient is needed.
+        """
+        if self.gamma == 0 and not return_attention:
+            self._check(visual_tokens, book_tokens, key_padding_mask)
+            return visual_tokens
+        att, weights = self.attention(visual_tokens, book_tokens, key_padding_mask, return_attention, book_version)
+        out = visual_tokens + self.gamma * self.o_proj(att)
+        return (out, weights) if return_attention else out
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, num_heads={self.num_heads}, gamma={self.gamma}, mode={self.mode!r}"

@@ -1,0 +1,159 @@
+import math
+
+import pytest
+import torch
+
+from attok_monai.networks.blocks import ACCAdapter, EmbeddingBook
+
+
+def reference_acc(acc: ACCAdapter, f: torch.Tensor, book: torch.Tensor, mask=None) -> torch.Tensor:
+    """Eqs. (6)-(7) written per image, per head and per query, with explicit loops."""
+    bk = book.reshape(-1, acc.dim)
+    h, dh = acc.num_heads, acc.head_dim
+    out = torch.empty_like(f)
+    k_all, v_all = acc.k_proj(bk), acc.v_proj(bk)
+    for b in range(f.shape[0]):
+        q_all = acc.q_proj(f[b])
+        heads = []
+        for hi in range(h):
+            sl = slice(hi * dh, (hi + 1) * dh)
+            rows = []
+            for n in range(f.shape[1]):
+                scores = torch.stack([q_all[n, sl] @ k_all[j, sl] / math.sqrt(dh) for j in range(bk.shape[0])])
+                if mask is not None:
+                    scores = scores.masked_fill(mask.reshape(-1), -math.inf)
+                w = torch.softmax(scores, 0)
+                rows.append((w[:, None] * v_all[:, sl]).sum(0))
+            heads.append(torch.stack(rows))
+        att = torch.cat(heads, dim=-1)
+        out[b] = f[b] + acc.gamma * acc.o_proj(att)
+    return out
+
+
+@pytest.mark.parametrize("heads", [1, 4])
+@pytest.mark.parametrize("mode", ["projected", "reassociated", "auto"])
+def test_matches_loop_reference(heads, mode):
+    torch.manual_seed(0)
+    acc = ACCAdapter(16, num_heads=heads, gamma=0.1, mode=mode)
+    f, book = torch.randn(2, 5, 16), torch.randn(4, 3, 16)
+    mask = torch.zeros(4, 3, dtype=torch.bool)
+    mask[1, 2] = True
+    for m in (None, mask):
+        out = acc(f, book, key_padding_mask=m)
+        ref = reference_acc(acc, f, book, m)
+        assert torch.allclose(out, ref, atol=1e-5), (mode, heads)
+
+
+@pytest.mark.parametrize("heads", [1, 2])
+def test_modes_equal_outputs_and_gradients(heads):
+    torch.manual_seed(1)
+    f = torch.randn(3, 6, 32)
+    book_p = torch.randn(10, 3, 32)
+    grads = {}
+    outs = {}
+    for mode in ("projected", "reassociated"):
+        torch.manual_seed(2)
+        acc = ACCAdapter(32, num_heads=heads, mode=mode)
+        fi = f.clone().requires_grad_(True)
+        bi = book_p.clone().requires_grad_(True)
+        out, att = acc(fi, bi, return_attention=True)
+        (out.square().sum() + att.sum()).backward()
+        outs[mode] = (out.detach(), att.detach())
+        grads[mode] = [fi.grad, bi.grad] + [
+            torch.zeros_like(p) if p.grad is None else p.grad for p in acc.parameters()
+        ]
+    assert torch.allclose(outs["projected"][0], outs["reassociated"][0], atol=1e-5)
+    assert torch.allclose(outs["projected"][1], outs["reassociated"][1], atol=1e-6)
+    assert outs["projected"][1].shape == (3, heads, 6, 30)
+    for a, b in zip(grads["projected"], grads["reassociated"]):
+        # the key bias only shifts scores by a per-query constant: its true gradient is zero in both orders
+        assert torch.allclose(a, b, atol=1e-4), (a - b).abs().max()
+
+
+def test_auto_picks_reassociated_for_large_books():
+    acc = ACCAdapter(64, num_heads=1)
+    assert acc._choose(n_queries=16, n_keys=3000, cached=False) == "reassociated"
+    assert acc._choose(n_queries=4096, n_keys=15, cached=False) == "projected"
+    assert acc._choose(n_queries=16, n_keys=3000, cached=True) == "projected"
+
+
+def test_bf16_close_to_fp32():
+    torch.manual_seed(0)
+    acc = ACCAdapter(64, num_heads=2)
+    f, book = torch.randn(2, 8, 64), torch.randn(6, 3, 64)
+    ref = acc(f, book)
+    out = acc.to(torch.bfloat16)(f.bfloat16(), book.bfloat16())
+    assert out.dtype == torch.bfloat16
+    assert torch.allclose(out.float(), ref, atol=5e-2, rtol=5e-2)
+
+
+def test_gamma_zero_returns_input():
+    acc = ACCAdapter(8, gamma=0.0)
+    f = torch.randn(2, 3, 8)
+    assert torch.equal(acc(f, torch.randn(2, 3, 8)), f)
+
+
+def test_gradients_reach_book_and_weights():
+    book = EmbeddingBook(3, 8)
+    book.update_prototypes(torch.randn(3, 2, 8), torch.tensor([0, 1, 2]))
+    acc = ACCAdapter(8)
+    out = acc(torch.randn(2, 4, 8), book.tokens())
+    out.sum().backward()
+    assert book.attribute_embeddings.grad.abs().sum() > 0
+    assert book.keyword_embeddings.grad.abs().sum() > 0
+    for name in ("q_proj", "v_proj", "o_proj"):
+        assert getattr(acc, name).weight.grad.abs().sum() > 0, name
+
+
+def test_cache_reused_and_invalidated():
+    torch.manual_seed(0)
+    book = EmbeddingBook(5, 16)
+    book.update_prototypes(torch.randn(5, 2, 16), torch.arange(5))
+    acc = ACCAdapter(16, num_heads=2)
+    acc.eval()
+    f = torch.randn(2, 3, 16)
+    with torch.no_grad():
+        first = acc(f, book.tokens(), book_version=book.version())
+        cached = acc._cache
+        again = acc(f, book.tokens(), book_version=book.version())
+        assert acc._cache is cached and torch.equal(first, again)
+        # an EMA update changes the book: the cache must not be reused
+        book.update_prototypes(torch.randn(1, 2, 16), torch.tensor([0]))
+        after_ema = acc(f, book.tokens(), book_version=book.version())
+        assert acc._cache is not cached
+        fresh = ACCAdapter(16, num_heads=2)
+        fresh.load_state_dict(acc.state_dict())
+        assert torch.allclose(after_ema, fresh(f, book.tokens()), atol=1e-6)
+    # an optimizer step on the key projection invalidates it too
+    opt = torch.optim.SGD(acc.parameters(), lr=0.5)
+    acc.train()
+    acc(f, book.tokens()).sum().backward()
+    opt.step()
+    with torch.no_grad():
+        out = acc(f, book.tokens(), book_version=book.version())
+        ref = ACCAdapter(16, num_heads=2)
+        ref.load_state_dict(acc.state_dict())
+        assert torch.allclose(out, ref(f, book.tokens()), atol=1e-6)
+        # load_state_dict (in-place copy) invalidates as well
+        state = {k: torch.randn_like(v) for k, v in acc.state_dict().items()}
+        acc.load_state_dict(state)
+        ref.load_state_dict(state)
+        assert torch.allclose(acc(f, book.tokens(), book_version=book.version()), ref(f, book.tokens()), atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "f, book, mask, match",
+    [
+        (torch.randn(2, 3, 7), torch.randn(2, 3, 8), None, "visual_tokens"),
+        (torch.randn(2, 3, 8), torch.randn(2, 4, 8), None, "book_tokens"),
+        (torch.randn(2, 3, 8), torch.randn(2, 3, 8), torch.zeros(5, dtype=torch.bool), "key_padding_mask"),
+    ],
+)
+def test_bad_input(f, book, mask, match):
+    with pytest.raises(ValueError, match=match):
+        ACCAdapter(8)(f, book, key_padding_mask=mask)
+
+
+def test_bad_heads():
+    with pytest.raises(ValueError, match="divisible"):
+        ACCAdapter(10, num_heads=3)
