@@ -1,0 +1,184 @@
+"""Builders used by the bundle configs: the compact model, the LR schedule, run statistics and the final report."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from ignite.engine import Engine, Events
+
+from attok_monai.attributes import AttributeVocabulary
+from attok_monai.data.instructions import InstructionTemplates
+from attok_monai.networks.nets import AttTokGPTv, CompactGPTvBackbone, build_word_tokenizer
+
+__all__ = [
+    "build_compact_attok",
+    "warmup_cosine",
+    "RunStatsHandler",
+    "SavePretrainedHandler",
+    "device_info",
+    "file_md5",
+    "print_summary",
+    "find_bundle_root",
+    "latest_checkpoint",
+    "snapshot_configs",
+]
+
+
+def build_compact_attok(
+    vocabulary: AttributeVocabulary | dict | str,
+    templates: InstructionTemplates,
+    extra_texts: Sequence[str] = (),
+    vision: dict | None = None,
+    llm: dict | None = None,
+    max_length: int = 96,
+    seed: int | None = None,
+    **attok_kwargs: Any,
+) -> AttTokGPTv:
+    """A compact AttTok GPTv: tokenizer built offline from the templates, class names, keywords and markers."""
+    vocab = AttributeVocabulary.coerce(vocabulary)
+    texts = templates.all_texts() + [k for a in vocab for k in a.keywords] + list(extra_texts)
+    tokenizer = build_word_tokenizer(texts, vocab.special_tokens)
+    if seed is not None:
+        torch.manual_seed(seed)
+    backbone = CompactGPTvBackbone(tokenizer, vision=vision, llm=llm, max_length=max_length)
+    return AttTokGPTv(backbone, vocab, **attok_kwargs)
+
+
+def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_fraction: float = 0.1):
+    """LambdaLR: linear warm-up over the first ``warmup_fraction`` of steps, then cosine decay to 0 (paper A.1)."""
+    warm = max(1, int(total_steps * warmup_fraction))
+
+    def f(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        t = min(1.0, (step - warm) / max(1, total_steps - warm))
+        return 0.5 * (1.0 + math.cos(math.pi * t))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, f)
+
+
+def device_info(device: torch.device | str) -> dict[str, str]:
+    device = torch.device(device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({os.cpu_count()} cores)"
+    return {"device": str(device), "device_name": name, "torch_version": torch.__version__}
+
+
+def file_md5(path: str | os.PathLike) -> str:
+    """MD5 of a data file (logged to MLflow so a run names the exact data it saw)."""
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class RunStatsHandler:
+    """Per-epoch ``samples_per_s``, ``epoch_time_s`` and ``peak_memory_mb`` into ``engine.state.metrics``
+    (so MLflow's epoch log records them)."""
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_STARTED, self._start)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._count)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self._end)
+
+    def _start(self, engine: Engine) -> None:
+        self._t0, self._n = time.perf_counter(), 0
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+
+    def _count(self, engine: Engine) -> None:
+        out = engine.state.output
+        self._n += int(out.get("batch_size", 0)) if isinstance(out, dict) else 0
+
+    def _end(self, engine: Engine) -> None:
+        dt = time.perf_counter() - self._t0
+        engine.state.metrics["samples_per_s"] = self._n / max(dt, 1e-9)
+        engine.state.metrics["epoch_time_s"] = dt
+        if torch.cuda.is_available():
+            engine.state.metrics["peak_memory_mb"] = torch.cuda.max_memory_allocated() / 2**20
+        else:
+            import resource
+
+            engine.state.metrics["peak_memory_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class SavePretrainedHandler:
+    """At the end of training, ``network.save_pretrained(directory)`` (model folder logged as an MLflow artifact)."""
+
+    def __init__(self, network: AttTokGPTv, directory: str | os.PathLike) -> None:
+        self.network, self.directory = network, Path(directory)
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.COMPLETED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        self.network.save_pretrained(self.directory)
+
+
+def print_summary(metrics_file: str | os.PathLike, mlflow_handler: Any = None, title: str = "validation") -> dict:
+    """Print the final metrics and where the MLflow run is; returns the metrics."""
+    metrics_file = Path(metrics_file)
+    if not metrics_file.exists():
+        print(f"[attok] no metrics written ({metrics_file} missing)")
+        return {}
+    metrics = json.loads(metrics_file.read_text())["metrics"]
+    keys = ["open_accuracy", "closed_accuracy", "open_macro_f1", "open_balanced_accuracy", "auc",
+            "retrieval_accuracy", "num_samples"]
+    print(f"\n[attok] {title} metrics:")
+    for k in keys:
+        if k in metrics:
+            print(f"  {k:24s} {metrics[k]:.4f}" if isinstance(metrics[k], float) else f"  {k:24s} {metrics[k]}")
+    print(f"[attok] report files: {metrics_file.parent}")
+    if mlflow_handler is not None and getattr(mlflow_handler, "cur_run", None) is not None:
+        run = mlflow_handler.cur_run
+        uri = mlflow_handler.client.tracking_uri if hasattr(mlflow_handler.client, "tracking_uri") else ""
+        print(f"[attok] MLflow run {run.info.run_id} (experiment {mlflow_handler.experiment_name}) at {uri}")
+        print(f"[attok] browse: mlflow ui --backend-store-uri {uri}")
+    return metrics
+
+
+def find_bundle_root(default: str = ".") -> str:
+    """The bundle folder of the running config: ``--bundle_root`` wins (a config override), else the parent of
+    the ``configs`` folder named by ``--config_file`` on the command line, else ``default``."""
+    import sys
+
+    argv = sys.argv
+    for i, a in enumerate(argv):
+        val = None
+        if a == "--config_file" and i + 1 < len(argv):
+            val = argv[i + 1]
+        elif a.startswith("--config_file="):
+            val = a.split("=", 1)[1]
+        if val:
+            first = val.strip("[]").split(",")[0].strip().strip("'\"")
+            cfg = Path(first).resolve()
+            return str(cfg.parent.parent if cfg.parent.name == "configs" else cfg.parent)
+    return default
+
+
+def latest_checkpoint(directory: str | os.PathLike, prefix: str = "checkpoint") -> str | None:
+    """The newest ``<prefix>_epoch=N.pt`` in ``directory`` (for resuming), or ``None``."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return None
+    found = sorted(directory.glob(f"{prefix}_epoch=*.pt"), key=lambda p: int(p.stem.split("=")[-1]))
+    return str(found[-1]) if found else None
+
+
+def snapshot_configs(bundle_root: str | os.PathLike, output_dir: str | os.PathLike) -> None:
+    """Copy the bundle's ``configs/*.json`` into ``output_dir/configs`` (logged with the run's artifacts)."""
+    import shutil
+
+    src = Path(bundle_root) / "configs"
+    dst = Path(output_dir) / "configs"
+    dst.mkdir(parents=True, exist_ok=True)
+    for f in src.glob("*.json"):
+        shutil.copy2(f, dst / f.name)

@@ -1,0 +1,150 @@
+"""Evaluation report artifacts: metrics JSON, per-class table, confusion matrix and t-SNE plots, predictions.
+
+Attached to an evaluator: collects :class:`attok_monai.engines.steps.AttTokEvalStep` outputs and writes the files
+at each epoch end (overwriting), so the folder always describes the latest evaluation. Files are written to a
+temp name and renamed. Predictions are keyed by the sample ``id`` (never a patient identifier).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from ignite.engine import Engine, Events
+
+from attok_monai.engines.steps import gather_eval_outputs
+from attok_monai.metrics import classification_metrics, per_class_table
+
+__all__ = ["EvalReportHandler", "atomic_write_text"]
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def _save_fig(fig, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png")
+    os.close(fd)
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    os.replace(tmp, path)
+
+
+class EvalReportHandler:
+    """Args:
+    output_dir: folder for ``metrics.json``, ``per_class.csv``, ``confusion_matrix.png``, ``tsne.png``,
+        ``predictions.csv``.
+    network: the :class:`AttTokGPTv` (for class names and attribute tokens in the t-SNE plot).
+    tsne: whether to draw the t-SNE of visual tokens and attribute tokens (paper Figure 5).
+    prefix: metric name prefix in ``metrics.json`` (e.g. ``"val"``).
+    """
+
+    def __init__(self, output_dir: str | os.PathLike, network: Any, tsne: bool = True, prefix: str = "val") -> None:
+        self.output_dir = Path(output_dir)
+        self.network = network
+        self.tsne = tsne
+        self.prefix = prefix
+        self.outputs: list[dict] = []
+        self.last_metrics: dict[str, float] = {}
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_STARTED, lambda e: self.outputs.clear())
+        engine.add_event_handler(Events.ITERATION_COMPLETED, lambda e: self.outputs.append(e.state.output))
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        if not self.outputs:
+            return
+        self.last_metrics = self.write(gather_eval_outputs(self.outputs), dict(engine.state.metrics))
+
+    def write(self, data: dict[str, Any], engine_metrics: dict[str, Any] | None = None) -> dict[str, float]:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        vocab = self.network.vocabulary
+        names = vocab.names
+        k = len(names)
+        labels = np.asarray(data["label"])
+        metrics: dict[str, float] = {"num_samples": int(data["n"])}
+        for source, preds in (
+            ("open", data["open_pred"]), ("closed", data["closed_pred"]),
+            ("prob", data["probs"].argmax(1).tolist()), ("retrieval", data["retrieval"].argmax(1).tolist()),
+        ):
+            for key, val in classification_metrics(labels, preds, data["probs"], num_classes=k).items():
+                if key == "auc" and source != "open":
+                    continue
+                metrics[f"{source}_{key}"] = val
+        metrics["auc"] = metrics.pop("open_auc", float("nan"))
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.output_dir / "metrics.json", json.dumps(
+            {"metrics": metrics, "engine_metrics": {k2: v for k2, v in (engine_metrics or {}).items()
+                                                    if isinstance(v, (int, float))}}, indent=2))
+        rows, cm = per_class_table(labels, data["open_pred"], names)
+        buf = _csv(["class", "precision", "recall", "f1", "support"], rows)
+        atomic_write_text(self.output_dir / "per_class.csv", buf)
+        pred_rows = [
+            {"id": i, "label": names[y], "open_answer": o, "open_pred": names[p] if p >= 0 else "",
+             "closed_answer": c, **{f"p_{vocab[j].name}": f"{data['probs'][n, j]:.4f}" for j in range(k)}}
+            for n, (i, y, o, p, c) in enumerate(zip(data["id"], labels, data["open_text"], data["open_pred"],
+                                                    data["closed_text"]))
+        ]
+        atomic_write_text(self.output_dir / "predictions.csv", _csv(list(pred_rows[0]), pred_rows))
+
+        fig, ax = plt.subplots(figsize=(1.2 * k + 3, 1.0 * k + 2))
+        ax.imshow(cm, cmap="Blues")
+        ax.set_xticks(range(k + 1), [*names, "unparsed"], rotation=45, ha="right")
+        ax.set_yticks(range(k), names)
+        for r in range(k):
+            for c in range(k + 1):
+                ax.text(c, r, int(cm[r, c]), ha="center", va="center", fontsize=8)
+        ax.set_xlabel("open-ended answer")
+        ax.set_ylabel("label")
+        ax.set_title(f"Confusion matrix (open accuracy {metrics['open_accuracy']:.3f})")
+        _save_fig(fig, self.output_dir / "confusion_matrix.png")
+        plt.close(fig)
+        if self.tsne and data["n"] > k + 5:
+            self._tsne(data, names, plt)
+        return metrics
+
+    def _tsne(self, data: dict[str, Any], names: list[str], plt) -> None:
+        import torch
+        from sklearn.manifold import TSNE
+
+        visual = np.asarray(data["visual_mean"], dtype=np.float32)
+        attrs = self.network.book.attribute_embeddings.detach().float().cpu().numpy()
+        points = np.concatenate([visual, attrs])
+        perplexity = float(min(30, max(2, (len(points) - 1) // 3)))
+        emb = TSNE(2, perplexity=perplexity, init="pca", random_state=0).fit_transform(points)
+        labels = np.asarray(data["label"])
+        fig, ax = plt.subplots(figsize=(6, 5))
+        cmap = plt.get_cmap("tab10")
+        for j, name in enumerate(names):
+            sel = labels == j
+            ax.scatter(emb[: len(visual)][sel, 0], emb[: len(visual)][sel, 1], s=8, color=cmap(j % 10), alpha=0.6,
+                       label=name)
+            ax.scatter(*emb[len(visual) + j], marker="*", s=260, color=cmap(j % 10), edgecolor="k")
+        ax.legend(fontsize=7, loc="best")
+        ax.set_title("t-SNE: visual tokens (dots) and attribute tokens (stars)")
+        _save_fig(fig, self.output_dir / "tsne.png")
+        plt.close(fig)
+        del torch
+
+
+def _csv(fields: list[str], rows: list[dict]) -> str:
+    import io
+
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=fields)
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue()

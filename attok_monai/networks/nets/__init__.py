@@ -1,0 +1,6 @@
+"""GPTv networks: the compact backbone (CPU default) and the AttTok wrapper."""
+
+from .attok_gptv import AttTokGPTv, AttTokOutput
+from .compact_gptv import CompactGPTvBackbone, VisionEncoder2D, build_word_tokenizer
+
+__all__ = ["AttTokGPTv", "AttTokOutput", "CompactGPTvBackbone", "VisionEncoder2D", "build_word_tokenizer"]

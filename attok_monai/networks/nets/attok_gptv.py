@@ -1,0 +1,303 @@
+"""AttTokGPTv: a GPTv backbone with attribute tokens, the embedding book, the ACC adapter and the ACM projection.
+
+The wrapper works over a backbone interface (see :class:`CompactGPTvBackbone`), so other backbones slot in:
+
+- ``tokenizer``, ``hidden_size``, ``input_embeddings()``, ``output_embeddings()``;
+- ``encode_images(pixel) -> (B, N_v, d)`` visual tokens at the LLM width;
+- ``build_inputs(prompts, answers) -> {"input_ids" (B, L; -1 at visual slots), "attention_mask", "labels",
+  "prompt_lengths"}``; ``merge_visual(embeds, ids, visual)``;
+- ``forward_embeds(inputs_embeds, attention_mask, past_key_values, use_cache) -> (logits, hidden, past)``.
+
+Ablation switches (paper Table 3): ``use_attribute_tokens=False, use_acc=False, use_acm=False`` is the baseline
+(plain-text answers); ``+ACC``, ``+ACM`` and ``+All`` add the modules on top of the attribute tokens.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from attok_monai.attributes import AttributeVocabulary
+from attok_monai.losses.acm import ACMLoss
+from attok_monai.networks.blocks import ACCAdapter, EmbeddingBook
+
+__all__ = ["AttTokGPTv", "AttTokOutput"]
+
+
+@dataclass
+class AttTokOutput:
+    """What one training forward returns.
+
+    ``logits`` (B, L, V) and ``labels`` (B, L) for NTP; ``f_a`` (N, d) final hidden states at the positions that
+    predict an attribute token and ``attr_targets`` (N,) their attribute indices (for ACM); ``visual_tokens``
+    (B, N_v, d) encoder tokens before ACC (detached, for the EMA update) and ``visual_targets`` (B,) or (B, K).
+    """
+
+    logits: torch.Tensor
+    labels: torch.Tensor
+    f_a: torch.Tensor
+    attr_targets: torch.Tensor
+    visual_tokens: torch.Tensor
+    visual_targets: torch.Tensor
+
+
+class AttTokGPTv(nn.Module):
+    """Args:
+    backbone: the GPTv backbone (its tokenizer must already hold the vocabulary's special tokens, or
+        ``add_tokens`` support on the backbone).
+    vocabulary: the attribute vocabulary (object, dict or JSON path).
+    use_attribute_tokens, use_acc, use_acm: the ablation switches.
+    acc_heads, gamma: ACC heads and residual weight (paper: 1 head, gamma=0.1).
+    momentum: EMA momentum of the visual prototypes (paper: 0.99).
+    tau: ACM temperature (paper: 1).
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        vocabulary: AttributeVocabulary | dict | str,
+        use_attribute_tokens: bool = True,
+        use_acc: bool = True,
+        use_acm: bool = True,
+        acc_heads: int = 1,
+        gamma: float = 0.1,
+        momentum: float = 0.99,
+        tau: float = 1.0,
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.vocabulary = AttributeVocabulary.coerce(vocabulary)
+        self.use_attribute_tokens = use_attribute_tokens
+        self.use_acc = use_acc
+        self.use_acm = use_acm
+        self.hparams = {
+            "use_attribute_tokens": use_attribute_tokens, "use_acc": use_acc, "use_acm": use_acm,
+            "acc_heads": acc_heads, "gamma": gamma, "momentum": momentum, "tau": tau,
+        }
+        tok = backbone.tokenizer
+        if hasattr(backbone, "add_tokens"):
+            backbone.add_tokens(self.vocabulary.special_tokens)
+        ids = tok.convert_tokens_to_ids(self.vocabulary.special_tokens)
+        missing = [t for t, i in zip(self.vocabulary.special_tokens, ids) if i is None or i == tok.unk_token_id]
+        if missing:
+            raise ValueError(f"AttTokGPTv: the backbone tokenizer lacks the attribute tokens {missing[:5]}.")
+        self.begin_id, self.end_id = ids[0], ids[1]
+        self.register_buffer("attr_ids", torch.tensor(ids[2:], dtype=torch.long), persistent=False)
+        d = backbone.hidden_size
+        k = len(self.vocabulary)
+        self.book = EmbeddingBook(k, d, momentum=momentum)
+        self.acc = ACCAdapter(d, num_heads=acc_heads, gamma=gamma) if use_acc else None
+        self.acm = ACMLoss(d, tau=tau) if use_acm else None
+        self._init_attribute_rows()
+
+    # ------------------------------------------------------------------ initialisation
+    @torch.no_grad()
+    def _init_attribute_rows(self) -> None:
+        """Keyword embeddings from the keyword's token rows; attribute rows (input and lm_head) from the keywords."""
+        tok = self.backbone.tokenizer
+        kw_ids = []
+        for a in self.vocabulary:
+            ids = tok.encode(" ".join(a.keywords[:1]), add_special_tokens=False)
+            ids = [i for i in ids if i != tok.unk_token_id] or [tok.unk_token_id]
+            kw_ids.append(ids)
+        emb = self.backbone.input_embeddings().weight
+        self.book.init_keyword_embeddings(emb, kw_ids)
+        self.book.init_attribute_embeddings(self.book.keyword_embeddings.detach())
+        emb[self.attr_ids] = self.book.keyword_embeddings.to(emb.dtype)
+        head = self.backbone.output_embeddings().weight
+        if head is not emb:
+            for k, ids in enumerate(kw_ids):
+                head[self.attr_ids[k]] = head[torch.tensor(ids)].mean(0)
+
+    # ------------------------------------------------------------------ text
+    def format_answer(self, attributes: Sequence[int], text: str | None) -> str:
+        """The target answer: attribute tokens then text (AttTok), or the text alone (baseline)."""
+        attributes = list(attributes)
+        if self.use_attribute_tokens and attributes:
+            return self.vocabulary.format_answer(attributes, text)
+        return text if text is not None else self.vocabulary.format_text_answer(attributes)
+
+    def embed(self, input_ids: torch.Tensor, visual: torch.Tensor | None = None) -> torch.Tensor:
+        """Token embeddings with the attribute tokens tied to the book's ``a_k`` and the visual slots filled."""
+        safe = input_ids.clamp(min=0)
+        embeds = self.backbone.input_embeddings()(safe)
+        k = self.attr_ids.numel()
+        pos = torch.searchsorted(self.attr_ids_sorted, safe).clamp(max=k - 1)
+        is_attr = self.attr_ids_sorted[pos] == safe
+        if is_attr.any():
+            attr_index = self.attr_sort_index[pos]
+            a = self.book.attribute_embeddings.to(embeds.dtype)[attr_index]
+            embeds = torch.where(is_attr[..., None], a, embeds)
+        if visual is not None:
+            embeds = self.backbone.merge_visual(embeds, input_ids, visual)
+        return embeds
+
+    @property
+    def attr_ids_sorted(self) -> torch.Tensor:
+        return self.attr_ids.sort().values
+
+    @property
+    def attr_sort_index(self) -> torch.Tensor:
+        return self.attr_ids.sort().indices
+
+    # ------------------------------------------------------------------ vision
+    def visual_tokens(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(F^v before ACC, F^v after ACC)``, each (B, N_v, d)."""
+        raw = self.backbone.encode_images(images)
+        if self.acc is None:
+            return raw, raw
+        version = None if self.training else self.book.version()
+        return raw, self.acc(raw, self.book.tokens(), self.book.key_padding_mask(), book_version=version)
+
+    # ------------------------------------------------------------------ training forward
+    def forward(
+        self, images: torch.Tensor, prompts: Sequence[str], answers: Sequence[str | None],
+        attributes: Sequence[Sequence[int]],
+    ) -> AttTokOutput:
+        """Args:
+        images: (B, C, H, W) in [0, 1]; prompts: B questions; answers: B answer texts (None = clinical names);
+        attributes: B lists of attribute indices (the first is the sample's class for single-label data).
+        """
+        device = images.device
+        raw, visual = self.visual_tokens(images)
+        targets_text = [self.format_answer(a, t) for a, t in zip(attributes, answers)]
+        batch = {k: v.to(device) for k, v in self.backbone.build_inputs(prompts, targets_text).items()}
+        embeds = self.embed(batch["input_ids"], visual)
+        logits, hidden, _ = self.backbone.forward_embeds(embeds, batch["attention_mask"])
+        labels = batch["labels"]
+        f_a, attr_targets = self._attribute_positions(hidden, labels, batch["prompt_lengths"], attributes)
+        return AttTokOutput(logits, labels, f_a, attr_targets, raw.detach(), self.visual_targets(attributes, device))
+
+    def _attribute_positions(self, hidden, labels, prompt_lengths, attributes):
+        """f^a: the final hidden state at each position whose next token is an attribute token (with attribute
+        tokens), or at the last prompt position with the sample's first attribute (plain-text answers)."""
+        k = self.attr_ids.numel()
+        if self.use_attribute_tokens:
+            nxt = labels[:, 1:]
+            pos = torch.searchsorted(self.attr_ids_sorted, nxt.clamp(min=0)).clamp(max=k - 1)
+            hit = (self.attr_ids_sorted[pos] == nxt) & (nxt >= 0)
+            b_idx, t_idx = hit.nonzero(as_tuple=True)
+            return hidden[b_idx, t_idx], self.attr_sort_index[pos[b_idx, t_idx]]
+        rows = [i for i, a in enumerate(attributes) if len(a)]
+        b_idx = torch.tensor(rows, dtype=torch.long, device=hidden.device)
+        t_idx = prompt_lengths.to(hidden.device)[b_idx] - 1
+        tgt = torch.tensor([attributes[i][0] for i in rows], dtype=torch.long, device=hidden.device)
+        return hidden[b_idx, t_idx], tgt
+
+    def visual_targets(self, attributes: Sequence[Sequence[int]], device) -> torch.Tensor:
+        """(B,) class indices when every sample has one attribute, else (B, K) multi-hot."""
+        if all(len(a) == 1 for a in attributes):
+            return torch.tensor([a[0] for a in attributes], dtype=torch.long, device=device)
+        multi = torch.zeros(len(attributes), len(self.vocabulary), device=device)
+        for i, a in enumerate(attributes):
+            multi[i, list(a)] = 1
+        return multi
+
+    # ------------------------------------------------------------------ inference
+    @torch.no_grad()
+    def generate(self, images: torch.Tensor, prompts: Sequence[str], max_new_tokens: int = 16) -> list[str]:
+        """Greedy decoding with a KV cache; attribute tokens stay visible in the returned text."""
+        device = images.device
+        _, visual = self.visual_tokens(images)
+        batch = {k: v.to(device) for k, v in self.backbone.build_inputs(prompts, None).items()}
+        ids, mask = batch["input_ids"], batch["attention_mask"]
+        lengths = mask.sum(1)
+        # left-align is not needed: feed the prompt, then step each row from its own last position
+        logits, _, past = self.backbone.forward_embeds(self.embed(ids, visual), mask, use_cache=True)
+        next_logits = logits[torch.arange(len(prompts), device=device), lengths - 1]
+        eos = self.backbone.tokenizer.eos_token_id
+        out: list[list[int]] = [[] for _ in prompts]
+        done = torch.zeros(len(prompts), dtype=torch.bool, device=device)
+        # append new tokens after the padded width; the mask hides the padding in between
+        for step in range(max_new_tokens):
+            nxt = next_logits.argmax(-1)
+            for i, t in enumerate(nxt.tolist()):
+                if not done[i]:
+                    out[i].append(t)
+            done |= nxt == eos
+            if bool(done.all()):
+                break
+            mask = torch.cat([mask, torch.ones(len(prompts), 1, dtype=mask.dtype, device=device)], dim=1)
+            step_embeds = self.embed(nxt[:, None])
+            positions = (lengths + step)[:, None]  # each row continues from its own length, as in training
+            logits, _, past = self.backbone.forward_embeds(
+                step_embeds, mask, past_key_values=past, use_cache=True, position_ids=positions
+            )
+            next_logits = logits[:, -1]
+        tok = self.backbone.tokenizer
+        return [tok.decode([t for t in o if t != eos], skip_special_tokens=False).strip() for o in out]
+
+    @torch.no_grad()
+    def class_probabilities(self, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
+        """(B, K) class probabilities: a softmax over the K attribute-token logits after ``<|attribute_begin|>``
+        (attribute tokens), or over the answer log-likelihoods of the K clinical names (plain-text baseline)."""
+        device = images.device
+        _, visual = self.visual_tokens(images)
+        if self.use_attribute_tokens:
+            batch = {k: v.to(device) for k, v in self.backbone.build_inputs(prompts, None).items()}
+            ids = batch["input_ids"]
+            mask = batch["attention_mask"]
+            lengths = mask.sum(1)
+            # insert <|attribute_begin|> at each row's end
+            ids = torch.cat([ids, torch.full_like(ids[:, :1], self.backbone.tokenizer.pad_token_id)], 1)
+            mask = torch.cat([mask, torch.zeros_like(mask[:, :1])], 1)
+            rows = torch.arange(len(prompts), device=device)
+            ids[rows, lengths] = self.begin_id
+            mask[rows, lengths] = 1
+            logits, _, _ = self.backbone.forward_embeds(self.embed(ids, visual), mask)
+            return logits[rows, lengths][:, self.attr_ids].float().softmax(-1)
+        scores = []
+        for k in range(len(self.vocabulary)):
+            answers = [self.vocabulary.format_text_answer([k])] * len(prompts)
+            batch = {kk: v.to(device) for kk, v in self.backbone.build_inputs(prompts, answers).items()}
+            logits, _, _ = self.backbone.forward_embeds(self.embed(batch["input_ids"], visual), batch["attention_mask"])
+            logp = F.log_softmax(logits[:, :-1].float(), -1)
+            lab = batch["labels"][:, 1:]
+            valid = lab != -100
+            tok_lp = logp.gather(-1, lab.clamp(min=0)[..., None]).squeeze(-1) * valid
+            scores.append(tok_lp.sum(1))
+        return torch.stack(scores, 1).softmax(-1)
+
+    @torch.no_grad()
+    def retrieval_scores(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, K) cosine similarity of each image's mean visual token (after ACC) to the attribute tokens a_k used
+        as classifier weights (paper Table 6); through theta when the model has ACM."""
+        _, visual = self.visual_tokens(images)
+        v, a = visual.mean(1), self.book.attribute_embeddings.to(visual.dtype)
+        if self.acm is not None:
+            v, a = self.acm.projection(v), self.acm.projection(a)
+        return F.normalize(v.float(), dim=-1) @ F.normalize(a.float(), dim=-1).t()
+
+    # ------------------------------------------------------------------ persistence
+    def save_pretrained(self, directory: str | os.PathLike) -> None:
+        """One folder: backbone config + tokenizer, vocabulary, switches and all weights (atomic per file)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.backbone.save_config(directory)
+        self.vocabulary.to_json(directory / "vocabulary.json")
+        (directory / "attok.json").write_text(json.dumps(self.hparams, indent=2))
+        fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
+        os.close(fd)
+        torch.save(self.state_dict(), tmp)
+        os.replace(tmp, directory / "model.pt")
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> AttTokGPTv:
+        from attok_monai.networks.nets.compact_gptv import CompactGPTvBackbone
+
+        directory = Path(directory)
+        if not (directory / "model.pt").exists():
+            raise FileNotFoundError(f"AttTokGPTv.from_pretrained: {directory} has no model.pt.")
+        backbone = CompactGPTvBackbone.from_config_dir(directory)
+        hp = json.loads((directory / "attok.json").read_text())
+        model = cls(backbone, AttributeVocabulary.from_json(directory / "vocabulary.json"), **hp)
+        model.load_state_dict(torch.load(directory / "model.pt", map_location=map_location, weights_only=True))
+        return model

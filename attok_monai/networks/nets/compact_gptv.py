@@ -1,0 +1,245 @@
+"""Compact GPTv backbone: a MONAI 2D vision encoder + projector + a small causal LM from a ``transformers`` config.
+
+Trained from scratch on a laptop CPU; the embedded default for demos, tests and benchmarks. Its tokenizer is a
+word-level ``tokenizers`` model built offline from the bundle's question templates and answers (nothing is downloaded).
+
+Sequence layout: ``<bos> [N_v visual tokens] prompt <sep> answer <eos> <pad>...`` (right padding). Visual tokens enter
+the LLM as input embeddings; the prompt and answer are token ids.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import torch
+from monai.networks.nets import ResNet, ViT
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+from torch import nn
+from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFast
+
+__all__ = ["build_word_tokenizer", "CompactGPTvBackbone", "VisionEncoder2D"]
+
+SPECIAL = {"pad_token": "<pad>", "unk_token": "<unk>", "bos_token": "<bos>", "eos_token": "<eos>", "sep_token": "<sep>"}
+
+
+def build_word_tokenizer(texts: Iterable[str], extra_special_tokens: Sequence[str] = ()) -> PreTrainedTokenizerFast:
+    """A lower-casing word-level tokenizer over every word and punctuation mark in ``texts``.
+
+    ``<|...|>`` tokens found in the texts and ``extra_special_tokens`` become special tokens (never split).
+    """
+    words: set[str] = set()
+    specials = list(dict.fromkeys(extra_special_tokens))
+    pre = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
+    for text in texts:
+        for tok in re.findall(r"<\|[a-z0-9_]+\|>", text):
+            if tok not in specials:
+                specials.append(tok)
+        plain = re.sub(r"<\|[a-z0-9_]+\|>", " ", text.lower())
+        words.update(w for w, _ in pre.pre_tokenize_str(plain))
+    vocab = {t: i for i, t in enumerate(SPECIAL.values())}
+    for w in sorted(words):
+        vocab.setdefault(w, len(vocab))
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=SPECIAL["unk_token"]))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, **SPECIAL)
+    if specials:
+        fast.add_special_tokens({"additional_special_tokens": specials})
+    return fast
+
+
+class VisionEncoder2D(nn.Module):
+    """A MONAI 2D encoder whose feature map becomes a grid of visual tokens.
+
+    Args:
+        arch: ``"resnet"`` (MONAI ResNet, no max-pool, 3x3 stem: suited to 28-64 px images) or ``"vit"`` (MONAI ViT).
+        in_channels: image channels.
+        img_size: input side length (for the ViT).
+        grid: visual tokens per side; the feature map is adaptively pooled to ``grid x grid`` (N_v = grid^2).
+        widths: ResNet stage widths; ``vit_*``: ViT sizes.
+
+    Shapes: ``(B, C, H, W) -> (B, N_v, out_channels)``.
+    """
+
+    def __init__(
+        self,
+        arch: str = "resnet",
+        in_channels: int = 3,
+        img_size: int = 28,
+        grid: int = 4,
+        widths: Sequence[int] = (32, 64, 128, 256),
+        layers: Sequence[int] = (1, 1, 1, 1),
+        vit_hidden: int = 192,
+        vit_layers: int = 4,
+        vit_heads: int = 4,
+        vit_patch: int = 4,
+    ) -> None:
+        super().__init__()
+        self.arch = arch
+        self.grid = grid
+        if arch == "resnet":
+            self.net = ResNet(
+                block="basic", layers=list(layers), block_inplanes=list(widths), spatial_dims=2,
+                n_input_channels=in_channels, conv1_t_size=3, conv1_t_stride=1, no_max_pool=True, feed_forward=False,
+            )
+            self.out_channels = widths[-1]
+        elif arch == "vit":
+            self.net = ViT(
+                in_channels=in_channels, img_size=(img_size, img_size), patch_size=(vit_patch, vit_patch),
+                hidden_size=vit_hidden, mlp_dim=vit_hidden * 2, num_layers=vit_layers, num_heads=vit_heads,
+                spatial_dims=2, classification=False,
+            )
+            self.out_channels = vit_hidden
+            self.side = img_size // vit_patch
+        else:
+            raise ValueError(f"VisionEncoder2D: arch must be 'resnet' or 'vit', got {arch!r}.")
+        self.pool = nn.AdaptiveAvgPool2d(grid)
+
+    @property
+    def num_tokens(self) -> int:
+        return self.grid * self.grid
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.arch == "resnet":
+            n = self.net
+            x = n.act(n.bn1(n.conv1(images)))
+            x = n.layer4(n.layer3(n.layer2(n.layer1(x))))
+        else:
+            tokens, _ = self.net(images)  # (B, side*side, hidden)
+            b, _, c = tokens.shape
+            x = tokens.transpose(1, 2).reshape(b, c, self.side, self.side)
+        return self.pool(x).flatten(2).transpose(1, 2)  # (B, N_v, C)
+
+
+class CompactGPTvBackbone(nn.Module):
+    """Vision encoder -> MLP projector -> small causal LM (``transformers`` ``AutoModelForCausalLM.from_config``).
+
+    Args:
+        tokenizer: the word-level tokenizer (with attribute tokens already added).
+        vision: keyword arguments of :class:`VisionEncoder2D`.
+        llm: keyword arguments of the LM config (``model_type`` default ``"qwen2"``; ``hidden_size`` 256,
+            ``num_hidden_layers`` 2, ``num_attention_heads`` 4, ``intermediate_size`` 512).
+        max_length: maximum token length of prompt + answer.
+
+    The backbone interface used by :class:`attok_monai.networks.nets.AttTokGPTv`:
+    ``hidden_size``, ``tokenizer``, ``embed_tokens(ids)``, ``encode_images(pixel) -> (B, N_v, d)``,
+    ``build_inputs(prompts, answers) -> dict``, ``forward_embeds(inputs_embeds, attention_mask, past=None)`` and
+    ``save``/``load`` of its own config.
+    """
+
+    def __init__(
+        self, tokenizer: PreTrainedTokenizerFast, vision: dict | None = None, llm: dict | None = None,
+        max_length: int = 96,
+    ) -> None:
+        super().__init__()
+        self.tokenizer = tokenizer
+        self.vision_kwargs = dict(vision or {})
+        llm_kwargs = {
+            "model_type": "qwen2", "hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 2,
+            "num_attention_heads": 4, "num_key_value_heads": 4, "max_position_embeddings": 256,
+            "tie_word_embeddings": False, "rms_norm_eps": 1e-6,
+        }
+        llm_kwargs.update(llm or {})
+        self.llm_kwargs = llm_kwargs
+        self.max_length = max_length
+        model_type = llm_kwargs.pop("model_type")
+        cfg = AutoConfig.for_model(model_type, vocab_size=len(tokenizer), **llm_kwargs)
+        cfg.pad_token_id = tokenizer.pad_token_id
+        cfg.bos_token_id = tokenizer.bos_token_id
+        cfg.eos_token_id = tokenizer.eos_token_id
+        llm_kwargs["model_type"] = model_type
+        self.llm = AutoModelForCausalLM.from_config(cfg)
+        self.hidden_size = cfg.hidden_size
+        self.vision = VisionEncoder2D(**self.vision_kwargs)
+        self.projector = nn.Sequential(
+            nn.Linear(self.vision.out_channels, self.hidden_size), nn.GELU(), nn.Linear(self.hidden_size, self.hidden_size)
+        )
+
+    # ------------------------------------------------------------------ interface
+    @property
+    def num_visual_tokens(self) -> int:
+        return self.vision.num_tokens
+
+    def input_embeddings(self) -> nn.Embedding:
+        return self.llm.get_input_embeddings()
+
+    def output_embeddings(self) -> nn.Linear:
+        return self.llm.get_output_embeddings()
+
+    def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) in [0, 1] -> (B, N_v, d) visual tokens at the LLM width."""
+        return self.projector(self.vision(pixel_values))
+
+    def build_inputs(self, prompts: Sequence[str], answers: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
+        """Token ids of ``<bos> [visual] prompt <sep> [answer <eos>]``, right padded.
+
+        Returns ``input_ids`` (B, L) with ``-1`` at the N_v visual slots, ``attention_mask`` (B, L), ``labels``
+        (B, L; -100 except answer and eos) when answers are given, and ``prompt_lengths`` (B,): index of the first
+        answer position.
+        """
+        tok = self.tokenizer
+        n_v = self.num_visual_tokens
+        rows, labels, starts = [], [], []
+        for i, prompt in enumerate(prompts):
+            p_ids = tok.encode(prompt, add_special_tokens=False)
+            head = [tok.bos_token_id] + [-1] * n_v + p_ids + [tok.sep_token_id]
+            ans = [] if answers is None else tok.encode(answers[i], add_special_tokens=False) + [tok.eos_token_id]
+            ids = head + ans
+            if len(ids) > self.max_length + n_v:
+                raise ValueError(
+                    f"CompactGPTvBackbone: sample {i} has {len(ids) - n_v} text tokens, more than max_length "
+                    f"{self.max_length}; raise max_length in the model config."
+                )
+            rows.append(ids)
+            labels.append([-100] * len(head) + ans)
+            starts.append(len(head))
+        width = max(len(r) for r in rows)
+        pad = tok.pad_token_id
+        out = {
+            "input_ids": torch.tensor([r + [pad] * (width - len(r)) for r in rows]),
+            "attention_mask": torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows]),
+            "prompt_lengths": torch.tensor(starts),
+        }
+        if answers is not None:
+            out["labels"] = torch.tensor([lab + [-100] * (width - len(lab)) for lab in labels])
+        return out
+
+    def merge_visual(self, inputs_embeds: torch.Tensor, input_ids: torch.Tensor, visual: torch.Tensor) -> torch.Tensor:
+        """Place the (B, N_v, d) visual tokens at the ``-1`` slots of ``input_ids``."""
+        slots = input_ids == -1
+        out = inputs_embeds.clone()
+        out[slots] = visual.reshape(-1, visual.shape[-1]).to(out.dtype)
+        return out
+
+    def forward_embeds(
+        self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, past_key_values=None, use_cache: bool = False,
+        position_ids: torch.Tensor | None = None,
+    ):
+        """Run the LM on embeddings: returns ``(logits (B, L, V), last_hidden (B, L, d), past_key_values)``."""
+        out = self.llm.model(
+            inputs_embeds=inputs_embeds, attention_mask=attention_mask, past_key_values=past_key_values,
+            use_cache=use_cache, position_ids=position_ids,
+        )
+        hidden = out.last_hidden_state
+        return self.llm.lm_head(hidden), hidden, out.past_key_values
+
+    # ------------------------------------------------------------------ persistence
+    def config_dict(self) -> dict:
+        return {"vision": self.vision_kwargs, "llm": self.llm_kwargs, "max_length": self.max_length}
+
+    def save_config(self, directory: str | os.PathLike) -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.tokenizer.save_pretrained(directory / "tokenizer")
+        (directory / "backbone.json").write_text(json.dumps({"type": "compact", **self.config_dict()}, indent=2))
+
+    @classmethod
+    def from_config_dir(cls, directory: str | os.PathLike) -> CompactGPTvBackbone:
+        directory = Path(directory)
+        cfg = json.loads((directory / "backbone.json").read_text())
+        tok = PreTrainedTokenizerFast.from_pretrained(directory / "tokenizer")
+        return cls(tok, vision=cfg["vision"], llm=cfg["llm"], max_length=cfg["max_length"])
