@@ -24,8 +24,9 @@ Extractors share the :class:`KeywordExtractor` interface (``extract(record) -> l
 
 "Not sure"/"maybe" answers keep only the question's organs. When the answer itself names concepts of a group
 (choice questions such as "CT or MRI? CT", "liver or kidney? liver"), the question's concepts of that group are
-replaced by the answer's; in a choice question ("normal or enlarged? enlarged") the question's non-organ concepts
-that the answer does not name are dropped. Concepts come out ordered by group (modality, status, finding, organ), then by first
+replaced by the answer's; in a choice question the alternatives next to "or" that the answer does not name are
+dropped ("Is the hila normal or enlarged? Enlarged" states no status; "Is the lesion right or left? Left" keeps
+``lesion``). Concepts come out ordered by group (modality, status, finding, organ), then by first
 appearance.
 """
 
@@ -204,23 +205,31 @@ class Lexicon:
     def group(self, concept: str) -> str:
         return self.entries[concept].group
 
-    def match(self, text: str, groups: Iterable[str] | None = None) -> list[str]:
-        """Concepts named in ``text``: normalised, matched on whole words, longest phrase first (``"pleural
-        effusion"`` consumes ``"effusion"``); duplicates removed, in order of appearance."""
+    def match_spans(self, text: str) -> tuple[list[str], list[tuple[str, int, int]]]:
+        """Normalised tokens of ``text`` and the ``(concept, start, end)`` token spans matched in it: whole words,
+        longest phrase first (``"pleural effusion"`` consumes ``"effusion"``)."""
         toks = normalize_text(text).split()
-        keep = set(groups) if groups is not None else None
-        out: list[str] = []
+        spans: list[tuple[str, int, int]] = []
         i = 0
         while i < len(toks):
             for n in range(min(self._max_len, len(toks) - i), 0, -1):
                 c = self._index.get(tuple(toks[i : i + n]))
                 if c is not None:
-                    if (keep is None or self.entries[c].group in keep) and c not in out:
-                        out.append(c)
+                    spans.append((c, i, i + n))
                     i += n
                     break
             else:
                 i += 1
+        return toks, spans
+
+    def match(self, text: str, groups: Iterable[str] | None = None) -> list[str]:
+        """Concepts named in ``text`` (see :meth:`match_spans`), optionally only of ``groups``; duplicates removed,
+        in order of appearance."""
+        keep = set(groups) if groups is not None else None
+        out: list[str] = []
+        for c, _, _ in self.match_spans(text)[1]:
+            if (keep is None or self.entries[c].group in keep) and c not in out:
+                out.append(c)
         return out
 
 
@@ -295,7 +304,9 @@ class LexiconExtractor(KeywordExtractor):
         lx = self.lexicon
         question = str(_get(record, "question", "") or "")
         answer = str(_get(record, "answer", "") or "")
-        q = lx.match(question)
+        q_toks, q_spans = lx.match_spans(question)
+        q = list(dict.fromkeys(c for c, _, _ in q_spans))
+        alternatives = {c for c, i, j in q_spans if _next_to_or(q_toks, i, j)}
         a = lx.match(answer)
         pol = answer_polarity(answer, lx)
         picked: list[str] = self.aux_concepts(record) if self.use_aux else []
@@ -314,12 +325,7 @@ class LexiconExtractor(KeywordExtractor):
             picked += [c for c in q if lx.entries[c].group == "organ"]
         else:
             answered = {lx.entries[c].group for c in a}
-            choice = "or" in normalize_text(question).split()
-            picked += [
-                c
-                for c in q
-                if lx.entries[c].group not in answered and not (choice and lx.entries[c].group != "organ")
-            ]
+            picked += [c for c in q if lx.entries[c].group not in answered and c not in alternatives]
         picked += a
         seen: list[str] = []
         for c in picked:
@@ -327,6 +333,13 @@ class LexiconExtractor(KeywordExtractor):
                 seen.append(c)
         order = {g: i for i, g in enumerate(GROUPS)}
         return sorted(seen, key=lambda c: order[lx.entries[c].group])  # stable: appearance within a group
+
+
+def _next_to_or(toks: list[str], start: int, end: int) -> bool:
+    """Whether the phrase ``toks[start:end]`` is an alternative of an "X or Y" choice (articles skipped)."""
+    before = [t for t in toks[:start] if t not in ("a", "an", "the")]
+    after = [t for t in toks[end:] if t not in ("a", "an", "the")]
+    return (bool(before) and before[-1] == "or") or (bool(after) and after[0] == "or")
 
 
 # ---------------------------------------------------------------------------------------------------- LLM
