@@ -80,8 +80,16 @@ def _vqa_rad_file(tmp_path, rows):
 
 
 def _rad(qid, **kw):
-    row = {"qid": qid, "image_name": "synpic1.jpg", "image_organ": "CHEST", "question": "Is this normal?",
-           "answer": "Yes", "answer_type": "CLOSED", "question_type": "ABN", "phrase_type": "freeform"}
+    row = {
+        "qid": qid,
+        "image_name": "synpic1.jpg",
+        "image_organ": "CHEST",
+        "question": "Is this normal?",
+        "answer": "Yes",
+        "answer_type": "CLOSED",
+        "question_type": "ABN",
+        "phrase_type": "freeform",
+    }
     row.update(kw)
     return row
 
@@ -113,18 +121,54 @@ def test_vqa_rad_bad_records_raise_or_skip(tmp_path):
 def test_slake_reader(tmp_path):
     _jpg(tmp_path / "imgs" / "xmlab1" / "source.jpg")
     _jpg(tmp_path / "imgs" / "xmlab2" / "source.jpg")
-    base = {"img_id": 1, "img_name": "xmlab1/source.jpg", "location": "Chest_heart", "modality": "X-Ray",
-            "base_type": "vqa", "triple": ["vhead", "_", "_"]}
+    base = {
+        "img_id": 1,
+        "img_name": "xmlab1/source.jpg",
+        "location": "Chest_heart",
+        "modality": "X-Ray",
+        "base_type": "vqa",
+        "triple": ["vhead", "_", "_"],
+    }
     rows = [
-        base | {"qid": 10, "question": "What modality is used to take this image?", "answer": "X-Ray",
-                "answer_type": "OPEN", "q_lang": "en", "content_type": "Modality"},
-        base | {"qid": 11, "question": "图片是什么模态?", "answer": "X光", "answer_type": "OPEN", "q_lang": "zh",
-                "content_type": "Modality"},
-        base | {"qid": 12, "img_name": "xmlab2/source.jpg", "question": "Does the picture contain lung?",
-                "answer": "Yes", "answer_type": "CLOSED", "q_lang": "en", "content_type": "Organ",
-                "location": "Lung", "modality": "CT"},
-        base | {"qid": 13, "question": "Is this normal?", "answer": "No", "answer_type": "CLOSE?", "q_lang": "en",
-                "content_type": "Abnormal"},
+        base
+        | {
+            "qid": 10,
+            "question": "What modality is used to take this image?",
+            "answer": "X-Ray",
+            "answer_type": "OPEN",
+            "q_lang": "en",
+            "content_type": "Modality",
+        },
+        base
+        | {
+            "qid": 11,
+            "question": "图片是什么模态?",
+            "answer": "X光",
+            "answer_type": "OPEN",
+            "q_lang": "zh",
+            "content_type": "Modality",
+        },
+        base
+        | {
+            "qid": 12,
+            "img_name": "xmlab2/source.jpg",
+            "question": "Does the picture contain lung?",
+            "answer": "Yes",
+            "answer_type": "CLOSED",
+            "q_lang": "en",
+            "content_type": "Organ",
+            "location": "Lung",
+            "modality": "CT",
+        },
+        base
+        | {
+            "qid": 13,
+            "question": "Is this normal?",
+            "answer": "No",
+            "answer_type": "CLOSE?",
+            "q_lang": "en",
+            "content_type": "Abnormal",
+        },
     ]
     (tmp_path / "validate.json").write_text(json.dumps(rows, ensure_ascii=False))
     with pytest.raises(VQARecordError, match=r"qid=13.*answer_type"):
@@ -134,7 +178,12 @@ def test_slake_reader(tmp_path):
     assert recs.report.filtered == {"q_lang!=en": 1} and recs.report.skipped == {"unknown_answer_type": 1}
     r = recs[0]
     assert (r.modality, r.location, r.organ, r.question_type, r.answer_type) == (
-        "X-Ray", "Chest_heart", "Chest_heart", ["Modality"], "open")
+        "X-Ray",
+        "Chest_heart",
+        "Chest_heart",
+        ["Modality"],
+        "open",
+    )
     assert r.image.endswith("xmlab1/source.jpg") and r.split == "val"
     assert len(read_slake(tmp_path, split="validate", q_lang=None, on_error="skip")) == 3
     with pytest.raises(FileNotFoundError):
@@ -184,7 +233,9 @@ def test_datalist_with_assignment(tmp_path):
     items = vqa_datalist(recs, assignment=assign, vocab=vocab, split="train")
     assert items[0]["attributes"] == [2, 0] and items[1]["attributes"] == [1, 0]
     assert items[0]["label"] == [2, 0] and items[0]["split"] == "train" and items[0]["answer_type"] == "closed"
-    assert vocab.format_answer(items[0]["attributes"], items[0]["answer"]).startswith("<|attribute_begin|><|rad_normal|>")
+    assert vocab.format_answer(items[0]["attributes"], items[0]["answer"]).startswith(
+        "<|attribute_begin|><|rad_normal|>"
+    )
     with pytest.raises(VQARecordError, match="vqa_rad_2 has no entry"):
         vqa_datalist(recs, assignment={"vqa_rad_1": []}, vocab=vocab)
     with pytest.raises(VQARecordError, match="not in the vocabulary"):

@@ -75,8 +75,13 @@ def test_lexicon_never_fires_on_positions_sizes_colours_counts():
 
 def test_lexicon_aux_fields_and_validation(tmp_path):
     ex = LexiconExtractor()
-    slake = {"question": "Which organ is abnormal?", "answer": "Heart", "modality": "X-Ray", "location": "Chest_heart",
-             "organ": "Chest_heart"}
+    slake = {
+        "question": "Which organ is abnormal?",
+        "answer": "Heart",
+        "modality": "X-Ray",
+        "location": "Chest_heart",
+        "organ": "Chest_heart",
+    }
     assert ex.extract(slake) == ["xray", "abnormal", "chest", "heart"]
     assert ex.extract({"question": "q", "answer": "a", "modality": "CT", "organ": "Pelvic Cavity"}) == ["ct", "pelvis"]
     assert answer_polarity("Yes, there is", ex.lexicon) == "yes" and answer_polarity("None", ex.lexicon) == "no"
@@ -106,7 +111,9 @@ class StubChat:
         text = messages[-1]["content"]
         self.calls.append(text)
         if "Candidates (keyword: count)" in text:
-            return '```json\n{"pleural effusion": ["pleural effusion", "effusion"], "ct": ["ct"], "left": ["left"]}\n```'
+            return (
+                '```json\n{"pleural effusion": ["pleural effusion", "effusion"], "ct": ["ct"], "left": ["left"]}\n```'
+            )
         if "Assign attribute concepts" in text:
             q = text.split("Question:")[1].split("Answer:")[0].lower()
             return json.dumps([k for k in ("effusion", "ct", "liver") if k in q])
@@ -129,11 +136,16 @@ def test_llm_extractor_three_stages_with_stub():
     assert ex.propose(recs[0]) == ["pleural effusion", "effusion"]  # stage 1; "left" is blocked
     out = ex.extract_all(recs)
     assert ex.vocabulary == {"pleural_effusion": ["pleural effusion", "effusion"], "ct": ["ct"]}  # "left" blocked
-    assert out == {"a": ["pleural_effusion"], "b": ["pleural_effusion"], "c": ["ct"], "d": ["ct"]}  # liver: not in vocab
+    assert out == {
+        "a": ["pleural_effusion"],
+        "b": ["pleural_effusion"],
+        "c": ["ct"],
+        "d": ["ct"],
+    }  # liver: not in vocab
     assert len(chat.calls) == 1 + 4 + 1 + 4  # the extra propose, 4 proposals, one merge, 4 assignments
     assert "3 cm" not in ex.candidate_counts and ex.candidate_counts["ct"] == 2
     assert ex.cache_key().startswith("llm:stub:")
-    assert parse_json_response("Sure! [\"a\", \"b\"] hope it helps") == ["a", "b"]
+    assert parse_json_response('Sure! ["a", "b"] hope it helps') == ["a", "b"]
 
 
 def test_build_vocabulary_command_on_real_vqa_rad(rad_root, tmp_path, monkeypatch, capsys):
@@ -145,7 +157,8 @@ def test_build_vocabulary_command_on_real_vqa_rad(rad_root, tmp_path, monkeypatc
     assign = json.loads((out / "assignments.json").read_text())
     assert len(assign) == 1797 and 20 <= len(vocab) <= 80
     assert {"<|rad_ct|>", "<|rad_mri|>", "<|rad_xray|>", "<|rad_normal|>", "<|rad_abnormal|>", "<|rad_lung|>"} <= set(
-        vocab.tokens)
+        vocab.tokens
+    )
     assert assign["vqa_rad_2"] == ["<|rad_no_finding|>", "<|rad_chest|>"]
     assert all(t in vocab.tokens for ts in assign.values() for t in ts)
     csv_rows = (out / "concept_report.csv").read_text().splitlines()
@@ -157,7 +170,8 @@ def test_build_vocabulary_command_on_real_vqa_rad(rad_root, tmp_path, monkeypatc
     items = vqa_datalist(read_vqa_rad(rad_root)[:3], assignment=assign, vocab=vocab)
     assert items[2]["attributes"] == [vocab.index("<|rad_no_finding|>"), vocab.index("<|rad_chest|>")]
     assert vocab.format_answer(items[2]["attributes"], "No") == (
-        "<|attribute_begin|><|rad_no_finding|><|rad_chest|><|attribute_end|> No")
+        "<|attribute_begin|><|rad_no_finding|><|rad_chest|><|attribute_end|> No"
+    )
 
     # second run: the cached extraction is reused (the extractor is not called)
     def boom(self, records):

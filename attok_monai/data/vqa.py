@@ -203,7 +203,9 @@ def _dict_of_lists_to_rows(data: Mapping[str, Any], path: Path, dataset: str) ->
         raise VQARecordError(f"{dataset}: {path} is a mapping without list values; expected a list of records.")
     lengths = {len(v) for v in lists.values()}
     if len(lengths) != 1:
-        raise VQARecordError(f"{dataset}: {path}: columns have different lengths { {k: len(v) for k, v in lists.items()} }.")
+        raise VQARecordError(
+            f"{dataset}: {path}: columns have different lengths { {k: len(v) for k, v in lists.items()} }."
+        )
     n = lengths.pop()
     return [{k: v[i] for k, v in lists.items()} for i in range(n)]
 
@@ -252,8 +254,10 @@ def read_vqa_rad(
         path = root / path
     if path is None:
         path = _first_existing(root, ["VQA_RAD_train.json", "VQA_RAD Dataset Public.json"], "read_vqa_rad")
-    img_root = Path(image_dir) if image_dir is not None else _first_existing(
-        root, ["images", "VQA_RAD Image Folder"], "read_vqa_rad image folder"
+    img_root = (
+        Path(image_dir)
+        if image_dir is not None
+        else _first_existing(root, ["images", "VQA_RAD Image Folder"], "read_vqa_rad image folder")
     )
     rows = _load_json_list(path, "vqa_rad")
     col = _Collector("vqa_rad", path, on_error)
@@ -451,11 +455,19 @@ def read_pathvqa(
         if not path.is_absolute() and not path.exists():
             path = root / path
     else:
-        cands = [f"qas/{split}/{split}_qa.pkl", f"qas/{split}_qa.pkl", f"{split}_qa.pkl", f"{split}.pkl",
-                 f"qas/{split}/{split}_qa.json", f"{split}.json"]
+        cands = [
+            f"qas/{split}/{split}_qa.pkl",
+            f"qas/{split}_qa.pkl",
+            f"{split}_qa.pkl",
+            f"{split}.pkl",
+            f"qas/{split}/{split}_qa.json",
+            f"{split}.json",
+        ]
         path = _first_existing(root, cands, "read_pathvqa")
-    img_root = Path(image_dir) if image_dir is not None else (
-        root / "images" / split if (root / "images" / split).is_dir() else root / "images"
+    img_root = (
+        Path(image_dir)
+        if image_dir is not None
+        else (root / "images" / split if (root / "images" / split).is_dir() else root / "images")
     )
     rows = _load_pathvqa_rows(path)
     col = _Collector("pathvqa", path, on_error)
@@ -612,4 +624,3 @@ def split_by_image(
     train = [r for r in records if str(_get(r, "image")) not in val_images]
     val = [r for r in records if str(_get(r, "image")) in val_images]
     return train, val
-

@@ -166,7 +166,9 @@ def _write_report(
         "| concept | group | count | kept |",
         "|---|---|---:|:---:|",
     ]
-    lines += [f"| {c} | {describe.get(c, {}).get('group', '')} | {n} | {'yes' if c in kept else 'no'} |" for c, n in rows]
+    lines += [
+        f"| {c} | {describe.get(c, {}).get('group', '')} | {n} | {'yes' if c in kept else 'no'} |" for c, n in rows
+    ]
     _atomic_write(out / REPORT_MD, "\n".join(lines) + "\n")
 
 

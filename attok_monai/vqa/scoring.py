@@ -78,8 +78,14 @@ def token_scores(prediction: Any, reference: Any) -> tuple[float, float]:
 
 
 def _judge(chat: ChatFn, template: str, question: str, reference: str, prediction: str) -> bool:
-    reply = chat([{"role": "user", "content": render_prompt(
-        template, question=question, reference=reference, prediction=prediction)}])
+    reply = chat(
+        [
+            {
+                "role": "user",
+                "content": render_prompt(template, question=question, reference=reference, prediction=prediction),
+            }
+        ]
+    )
     return leading_yes_no(reply) == "yes"
 
 
@@ -125,7 +131,10 @@ def score_vqa(
         raise ValueError(f"score_vqa: {len(missing)} references have no prediction, e.g. {missing[:5]}.")
     template = load_prompt("judge") if judge is not None else ""
     per: list[dict[str, Any]] = []
-    groups: dict[str, dict[str, list[dict[str, Any]]]] = {"by_question_type": defaultdict(list), "by_organ": defaultdict(list)}
+    groups: dict[str, dict[str, list[dict[str, Any]]]] = {
+        "by_question_type": defaultdict(list),
+        "by_organ": defaultdict(list),
+    }
     for r in references:
         rid = str(_get(r, "id"))
         pred, ref = predictions[rid], _get(r, "answer")
@@ -141,8 +150,11 @@ def score_vqa(
             row["correct"] = normalize_answer(pred) == normalize_answer(ref)
             row["token_recall"], row["token_f1"] = token_scores(pred, ref)
             if judge is not None:
-                row["judged"] = True if row["correct"] else _judge(
-                    judge, template, str(_get(r, "question", "")), str(ref), str(pred))
+                row["judged"] = (
+                    True
+                    if row["correct"]
+                    else _judge(judge, template, str(_get(r, "question", "")), str(ref), str(pred))
+                )
         else:
             raise ValueError(f"score_vqa: reference {rid} has answer_type {atype!r}; expected closed or open.")
         per.append(row)
@@ -244,7 +256,9 @@ def format_scores_markdown(scores: Mapping[str, Any], title: str = "VQA scores")
         "|---|---:|---:|---:|---:|",
     ]
     for k, v in scores["by_organ"].items():
-        lines.append(f"| {k} | {v['n']} | {pct(v['accuracy'])} | {pct(v['closed_accuracy'])} | {pct(v['open_accuracy'])} |")
+        lines.append(
+            f"| {k} | {v['n']} | {pct(v['accuracy'])} | {pct(v['closed_accuracy'])} | {pct(v['open_accuracy'])} |"
+        )
     lines += ["", "| worst question types | n | accuracy |", "|---|---:|---:|"]
     lines += [f"| {w['question_type']} | {w['n']} | {pct(w['accuracy'])} |" for w in scores["worst_question_types"]]
     return "\n".join(lines) + "\n"
