@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import warnings
+
 import numpy as np
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, roc_auc_score
 
@@ -45,15 +47,15 @@ def classification_metrics(
     out["unparseable_rate"] = float((p < 0).mean()) if len(p) else 0.0
     if probabilities is not None and len(np.unique(y)) > 1:
         probs = np.asarray(probabilities, dtype=float)
-        try:
-            if k == 2:
-                out["auc"] = float(roc_auc_score(y, probs[:, 1]))
-            else:
-                out["auc"] = float(
-                    roc_auc_score(y, probs, multi_class="ovr", average="macro", labels=classes)
-                )
-        except ValueError:  # a class absent from the labels
-            out["auc"] = float("nan")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # classes absent from a small validation set
+            try:
+                if k == 2:
+                    out["auc"] = float(roc_auc_score(y, probs[:, 1]))
+                else:
+                    out["auc"] = float(roc_auc_score(y, probs, multi_class="ovr", average="macro", labels=classes))
+            except ValueError:  # a class absent from the labels
+                out["auc"] = float("nan")
     return out
 
 
