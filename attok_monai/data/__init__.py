@@ -1,0 +1,1 @@
+"""attok_monai.data."""
