@@ -24,8 +24,11 @@ Errors are :class:`~attok_monai.data.image2d.ImageReadError` naming the file and
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import struct
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,7 +51,7 @@ from attok_monai.data.image2d import (
     to_unit_image,
 )
 
-__all__ = ["DicomHeader", "scan_dicom", "read_dicom_frame", "PydicomReader2D", "is_dicomdir", "dicomdir_files"]
+__all__ = ["DicomHeader", "quiet_pydicom", "scan_dicom", "read_dicom_frame", "PydicomReader2D", "is_dicomdir", "dicomdir_files"]
 
 _DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
 _DEFLATED = "1.2.840.10008.1.2.1.99"
@@ -56,6 +59,20 @@ _PIXEL_TAGS_LE = {b"\xe0\x7f\x10\x00", b"\xe0\x7f\x08\x00", b"\xe0\x7f\x09\x00"}
 _PIXEL_TAGS_BE = {b"\x7f\xe0\x00\x10", b"\x7f\xe0\x00\x08", b"\x7f\xe0\x00\x09"}
 _LONG_VRS = {b"OB", b"OW", b"OF", b"OD", b"OL", b"UN", b"OV"}
 _NOT_DICOM_SUFFIXES = set(PIL_SUFFIXES) | {".nii", ".nii.gz", ".npz", ".npy", ".json", ".csv", ".txt", ".md"}
+
+
+@contextlib.contextmanager
+def quiet_pydicom():
+    """Silence pydicom's warnings and log records inside the block: their text can quote header values."""
+    log = logging.getLogger("pydicom")
+    level = log.level
+    log.setLevel(logging.CRITICAL)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        log.setLevel(level)
 
 
 @dataclass
@@ -143,6 +160,11 @@ def scan_dicom(path: str | os.PathLike) -> DicomHeader:
         ImageReadError: the file is empty, not DICOM, a DICOMDIR, has no pixel data, no Rows/Columns, or its
             native pixel data are shorter than Rows x Columns x frames x samples needs (truncated file).
     """
+    with quiet_pydicom():
+        return _scan_dicom(path)
+
+
+def _scan_dicom(path: str | os.PathLike) -> DicomHeader:
     path = Path(path)
     try:
         size = path.stat().st_size
@@ -151,7 +173,8 @@ def scan_dicom(path: str | os.PathLike) -> DicomHeader:
     if size == 0:
         raise ImageReadError(path, "empty file (0 bytes)")
     try:
-        ds, pos, head = _read_header(path)
+        with quiet_pydicom():
+            ds, pos, head = _read_header(path)
     except ImageReadError:
         raise
     except Exception as e:
@@ -333,6 +356,11 @@ def read_dicom_frame(path: str | os.PathLike, frame: FrameRule | None = None) ->
     Raises:
         ImageReadError: naming the file and the reason.
     """
+    with quiet_pydicom():
+        return _read_dicom_frame(path, frame)
+
+
+def _read_dicom_frame(path: str | os.PathLike, frame: FrameRule | None = None) -> tuple[np.ndarray, dict[str, Any]]:
     try:
         ds = pydicom.dcmread(path, force=True)
     except FileNotFoundError:
