@@ -1,0 +1,260 @@
+"""Manifests: the table written by ``python -m attok_monai.ingest`` and read back as a MONAI data list.
+
+A manifest is JSONL (one JSON object per line) or CSV (chosen by the file extension), one row per image (or per
+frame), with the fields ``MANIFEST_FIELDS``:
+
+- ``id``: pseudonymised SOP instance key (``<key>-f<frame>`` when a file gives one row per frame);
+- ``image``: the file path, relative to the archive root (default; POSIX separators) or absolute
+  (``absolute_paths=True``); the report beside the manifest records which, and the root;
+- ``frame`` / ``n_frames``; ``label`` (the first label column's text, "" when unlabelled) and ``labels``
+  (``{column: text}``; CSV: one ``labels.<column>`` column each);
+- ``modality``, ``photometric``, ``rows``, ``columns``;
+- ``patient_key`` / ``study_key`` / ``series_key`` / ``instance_key``: salted HMAC-SHA256 pseudonyms
+  (:func:`attok_monai.data.pseudonym.pseudonymise`); no raw identifier is stored.
+
+The report ``<manifest stem>.report.json`` beside it holds the root, the path mode, the counts, the salt
+fingerprint and every skipped file with its reason.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "MANIFEST_FIELDS",
+    "read_manifest",
+    "write_manifest",
+    "report_path",
+    "load_manifest",
+    "dicom_folder_datalist",
+    "atomic_write_text",
+]
+
+MANIFEST_FIELDS = (
+    "id", "image", "frame", "n_frames", "label", "labels", "modality", "photometric", "rows", "columns",
+    "patient_key", "study_key", "series_key", "instance_key",
+)
+_INT_FIELDS = ("frame", "n_frames", "rows", "columns")
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` completely or not at all (temp file in the same folder + ``os.replace``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _is_csv(path: str | os.PathLike) -> bool:
+    return str(path).lower().endswith(".csv")
+
+
+def report_path(manifest: str | os.PathLike) -> Path:
+    """``<folder>/<manifest stem>.report.json``."""
+    manifest = Path(manifest)
+    return manifest.with_name(manifest.name.rsplit(".", 1)[0] + ".report.json")
+
+
+def write_manifest(path: str | os.PathLike, rows: Sequence[dict[str, Any]]) -> None:
+    """Write rows as JSONL or CSV (by extension), atomically."""
+    if _is_csv(path):
+        label_cols = sorted({c for r in rows for c in (r.get("labels") or {})})
+        header = [f for f in MANIFEST_FIELDS if f != "labels"] + [f"labels.{c}" for c in label_cols]
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=header, extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            flat = {k: ("" if r.get(k) is None else r.get(k)) for k in MANIFEST_FIELDS if k != "labels"}
+            flat.update({f"labels.{c}": v for c, v in (r.get("labels") or {}).items()})
+            w.writerow(flat)
+        text = buf.getvalue()
+    else:
+        text = "".join(json.dumps({k: r.get(k) for k in MANIFEST_FIELDS}, ensure_ascii=False) + "\n" for r in rows)
+    atomic_write_text(path, text)
+
+
+def read_manifest(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The raw rows of a manifest (JSONL or CSV).
+
+    Raises:
+        ValueError: naming the file and line when a row is not valid JSON or lacks ``id``/``image``.
+    """
+    path = Path(path)
+    rows: list[dict[str, Any]] = []
+    if _is_csv(path):
+        with open(path, encoding="utf-8", newline="") as f:
+            for i, r in enumerate(csv.DictReader(f), start=2):
+                row: dict[str, Any] = {k: v for k, v in r.items() if not k.startswith("labels.")}
+                row["labels"] = {k[len("labels."):]: v for k, v in r.items() if k.startswith("labels.")}
+                for k in _INT_FIELDS:
+                    if row.get(k) not in (None, ""):
+                        try:
+                            row[k] = int(row[k])
+                        except ValueError:
+                            raise ValueError(f"{path}, line {i}: field {k!r} is not an integer.") from None
+                rows.append(_check_row(row, path, i))
+    else:
+        with open(path, encoding="utf-8") as f:
+            for i, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{path}, line {i}: not valid JSON ({e.msg}).") from None
+                rows.append(_check_row(row, path, i))
+    return rows
+
+
+def _check_row(row: Any, path: Path, line: int) -> dict[str, Any]:
+    if not isinstance(row, dict) or not row.get("id") or not row.get("image"):
+        raise ValueError(f"{path}, line {line}: expected a row with non-empty 'id' and 'image'.")
+    return row
+
+
+def _root_for(manifest: Path, root: str | os.PathLike | None) -> Path:
+    if root is not None:
+        return Path(root)
+    rep = report_path(manifest)
+    if rep.exists():
+        try:
+            recorded = json.loads(rep.read_text(encoding="utf-8")).get("root")
+        except (OSError, json.JSONDecodeError):
+            recorded = None
+        if recorded:
+            return Path(recorded)
+    return manifest.parent
+
+
+def load_manifest(
+    path: str | os.PathLike,
+    vocabulary: Any = None,
+    label_column: str = "label",
+    root: str | os.PathLike | None = None,
+    label_sep: str | None = ";",
+    require_label: bool = False,
+) -> list[dict[str, Any]]:
+    """A manifest as a data list of the data contract.
+
+    Args:
+        path: the manifest (JSONL or CSV).
+        vocabulary: an ``AttributeVocabulary`` (or anything ``AttributeVocabulary.coerce`` accepts); when given,
+            label texts become indices via ``vocabulary.index_of_label``; a text containing ``label_sep`` becomes
+            a multi-label list of indices. Without it the label text is kept as is.
+        label_column: ``"label"`` (the primary label) or the name of one label column of the CSV it came from.
+        root: folder that relative image paths are relative to; default: the root recorded in the report beside
+            the manifest, else the manifest's folder.
+        label_sep: separator of several labels in one cell (None: never split).
+        require_label: raise when a row has no label (else the item's ``label`` is None).
+
+    Returns:
+        ``[{"image": absolute path str, "frame": int, "label": int | list[int] | str | None, "id": str,
+        "group": pseudonymised patient key or None, "modality": str}, ...]``.
+
+    Raises:
+        ValueError: naming the manifest, the row id and the problem (unknown label, missing label column).
+    """
+    path = Path(path)
+    base = _root_for(path, root)
+    vocab = None
+    if vocabulary is not None:
+        from attok_monai.attributes import AttributeVocabulary
+
+        vocab = AttributeVocabulary.coerce(vocabulary)
+    items = []
+    for row in read_manifest(path):
+        if label_column == "label":
+            text = row.get("label")
+        else:
+            labels = row.get("labels") or {}
+            if label_column not in labels:
+                raise ValueError(f"{path}: row {row['id']} has no label column {label_column!r} "
+                                 f"(columns: {sorted(labels)}).")
+            text = labels[label_column]
+        text = None if text in (None, "") else str(text)
+        label: Any = text
+        if text is None and require_label:
+            raise ValueError(f"{path}: row {row['id']} has no label.")
+        if vocab is not None and text is not None:
+            parts = [t.strip() for t in text.split(label_sep)] if label_sep and label_sep in text else [text]
+            try:
+                idx = [vocab.index_of_label(t) for t in parts if t]
+            except ValueError as e:
+                raise ValueError(f"{path}: row {row['id']}: {e}") from None
+            label = idx if len(parts) > 1 else idx[0]
+        image = Path(row["image"])
+        items.append({
+            "image": str(image if image.is_absolute() else (base / image).resolve()),
+            "frame": int(row.get("frame") or 0),
+            "label": label,
+            "id": str(row["id"]),
+            "group": row.get("patient_key") or None,
+            "modality": row.get("modality") or "",
+        })
+    return items
+
+
+def _walk(folder: Path) -> Iterable[Path]:
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if not name.startswith("."):
+                yield Path(dirpath) / name
+
+
+def dicom_folder_datalist(
+    folder: str | os.PathLike,
+    salt: str | None = None,
+    frames: str | int = "middle",
+    timeout: float | None = 30.0,
+) -> list[dict[str, Any]]:
+    """Data list for inference on a folder of DICOM files (recursive; header-only scan; no labels).
+
+    Args:
+        folder: the folder.
+        salt: when given, ``id`` is the pseudonymised SOP instance key (``-f<frame>`` appended for several frames
+            of one file); without it, ``id`` is a running index ``"000000"``, ``"000001"``, ... in sorted path order.
+            Never the PatientID.
+        frames: frame rule for multi-frame files (``"middle"``, ``"all"``, ``"every:K"``, ...).
+        timeout: seconds per file for the header scan.
+
+    Returns:
+        ``[{"image": absolute path, "frame": int, "id": str}, ...]``; files that are not DICOM images are left out.
+    """
+    from attok_monai.data.dicom import scan_dicom
+    from attok_monai.data.image2d import ImageReadError, select_indices, time_limit
+    from attok_monai.data.pseudonym import pseudonymise
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"dicom_folder_datalist: {folder} is not a folder.")
+    items: list[dict[str, Any]] = []
+    for p in _walk(folder):
+        try:
+            with time_limit(timeout, p):
+                h = scan_dicom(p)
+        except ImageReadError:
+            continue
+        idx = select_indices(h.n_frames, frames)
+        for f in idx:
+            if salt:
+                key = pseudonymise(h.sop_instance_uid or f"path:{p.relative_to(folder).as_posix()}", salt)
+                item_id = key if len(idx) == 1 else f"{key}-f{f}"
+            else:
+                item_id = f"{len(items):06d}"
+            items.append({"image": str(p.resolve()), "frame": f, "id": item_id})
+    return items
