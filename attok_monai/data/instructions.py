@@ -63,6 +63,26 @@ class InstructionTemplates:
             return self.closed[index % len(self.closed)].format(modality=self.modality, options=options)
         raise ValueError(f"InstructionTemplates: kind must be 'open' or 'closed', got {kind!r}.")
 
+    def to_dict(self) -> dict[str, Any]:
+        return {"modality": self.modality, "class_names": self.class_names, "open": self.open, "closed": self.closed}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> InstructionTemplates:
+        missing = [k for k in ("modality", "class_names", "open", "closed") if k not in data]
+        if missing:
+            raise ValueError(f"InstructionTemplates.from_dict: missing field(s) {missing}.")
+        return cls(data["modality"], data["class_names"], data["open"], data["closed"])
+
+    @classmethod
+    def from_json(cls, path: str) -> InstructionTemplates:
+        import json
+        from pathlib import Path
+
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+        except (OSError, json.JSONDecodeError) as e:
+            raise ValueError(f"InstructionTemplates.from_json: cannot read {path}: {e}") from e
+
     def all_texts(self) -> list[str]:
         """Every question text the templates can produce (for building a tokenizer)."""
         texts = [self.question("open", i) for i in range(len(self.open))]

@@ -27,6 +27,7 @@ __all__ = [
     "file_md5",
     "print_summary",
     "find_bundle_root",
+    "load_pretrained",
     "latest_checkpoint",
     "snapshot_configs",
 ]
@@ -111,16 +112,42 @@ class RunStatsHandler:
 
 
 class SavePretrainedHandler:
-    """At the end of training, ``network.save_pretrained(directory)`` (model folder logged as an MLflow artifact)."""
+    """At the end of training, ``network.save_pretrained(directory)`` for each directory (the run's folder, logged
+    as an MLflow artifact, and the bundle's ``models/pretrained``), with the question templates beside it."""
 
-    def __init__(self, network: AttTokGPTv, directory: str | os.PathLike) -> None:
-        self.network, self.directory = network, Path(directory)
+    def __init__(
+        self, network: AttTokGPTv, directory: str | os.PathLike | Sequence[str | os.PathLike],
+        templates: InstructionTemplates | None = None,
+    ) -> None:
+        dirs = [directory] if isinstance(directory, (str, os.PathLike)) else list(directory)
+        self.network, self.directories, self.templates = network, [Path(d) for d in dirs], templates
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.COMPLETED, self)
 
     def __call__(self, engine: Engine) -> None:
-        self.network.save_pretrained(self.directory)
+        from attok_monai.handlers.report import atomic_write_text
+
+        for d in self.directories:
+            self.network.save_pretrained(d)
+            if self.templates is not None:
+                atomic_write_text(d / "templates.json", json.dumps(self.templates.to_dict(), indent=2))
+
+
+def load_pretrained(directory: str | os.PathLike, checkpoint: str | os.PathLike | None = None,
+                    device: str | torch.device = "cpu") -> AttTokGPTv:
+    """A trained model folder (``save_pretrained``), optionally with the weights of a MONAI checkpoint
+    (e.g. ``models/model_best.pt``) loaded on top."""
+    directory = Path(directory)
+    if not (directory / "model.pt").exists():
+        raise FileNotFoundError(
+            f"No trained model in {directory}: train the bundle first (configs/train.json) or pass --model_dir."
+        )
+    model = AttTokGPTv.from_pretrained(directory, map_location=device)
+    if checkpoint is not None and Path(checkpoint).exists():
+        state = torch.load(checkpoint, map_location=device, weights_only=True)
+        model.load_state_dict(state.get("network", state) if isinstance(state, dict) and "network" in state else state)
+    return model.to(device)
 
 
 def print_summary(metrics_file: str | os.PathLike, mlflow_handler: Any = None, title: str = "validation") -> dict:
