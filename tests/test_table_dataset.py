@@ -303,12 +303,45 @@ def test_multi_label_columns_separator_binary_and_json(tmp_path):
     pd.DataFrame({"f": ["a.png", "b.png", "c.png"], "dx": ["nv|mel", "bcc", "mel| nv |nv"]}).to_csv(
         tmp_path / "sep.tsv", sep="\t", index=False
     )
-    items = table_datalist(DERMA, table=str(tmp_path / "sep.tsv"), path_column="f", label_columns="dx", label_separator="|")
+    items = table_datalist(
+        DERMA, table=str(tmp_path / "sep.tsv"), path_column="f", label_columns="dx", label_separator="|"
+    )
     assert [it["label"] for it in items] == [[5, 4], [1], [4, 5]]
     pd.DataFrame({"f": ["a.png", "b.png"], "mel": [1, 0], "nv": [1, 1]}).to_csv(tmp_path / "bin.csv", index=False)
-    items = table_datalist(DERMA, table=str(tmp_path / "bin.csv"), path_column="f", label_columns=["mel", "nv"], binary_labels=True)
+    items = table_datalist(
+        DERMA, table=str(tmp_path / "bin.csv"), path_column="f", label_columns=["mel", "nv"], binary_labels=True
+    )
     assert [it["label"] for it in items] == [[4, 5], [5]]
     records = [{"f": "a.png", "dx": ["df", "vasc"], "site": "back"}, {"f": "b.png", "dx": "akiec", "site": None}]
     (tmp_path / "t.json").write_text(json.dumps(records))
     items = table_datalist(DERMA, table=str(tmp_path / "t.json"), path_column="f", label_columns="dx")
     assert [it["label"] for it in items] == [[3, 6], 0] and items[0]["id"] == "a"
+
+
+def test_dicom_rows_verified_and_dispatched_to_a_given_reader(tmp_path):
+    import shutil
+
+    pydicom_data = pytest.importorskip("pydicom.data")
+    try:
+        src = pydicom_data.get_testdata_file("CT_small.dcm", download=False)  # shipped with pydicom, no download
+    except TypeError:
+        src = pydicom_data.get_testdata_file("CT_small.dcm")
+    if src is None:
+        pytest.skip("pydicom test file CT_small.dcm not installed")
+    shutil.copy(src, tmp_path / "ct.dcm")
+    _png(tmp_path / "x.png", "L")
+    pd.DataFrame({"f": ["ct.dcm", "x.png"], "dx": ["bcc", "nv"]}).to_csv(tmp_path / "t.csv", index=False)
+    ds = TableImageDataset(
+        DERMA,
+        table=str(tmp_path / "t.csv"),
+        path_column="f",
+        label_columns="dx",
+        verify_images=True,
+        reader="PydicomReader",
+        intensity_range=None,  # 12-bit CT: per-image min-max
+        size=32,
+    )
+    ct, png = ds[0]["image"], ds[1]["image"]
+    assert ct.shape == png.shape == (3, 32, 32) and ct.dtype == torch.float32
+    assert 0.0 <= float(ct.min()) and 0.5 < float(ct.max()) <= 1.0 and float(ct.std()) > 0.05
+    assert ds[0]["id"] == "ct" and ds[0]["label"] == 1

@@ -149,9 +149,10 @@ def image_load_transforms(
         elif resize == "stretch":
             chain.append(Resized(keys, spatial_size=(size, size), mode="bilinear", anti_aliasing=True))
         else:
-            raise ValueError(f"image_load_transforms: resize must be 'pad', 'pad_or_crop' or 'stretch', got {resize!r}.")
-    if intensity_range is not None:
-        a_min, a_max = intensity_range
-        chain.append(ScaleIntensityRanged(keys, a_min=a_min, a_max=a_max, b_min=0.0, b_max=1.0, clip=True))
+            raise ValueError(
+                f"image_load_transforms: resize must be 'pad', 'pad_or_crop' or 'stretch', got {resize!r}."
+            )
+    a_min, a_max = intensity_range if intensity_range is not None else (0.0, 1.0)  # min-max: only clip here
+    chain.append(ScaleIntensityRanged(keys, a_min=a_min, a_max=a_max, b_min=0.0, b_max=1.0, clip=True))
     chain.append(EnsureTyped(keys, data_type="tensor", dtype=torch.float32, track_meta=track_meta))
     return Compose(chain)

@@ -48,7 +48,7 @@ from monai.data import Dataset
 
 from attok_monai.attributes import AttributeVocabulary
 from attok_monai.data.image_transforms import image_load_transforms
-from attok_monai.data.splits import SplitInfo, _atomic_write_text, make_or_load_split, read_split_file
+from attok_monai.data.splits import SplitInfo, _atomic_write_text, make_or_load_split
 
 __all__ = [
     "IMAGE_EXTENSIONS",
