@@ -347,23 +347,28 @@ class AttributeVocabulary:
         return out
 
     def match_text(self, text: str) -> list[int]:
-        """Indices whose keyword (any synonym) equals the normalised text, else those whose keyword occurs in it
-        as a whole phrase; the longest match wins ties (``"severe npdr"`` over ``"npdr"``)."""
+        """Indices whose keyword (any synonym) equals the normalised text; else those whose keyword occurs in it as a
+        whole phrase, where a match inside a longer match is dropped (``"severe npdr"`` hides ``"npdr"``). Several
+        indices mean the text is ambiguous."""
         norm = normalize_text(text)
         if not norm:
             return []
         exact = [i for i, a in enumerate(self.attributes) if any(normalize_text(k) == norm for k in a.keywords)]
         if exact:
             return exact
-        best: list[int] = []
-        best_len = 0
         padded = f" {norm} "
+        spans: list[tuple[int, int, int]] = []
         for i, a in enumerate(self.attributes):
             for k in a.keywords:
                 nk = normalize_text(k)
-                if nk and f" {nk} " in padded:
-                    if len(nk) > best_len:
-                        best, best_len = [i], len(nk)
-                    elif len(nk) == best_len and i not in best:
-                        best.append(i)
-        return best
+                if not nk:
+                    continue
+                start = padded.find(f" {nk} ")
+                while start >= 0:
+                    spans.append((start, start + len(nk) + 1, i))
+                    start = padded.find(f" {nk} ", start + 1)
+        kept = [
+            (s0, e0, i) for s0, e0, i in spans
+            if not any(s1 <= s0 and e0 <= e1 and (e1 - s1) > (e0 - s0) for s1, e1, _ in spans)
+        ]
+        return sorted({i for _, _, i in kept})

@@ -28,6 +28,7 @@ __all__ = [
     "print_summary",
     "find_bundle_root",
     "load_pretrained",
+    "MLflowArtifactsHandler",
     "latest_checkpoint",
     "snapshot_configs",
 ]
@@ -209,3 +210,19 @@ def snapshot_configs(bundle_root: str | os.PathLike, output_dir: str | os.PathLi
     dst.mkdir(parents=True, exist_ok=True)
     for f in src.glob("*.json"):
         shutil.copy2(f, dst / f.name)
+
+
+class MLflowArtifactsHandler:
+    """At completion, log a folder to the MLflow run of ``mlflow_handler`` keeping its sub-folder structure
+    (MONAI's handler flattens file names). Attach it before the MLFlowHandler that closes the run."""
+
+    def __init__(self, mlflow_handler: Any, directory: str | os.PathLike) -> None:
+        self.mlflow_handler, self.directory = mlflow_handler, Path(directory)
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.COMPLETED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        run = getattr(self.mlflow_handler, "cur_run", None)
+        if run is not None and self.directory.is_dir():
+            self.mlflow_handler.client.log_artifacts(run.info.run_id, str(self.directory))

@@ -291,6 +291,7 @@ class AttTokGPTv(nn.Module):
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> AttTokGPTv:
+        """Rebuild a model saved by :meth:`save_pretrained`, in eval mode."""
         from attok_monai.networks.nets.compact_gptv import CompactGPTvBackbone
 
         directory = Path(directory)
@@ -300,4 +301,4 @@ class AttTokGPTv(nn.Module):
         hp = json.loads((directory / "attok.json").read_text())
         model = cls(backbone, AttributeVocabulary.from_json(directory / "vocabulary.json"), **hp)
         model.load_state_dict(torch.load(directory / "model.pt", map_location=map_location, weights_only=True))
-        return model
+        return model.eval()  # like transformers' from_pretrained: ready for inference

@@ -1,0 +1,171 @@
+"""AttTok ablations per bundle: baseline, +ACC, +ACM, +All over seeds, on the splits that are present.
+
+Each (bundle, variant, seed) run is a real ``python -m monai.bundle run`` of the bundle's ``configs/train.json`` with
+overrides, in a subprocess; its final validation ``metrics.json`` is collected. Finished runs are recorded in
+``benchmarks/.state/<bundle>.json`` and skipped on rerun (resume after a stop). Every run also logs to MLflow as usual.
+Bundles whose data are absent are skipped, and the doc says so.
+
+    python benchmarks/bench_bundles.py --bundles fundus_dr --seeds 0 1 2          # docs/results_fundus.md
+    python benchmarks/bench_bundles.py --bundles all                               # docs/benchmarks.md table
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks._report import hardware, write_section  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+STATE = REPO / "benchmarks" / ".state"
+VARIANTS = {
+    "baseline": {"use_attribute_tokens": False, "use_acc": False, "use_acm": False},
+    "acc": {"use_attribute_tokens": True, "use_acc": True, "use_acm": False},
+    "acm": {"use_attribute_tokens": True, "use_acc": False, "use_acm": True},
+    "all": {"use_attribute_tokens": True, "use_acc": True, "use_acm": True},
+}
+LABELS = {"baseline": "baseline (plain-text IT)", "acc": "+ACC", "acm": "+ACM", "all": "+All (AttTok)"}
+# MedMNIST v2 ResNet-18 (28x28) published test accuracy, for context (Yang et al. 2023, Table 3)
+RESNET18_28 = {"fundus_dr": 52.4, "derma_isic": 73.5, "oct_retina": 74.3, "xray_pneumonia": 85.4, "pathology_crc": 90.7}
+METRICS = [
+    ("open_accuracy", "open acc"), ("closed_accuracy", "closed acc"), ("open_macro_f1", "macro-F1"),
+    ("open_balanced_accuracy", "bal. acc"), ("auc", "AUC"), ("retrieval_accuracy", "retrieval acc"),
+]
+
+
+def bundles_available() -> list[str]:
+    return sorted(p.name for p in (REPO / "bundles").iterdir() if (p / "configs" / "train.json").is_file())
+
+
+def run_one(bundle: str, variant: str, seed: int, extra: list[str], log_dir: Path) -> dict:
+    """Train one configuration; return its final validation metrics, wall time and samples/s."""
+    cfg = REPO / "bundles" / bundle / "configs" / "train.json"
+    name = f"{bundle}_bench_{variant}_s{seed}"
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(cfg), "--seed", str(seed),
+           "--bundle_name", name, "--resume", "False", "--tsne", "False",
+           "--ckpt_dir", str(REPO / "bundles" / bundle / "runs" / name / "models")]
+    for k, v in VARIANTS[variant].items():
+        cmd += [f"--{k}", str(v)]
+    cmd += extra
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log = log_dir / f"{name}.log"
+    t0 = time.perf_counter()
+    with open(log, "w") as f:
+        proc = subprocess.run(cmd, cwd=REPO, stdout=f, stderr=subprocess.STDOUT, env=os.environ.copy())
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"{name} failed (exit {proc.returncode}); see {log}")
+    runs = sorted((REPO / "bundles" / bundle / "runs").glob(f"{name}_*/val/metrics.json"), key=os.path.getmtime)
+    if not runs:
+        raise RuntimeError(f"{name}: no metrics.json written; see {log}")
+    data = json.loads(runs[-1].read_text())
+    metrics = data["metrics"]
+    metrics["wall_time_s"] = wall
+    metrics["samples_per_s"] = data.get("engine_metrics", {}).get("samples_per_s", float("nan"))
+    return metrics
+
+
+def fmt(values: list[float], pct: bool = True) -> str:
+    vals = [v * 100 if pct else v for v in values if v == v]
+    if not vals:
+        return "n/a"
+    if len(vals) == 1:
+        return f"{vals[0]:.1f}"
+    return f"{statistics.mean(vals):.1f} ± {statistics.stdev(vals):.1f}"
+
+
+def table(bundle: str, results: dict, seeds: list[int]) -> str:
+    head = "| variant | " + " | ".join(m[1] for m in METRICS) + " | wall time (s) | train samples/s | seeds |"
+    lines = [head, "|" + "---|" * (len(METRICS) + 4)]
+    for variant in VARIANTS:
+        runs = [results[f"{variant}/{s}"] for s in seeds if f"{variant}/{s}" in results]
+        if not runs:
+            continue
+        cells = [fmt([r.get(key, float("nan")) for r in runs]) for key, _ in METRICS]
+        wall = fmt([r["wall_time_s"] for r in runs], pct=False)
+        sps = fmt([r.get("samples_per_s", float("nan")) for r in runs], pct=False)
+        lines.append(f"| {LABELS[variant]} | " + " | ".join(cells) + f" | {wall} | {sps} | {len(runs)} |")
+    return "\n".join(lines)
+
+
+def verdict(bundle: str, results: dict, seeds: list[int]) -> str:
+    def mean(variant: str, key: str) -> float | None:
+        vals = [results[f"{variant}/{s}"][key] for s in seeds if f"{variant}/{s}" in results]
+        return statistics.mean(vals) * 100 if vals else None
+
+    base, full = mean("baseline", "open_accuracy"), mean("all", "open_accuracy")
+    out = []
+    if base is not None and full is not None:
+        gain = full - base
+        out.append(f"- +All vs baseline, open-ended accuracy: {full:.1f} vs {base:.1f} ({gain:+.1f} points); "
+                   f"target >= +2.0: **{'met' if gain >= 2 else 'missed'}**.")
+    ref = RESNET18_28.get(bundle)
+    if ref is not None and full is not None:
+        out.append(f"- +All vs published MedMNIST v2 ResNet-18 (28x28) **test** accuracy {ref}: {full:.1f} on **val** "
+                   f"(test split withheld here; not the same split); target >= {ref}: "
+                   f"**{'met' if full >= ref else 'missed'}**.")
+    return "\n".join(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bundles", nargs="+", default=["fundus_dr"], help="bundle names or 'all'")
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--override", nargs="*", default=[], help="extra --key value pairs for every run")
+    ap.add_argument("--fresh", action="store_true", help="ignore recorded results")
+    ap.add_argument("--doc", default=None, help="results file (default docs/results_<bundle>.md for one bundle)")
+    args = ap.parse_args()
+    bundles = bundles_available() if args.bundles == ["all"] else args.bundles
+    data_root = os.environ.get("ATTOK_DATA_ROOT", "data")
+    for bundle in bundles:
+        state_file = STATE / f"{bundle}.json"
+        results = {} if args.fresh or not state_file.exists() else json.loads(state_file.read_text())
+        skipped = None
+        for variant in args.variants:
+            for seed in args.seeds:
+                key = f"{variant}/{seed}"
+                if key in results:
+                    print(f"[bench] {bundle} {key}: done earlier, skipped")
+                    continue
+                print(f"[bench] {bundle} {key}: training ...", flush=True)
+                try:
+                    results[key] = run_one(bundle, variant, seed, args.override, STATE / "logs")
+                except RuntimeError as e:
+                    log_text = (STATE / "logs" / f"{bundle}_bench_{variant}_s{seed}.log").read_text(errors="ignore")
+                    if "FileNotFoundError" in log_text and ("put" in log_text or "not found" in log_text.lower()):
+                        skipped = f"data not found under ATTOK_DATA_ROOT={data_root}"
+                        print(f"[bench] {bundle}: skipped ({skipped})")
+                        break
+                    raise e
+                STATE.mkdir(parents=True, exist_ok=True)
+                state_file.write_text(json.dumps(results, indent=2))
+                print(f"[bench] {bundle} {key}: open acc {results[key]['open_accuracy']:.3f} "
+                      f"({results[key]['wall_time_s']:.0f} s)", flush=True)
+            if skipped:
+                break
+        if skipped:
+            body = f"### {bundle}\n\nSkipped: {skipped}."
+        else:
+            cmd = (f"ATTOK_DATA_ROOT={data_root} python benchmarks/bench_bundles.py --bundles {bundle} "
+                   f"--seeds {' '.join(map(str, args.seeds))}")
+            body = (f"### {bundle}: AttTok ablation on the validation split\n\n"
+                    f"Hardware: {hardware()}. Command: `{cmd}`. Mean ± std over seeds {args.seeds}; every run is the "
+                    f"bundle's default CPU training (`configs/train.json`), scored on `val` at the last epoch.\n\n"
+                    + table(bundle, results, args.seeds) + "\n\n" + verdict(bundle, results, args.seeds))
+        write_section(f"bundle_{bundle}", body)
+        if args.doc or len(bundles) == 1:
+            doc = Path(args.doc) if args.doc else REPO / "docs" / f"results_{bundle.split('_')[0]}.md"
+            write_section(f"bundle_{bundle}", body, doc=doc)
+        print(body)
+
+
+if __name__ == "__main__":
+    main()

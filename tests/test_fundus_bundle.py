@@ -1,0 +1,176 @@
+"""End-to-end: the fundus_dr bundle trains a few iterations on real RetinaMNIST, logs to MLflow, saves a model that
+reloads to identical predictions, resumes with the same step count, and evaluates/infers from the saved model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from monai.bundle import ConfigWorkflow
+
+from tests.conftest import REPO, require
+
+BUNDLE = REPO / "bundles" / "fundus_dr"
+CONFIGS = BUNDLE / "configs"
+
+
+def _workflow(config: str, tmp: Path, **overrides) -> ConfigWorkflow:
+    wf = ConfigWorkflow(
+        config_file=str(CONFIGS / config),
+        meta_file=str(CONFIGS / "metadata.json"),
+        logging_file=str(CONFIGS / "logging.conf"),
+        workflow_type="train" if config.startswith("train") else "infer",
+        bundle_root=str(BUNDLE),
+        mlflow_tracking_uri=f"sqlite:///{tmp}/mlruns.db",
+        **overrides,
+    )
+    wf.initialize()
+    return wf
+
+
+def _train_overrides(tmp: Path, data_root: Path, **kw) -> dict:
+    base = dict(
+        data_root=str(data_root / "medmnist"), download=False, epochs=2, batch_size=16, val_batch_size=32,
+        limit_train=96, limit_val=24, output_dir=str(tmp / "run"), ckpt_dir=str(tmp / "models"), amp=False,
+    )
+    base.update(kw)
+    return base
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, data_root):
+    require(data_root / "medmnist" / "retinamnist.npz")
+    tmp = tmp_path_factory.mktemp("fundus")
+    wf = _workflow("train.json", tmp, **_train_overrides(tmp, data_root))
+    wf.run()
+    wf.finalize()
+    return tmp, wf
+
+
+def test_training_logs_params_metrics_artifacts(trained):
+    from mlflow.tracking import MlflowClient
+
+    tmp, wf = trained
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp}/mlruns.db")
+    exp = client.get_experiment_by_name("attok_fundus_dr")
+    runs = client.search_runs([exp.experiment_id])
+    assert len(runs) == 1
+    run = runs[0]
+    p = run.data.params
+    assert p["use_acc"] == "True" and p["use_acm"] == "True" and p["dataset"] == "retinamnist"
+    assert "<|fundus_severenpdr|>" in p["vocabulary"] and len(p["data_md5"]) == 32
+    assert p["lr"] == "0.001" and "device_name" in p
+    for key in ("loss", "ntp", "acm", "lambda", "val_open_accuracy", "val_closed_accuracy", "val_auc",
+                "samples_per_s"):
+        assert key in run.data.metrics, key
+    arts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    arts |= {a.path for d in ("val", "model", "configs") for a in client.list_artifacts(run.info.run_id, d)}
+    for name in ("val/metrics.json", "val/confusion_matrix.png", "val/per_class.csv", "val/tsne.png",
+                 "val/predictions.csv", "model/model.pt", "model/vocabulary.json", "configs/train.json"):
+        assert name in arts, name
+    # the NTP loss goes down over the 12 iterations
+    ntp = [m.value for m in client.get_metric_history(run.info.run_id, "ntp")]
+    assert len(ntp) == 12
+    assert np.mean(ntp[-3:]) < ntp[0] - 0.5
+    lam = [m.value for m in client.get_metric_history(run.info.run_id, "lambda")]
+    assert lam[0] == 1.0 and lam[-1] < lam[0]
+    metrics = json.loads((tmp / "run" / "val" / "metrics.json").read_text())["metrics"]
+    assert metrics["num_samples"] == 24 and 0 <= metrics["open_accuracy"] <= 1
+
+
+def test_saved_model_gives_identical_predictions(trained, data_root):
+    from attok_monai.data.medmnist import medmnist_datalist, medmnist_transforms
+    from attok_monai.engines.factory import load_pretrained
+
+    tmp, wf = trained
+    net = wf.parser.get_parsed_content("network").eval()
+    again = load_pretrained(tmp / "run" / "model")
+    items = medmnist_datalist(data_root / "medmnist" / "retinamnist.npz", "val", limit=8)
+    tf = medmnist_transforms(size=28)
+    x = torch.stack([tf(i)["image"] for i in items])
+    q = ["what is the diagnosis of this fundus image?"] * 8
+    assert torch.equal(net.class_probabilities(x, q), again.class_probabilities(x, q))
+    assert net.generate(x, q) == again.generate(x, q)
+    assert (tmp / "models" / "model_best.pt").exists()
+    assert (tmp / "models" / "pretrained" / "templates.json").exists()
+
+
+def test_resume_continues_step_count(tmp_path, data_root):
+    require(data_root / "medmnist" / "retinamnist.npz")
+    kw = _train_overrides(tmp_path, data_root, limit_train=48, limit_val=8, tsne=False)
+    first = _workflow("train.json", tmp_path, **{**kw, "epochs": 1})
+    first.run()
+    first.finalize()
+    trainer = first.parser.get_parsed_content("train#trainer")
+    assert trainer.state.iteration == 3
+    second = _workflow("train.json", tmp_path, **{**kw, "epochs": 2, "output_dir": str(tmp_path / "run2")})
+    second.run()
+    second.finalize()
+    t2 = second.parser.get_parsed_content("train#trainer")
+    assert t2.state.epoch == 2 and t2.state.iteration == 6  # resumed at iteration 3, ran only epoch 2
+
+
+def test_evaluate_and_inference_from_saved_model(trained, data_root, tmp_path):
+    from PIL import Image
+
+    tmp, _ = trained
+    ev = _workflow("evaluate.json", tmp, data_root=str(data_root / "medmnist"), download=False, split="val",
+                   limit=16, model_dir=str(tmp / "models" / "pretrained"),
+                   checkpoint=str(tmp / "models" / "model_best.pt"), output_dir=str(tmp_path / "eval"), tsne=False)
+    ev.run()
+    ev.finalize()
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())["metrics"]
+    assert metrics["num_samples"] == 16
+    from attok_monai.data.medmnist import SplitNotFoundError, medmnist_datalist
+
+    with pytest.raises(SplitNotFoundError, match="split 'test'"):
+        medmnist_datalist(data_root / "medmnist" / "retinamnist.npz", "test")
+    img_dir = tmp_path / "images"
+    img_dir.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 255, (40, 56, 3), dtype=np.uint8)).save(img_dir / f"img{i}.png")
+    out = tmp_path / "pred.csv"
+    inf = _workflow("inference.json", tmp, input_dir=str(img_dir), output_file=str(out),
+                    model_dir=str(tmp / "models" / "pretrained"), checkpoint=str(tmp / "models" / "model_best.pt"))
+    inf.run()
+    lines = out.read_text().splitlines()
+    assert len(lines) == 4 and lines[0].startswith("id,question,answer,attribute,diagnosis,probability")
+    assert lines[1].startswith("img0.png,")
+
+
+def test_metadata_has_required_keys():
+    meta = json.loads((CONFIGS / "metadata.json").read_text())
+    for key in ("schema", "version", "monai_version", "pytorch_version", "numpy_version", "required_packages_version",
+                "task", "description", "authors", "copyright", "network_data_format"):
+        assert key in meta, key
+    assert {"inputs", "outputs"} <= set(meta["network_data_format"])
+
+
+def test_short_cli_resolves_same_config_as_monai_cli(monkeypatch):
+    from monai.bundle import ConfigParser
+
+    from attok_monai.bundle.cli import bundle_run_args
+
+    kwargs = bundle_run_args(["--config", str(BUNDLE), "train", "--epochs", "3", "--lr", "0.01"])
+    assert kwargs["config_file"] == str(CONFIGS / "train.json")
+    assert kwargs["meta_file"] == str(CONFIGS / "metadata.json")
+    assert kwargs["logging_file"] == str(CONFIGS / "logging.conf")
+    assert kwargs["epochs"] == 3 and kwargs["lr"] == 0.01
+    short = ConfigParser()
+    short.read_config(kwargs["config_file"])
+    short.update({k: v for k, v in kwargs.items() if k not in ("config_file", "meta_file", "logging_file")})
+    monkeypatch.setattr("sys.argv", ["monai.bundle", "run", "--config_file", str(CONFIGS / "train.json")])
+    long = ConfigParser()
+    long.read_config(str(CONFIGS / "train.json"))
+    long.update({"epochs": 3, "lr": 0.01})
+    assert short.get_parsed_content("bundle_root") == long.get_parsed_content("bundle_root") == str(BUNDLE)
+    for key in ("epochs", "lr", "attributes", "open_questions", "vision", "llm"):
+        assert short.get_parsed_content(key) == long.get_parsed_content(key)
+    with pytest.raises(ValueError, match="not a MONAI bundle"):
+        bundle_run_args(["--config", str(REPO / "docs")])
+    assert bundle_run_args(["--config", str(BUNDLE), "evaluate", "--extra", "baseline"])["config_file"] == [
+        str(CONFIGS / "evaluate.json"), str(CONFIGS / "baseline.json")]

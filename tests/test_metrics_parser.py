@@ -1,0 +1,52 @@
+import numpy as np
+import pytest
+
+from attok_monai.attributes import AttributeVocabulary
+from attok_monai.metrics import classification_metrics, parse_prediction, per_class_table
+
+V = AttributeVocabulary.from_label_map(
+    "fundus",
+    {0: ["no diabetic retinopathy", "no dr"], 1: ["mild npdr"], 2: ["moderate npdr"], 3: ["severe npdr"],
+     4: ["proliferative diabetic retinopathy", "pdr"]},
+)
+
+
+@pytest.mark.parametrize(
+    "text, expect",
+    [
+        ("<|attribute_begin|> <|fundus_severe_npdr|> <|attribute_end|> severe npdr", 3),
+        ("<|attribute_begin|><|fundus_mild_npdr|><|attribute_end|> severe npdr", 1),  # token wins over text
+        ("Severe NPDR.", 3),  # text fallback, normalised
+        ("the grade is pdr", 4),
+        ("no dr", 0),
+        ("<unk> <unk>", -1),  # unparseable
+        ("mild npdr or severe npdr", -1),  # ambiguous text
+        ("", -1),
+    ],
+)
+def test_parse_prediction(text, expect):
+    assert parse_prediction(V, text) == expect
+
+
+def test_classification_metrics_hand_made():
+    y = [0, 0, 1, 1, 2, 2]
+    p = [0, 1, 1, 1, 2, -1]
+    m = classification_metrics(y, p, num_classes=3)
+    assert m["accuracy"] == pytest.approx(4 / 6)
+    # per class recall 0.5, 1.0, 0.5; precision 1.0, 2/3, 1.0
+    assert m["balanced_accuracy"] == pytest.approx((0.5 + 1 + 0.5) / 3)
+    f1 = [2 * 1 * 0.5 / 1.5, 2 * (2 / 3) * 1 / (5 / 3), 2 * 1 * 0.5 / 1.5]
+    assert m["macro_f1"] == pytest.approx(np.mean(f1))
+    assert m["unparseable_rate"] == pytest.approx(1 / 6)
+    probs = np.eye(3)[[0, 0, 1, 1, 2, 2]] * 0.8 + 0.2 / 3
+    assert classification_metrics(y, p, probs, 3)["auc"] == pytest.approx(1.0)
+    rows, cm = per_class_table(y, p, ["a", "b", "c"])
+    assert cm.shape == (3, 4) and cm[2, 3] == 1 and cm[0, 1] == 1
+    assert rows[1]["support"] == 2 and rows[1]["recall"] == 1.0
+
+
+def test_binary_auc_and_length_mismatch():
+    m = classification_metrics([0, 1, 1, 0], [0, 1, 0, 0], np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.7, 0.3]]), 2)
+    assert m["auc"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="labels but"):
+        classification_metrics([0, 1], [0], None, 2)
