@@ -17,12 +17,13 @@ BUNDLE = REPO / "bundles" / "fundus_dr"
 CONFIGS = BUNDLE / "configs"
 
 
-def _workflow(config: str, tmp: Path, **overrides) -> ConfigWorkflow:
+def _workflow(config: str | list[str], tmp: Path, **overrides) -> ConfigWorkflow:
+    files = [str(CONFIGS / c) for c in ([config] if isinstance(config, str) else config)]
     wf = ConfigWorkflow(
-        config_file=str(CONFIGS / config),
+        config_file=files[0] if len(files) == 1 else files,
         meta_file=str(CONFIGS / "metadata.json"),
         logging_file=str(CONFIGS / "logging.conf"),
-        workflow_type="train" if config.startswith("train") else "infer",
+        workflow_type="train" if Path(files[0]).name.startswith("train") else "infer",
         bundle_root=str(BUNDLE),
         mlflow_tracking_uri=f"sqlite:///{tmp}/mlruns.db",
         **overrides,

@@ -83,7 +83,7 @@ def grouped_stratified_split(
 
     Each group is stratified on its majority label. Within each stratum the groups are shuffled with ``seed``, then
     placed largest first, each into the part whose share of that stratum is furthest below its target
-    (``fraction * stratum size``). The result depends only on the inputs and the seed.
+    (``fraction * samples placed so far``, counted over the strata placed before it too). The result depends only on the inputs and the seed.
 
     Args:
         labels: one label per sample (N,): int/str class, or a list of classes for multi-label samples.
@@ -114,14 +114,17 @@ def grouped_stratified_split(
     rng = np.random.default_rng(seed)
     names = list(fr)
     out: dict[str, list[int]] = {name: [] for name in names}
+    total = 0
+    filled = dict.fromkeys(names, 0)
     for key in sorted(strata, key=lambda k: (type(k).__name__, str(k))):
         glist = strata[key]
         order = rng.permutation(len(glist))
         glist = sorted((glist[j] for j in order), key=len, reverse=True)  # stable: ties keep the shuffled order
-        total = sum(len(g) for g in glist)
-        filled = dict.fromkeys(names, 0)
+        total += sum(len(g) for g in glist)
         for g in glist:
-            # the part furthest below its target; ties go to the larger fraction, then to the earlier name
+            # the part furthest below its target over the strata placed so far (so the remainder of one stratum is
+            # made up in the next: small strata still feed small parts); ties go to the larger fraction, then to the
+            # earlier name
             best = max(names, key=lambda s: (fr[s] * total - filled[s], fr[s], -names.index(s)))
             filled[best] += len(g)
             out[best].extend(g)
