@@ -59,7 +59,10 @@ class _PromoteToMeta(TorchFunctionMode):
 
 def count_flops(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> int:
     """FLOPs (``2 *`` multiply-adds of matrix products) of ``fn(*args, **kwargs)``, forward and any backward run
-    inside ``fn``. Works on ``meta`` tensors; CPU index tensors mixed with meta tensors are promoted to meta."""
+    inside ``fn``. Works on ``meta`` tensors; CPU index tensors mixed with meta tensors are promoted to meta.
+
+    Count on ``meta``: on real CPU tensors the fused CPU kernel of ``scaled_dot_product_attention`` is not counted by
+    ``FlopCounterMode`` (torch 2.13), whereas on ``meta`` attention decomposes into counted ``bmm`` calls."""
     with _PromoteToMeta(), FlopCounterMode(display=False) as counter:
         fn(*args, **kwargs)
     return int(counter.get_total_flops())
