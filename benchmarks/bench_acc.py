@@ -455,8 +455,8 @@ fine-tuning (counted, not assumed). Matrix products only (2 x multiply-adds); el
 
 ### FLOPs of ACC forward+backward (GFLOPs, % of one LoRA step at the same batch)
 Every input and weight of ACC needs a gradient (visual tokens from the LoRA'd encoder, learnable book rows),
-so the backward is 2x the forward. `auto` picks the cheaper order per call (here always `reassociated` except at
-tiny K where `projected` wins).
+so the backward is 2x the forward. `auto` picks the cheaper order per call, so its column equals the smaller of
+the `projected, 1 head` and `reassociated, 1 head` columns in every row.
 
 {flops_md}
 
@@ -468,7 +468,8 @@ Why the K = 10000 targets are missed: with 1 head the dominant terms are the sco
 ~14 GFLOPs per token for the 7B decoder plus ~5 GFLOPs per merged token for the vision encoder: ~2.2% of the forward
 for the visual positions before the text tokens dilute it. No evaluation order removes that term (a cached book
 removes only the book projections). ACM adds theta on all 3K book tokens, 2 x 3K x d^2 FLOPs per forward (0.77
-TFLOPs at K = 10000) independent of the batch, which dominates at 224 px. Reaching 1% at K = 10000 needs a change of
+TFLOPs at K = 10000) independent of the batch, which dominates at 224 px; it is also why K = 1000 misses the 1%
+forward target at 224 px by a small margin (ACM's forward is about half of the ACC+ACM forward there). Reaching 1% at K = 10000 needs a change of
 the method, e.g. scores in a low-rank space (r << d) or attention to a top-k subset of the books for ACC, and a
 low-rank theta or sampled negative books for ACM.
 
