@@ -15,11 +15,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from attok_monai.fileio import atomic_write_text
 
 __all__ = ["Attribute", "AttributeVocabulary", "ParsedAnswer", "ATTRIBUTE_BEGIN", "ATTRIBUTE_END", "normalize_text"]
 
@@ -230,17 +231,7 @@ class AttributeVocabulary:
 
     def to_json(self, path: str | os.PathLike) -> None:
         """Write atomically (temp file in the same folder, then rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(self.to_dict(), f, indent=2)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2))
 
     # ------------------------------------------------------------------ look-ups
     def __len__(self) -> int:

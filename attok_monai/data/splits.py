@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections import Counter, defaultdict
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from attok_monai.fileio import atomic_write_text
 
 __all__ = [
     "DEFAULT_FRACTIONS",
@@ -132,17 +133,6 @@ def grouped_stratified_split(
 
 
 # ---------------------------------------------------------------------------------------------------------- files
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def write_split_file(
@@ -159,7 +149,7 @@ def write_split_file(
     path = Path(path)
     meta = dict(metadata or {})
     if path.suffix.lower() == ".json":
-        _atomic_write_text(path, json.dumps({**meta, "assignment": dict(assignment)}, indent=2))
+        atomic_write_text(path, json.dumps({**meta, "assignment": dict(assignment)}, indent=2))
         return
     buf = io.StringIO()
     buf.write("# attok-monai split " + json.dumps(meta, sort_keys=True) + "\n")
@@ -167,7 +157,7 @@ def write_split_file(
     w.writerow(["id", "split"])
     for k, v in assignment.items():
         w.writerow([k, v])
-    _atomic_write_text(path, buf.getvalue())
+    atomic_write_text(path, buf.getvalue())
 
 
 def read_split_file(

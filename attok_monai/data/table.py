@@ -48,7 +48,8 @@ from monai.data import Dataset
 
 from attok_monai.attributes import AttributeVocabulary
 from attok_monai.data.image_transforms import image_load_transforms
-from attok_monai.data.splits import SplitInfo, _atomic_write_text, make_or_load_split
+from attok_monai.data.splits import SplitInfo, make_or_load_split
+from attok_monai.fileio import atomic_write_text
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -345,7 +346,7 @@ def _write_report(path: str | os.PathLike, problems: Sequence[RowProblem]) -> No
     w.writerow(["row", "id", "problem", "detail"])
     for p in problems:
         w.writerow([p.row, p.id, p.kind, p.detail])
-    _atomic_write_text(Path(path), buf.getvalue())
+    atomic_write_text(Path(path), buf.getvalue())
 
 
 def _error_message(source: str, problems: Sequence[RowProblem], n_rows: int) -> str:

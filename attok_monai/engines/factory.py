@@ -127,7 +127,7 @@ class SavePretrainedHandler:
         engine.add_event_handler(Events.COMPLETED, self)
 
     def __call__(self, engine: Engine) -> None:
-        from attok_monai.handlers.report import atomic_write_text
+        from attok_monai.fileio import atomic_write_text
 
         for d in self.directories:
             self.network.save_pretrained(d)

@@ -22,7 +22,7 @@ from attok_monai.data.image_transforms import ToChannelsd
 from attok_monai.data.instructions import InstructionTemplates, attok_collate
 from attok_monai.data.load2d import LoadDicomFramed
 from attok_monai.data.manifest import dicom_folder_datalist
-from attok_monai.handlers.report import atomic_write_text
+from attok_monai.fileio import atomic_write_text
 from attok_monai.metrics import parse_prediction
 
 __all__ = ["image_datalist", "inference_transforms", "run_inference"]

@@ -27,7 +27,6 @@ import io
 import json
 import os
 import sys
-import tempfile
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ from typing import Any
 
 from attok_monai.attributes import Attribute, AttributeVocabulary
 from attok_monai.data.vqa import read_vqa
+from attok_monai.fileio import atomic_write_text
 from attok_monai.vqa.keywords import GROUPS, KeywordExtractor, LexiconExtractor, LLMExtractor, _get, _record_fingerprint
 
 __all__ = ["BuildResult", "build_vocabulary", "main"]
@@ -60,18 +60,6 @@ class BuildResult:
     out_dir: Path
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _inputs_hash(records: Sequence[Any], extractor: KeywordExtractor, modality: str) -> str:
@@ -109,7 +97,7 @@ def build_vocabulary(
         extracted = extractor.extract_all(records)
         concepts = sorted({c for cs in extracted.values() for c in cs})
         describe = {c: extractor.describe(c) for c in concepts}
-        _atomic_write(
+        atomic_write_text(
             cache,
             json.dumps({"extractor": extractor.cache_key(), "extracted": extracted, "describe": describe}, indent=1),
         )
@@ -135,7 +123,7 @@ def build_vocabulary(
         str(_get(r, "id")): [token[c] for c in extracted.get(str(_get(r, "id")), []) if c in token] for r in records
     }
     vocab.to_json(out / VOCAB_FILE)
-    _atomic_write(out / ASSIGN_FILE, json.dumps(assignment, indent=1))
+    atomic_write_text(out / ASSIGN_FILE, json.dumps(assignment, indent=1))
     _write_report(out, counts, describe, set(kept), min_count, len(records), assignment)
     return BuildResult(vocab, assignment, counts, dropped, hit, cache, out)
 
@@ -155,7 +143,7 @@ def _write_report(
     w.writerow(["concept", "group", "count", "fraction", "kept"])
     for c, n in rows:
         w.writerow([c, describe.get(c, {}).get("group", ""), n, f"{n / max(n_records, 1):.4f}", int(c in kept)])
-    _atomic_write(out / REPORT_CSV, buf.getvalue())
+    atomic_write_text(out / REPORT_CSV, buf.getvalue())
     n_none = sum(1 for v in assignment.values() if not v)
     lines = [
         "# Attribute concept frequencies",
@@ -169,7 +157,7 @@ def _write_report(
     lines += [
         f"| {c} | {describe.get(c, {}).get('group', '')} | {n} | {'yes' if c in kept else 'no'} |" for c, n in rows
     ]
-    _atomic_write(out / REPORT_MD, "\n".join(lines) + "\n")
+    atomic_write_text(out / REPORT_MD, "\n".join(lines) + "\n")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from attok_monai.attributes import AttributeVocabulary
+from attok_monai.fileio import atomic_write
 from attok_monai.losses.acm import ACMLoss
 from attok_monai.networks.blocks import ACCAdapter, EmbeddingBook
 
@@ -284,10 +284,7 @@ class AttTokGPTv(nn.Module):
         self.backbone.save_config(directory)
         self.vocabulary.to_json(directory / "vocabulary.json")
         (directory / "attok.json").write_text(json.dumps(self.hparams, indent=2))
-        fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
-        os.close(fd)
-        torch.save(self.state_dict(), tmp)
-        os.replace(tmp, directory / "model.pt")
+        atomic_write(directory / "model.pt", lambda tmp: torch.save(self.state_dict(), tmp))
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> AttTokGPTv:
