@@ -18,6 +18,7 @@ import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -44,10 +45,26 @@ def bundles_available() -> list[str]:
     return sorted(p.name for p in (REPO / "bundles").iterdir() if (p / "configs" / "train.json").is_file())
 
 
-def run_one(bundle: str, variant: str, seed: int, extra: list[str], log_dir: Path) -> dict:
+def _finished_run(bundle: str, name: str) -> dict | None:
+    """Metrics of a run of ``name`` that completed (its model folder was saved at the end), if any."""
+    for run in sorted((REPO / "bundles" / bundle / "runs").glob(f"{name}_*"), key=os.path.getmtime, reverse=True):
+        model, metrics = run / "model" / "model.pt", run / "val" / "metrics.json"
+        if model.exists() and metrics.exists():
+            data = json.loads(metrics.read_text())
+            out = data["metrics"]
+            out["wall_time_s"] = model.stat().st_mtime - (run / "configs").stat().st_mtime
+            out["samples_per_s"] = data.get("engine_metrics", {}).get("samples_per_s", float("nan"))
+            return out
+    return None
+
+
+def run_one(bundle: str, variant: str, seed: int, extra: list[str], log_dir: Path, threads: int | None = None) -> dict:
     """Train one configuration; return its final validation metrics, wall time and samples/s."""
     cfg = REPO / "bundles" / bundle / "configs" / "train.json"
     name = f"{bundle}_bench_{variant}_s{seed}"
+    done = _finished_run(bundle, name)
+    if done is not None:
+        return done
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(cfg), "--seed", str(seed),
            "--bundle_name", name, "--resume", "False", "--tsne", "False",
            "--ckpt_dir", str(REPO / "bundles" / bundle / "runs" / name / "models")]
@@ -57,8 +74,11 @@ def run_one(bundle: str, variant: str, seed: int, extra: list[str], log_dir: Pat
     log_dir.mkdir(parents=True, exist_ok=True)
     log = log_dir / f"{name}.log"
     t0 = time.perf_counter()
+    env = os.environ.copy()
+    if threads:
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     with open(log, "w") as f:
-        proc = subprocess.run(cmd, cwd=REPO, stdout=f, stderr=subprocess.STDOUT, env=os.environ.copy())
+        proc = subprocess.run(cmd, cwd=REPO, stdout=f, stderr=subprocess.STDOUT, env=env)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise RuntimeError(f"{name} failed (exit {proc.returncode}); see {log}")
@@ -121,6 +141,8 @@ def main() -> None:
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--override", nargs="*", default=[], help="extra --key value pairs for every run")
     ap.add_argument("--fresh", action="store_true", help="ignore recorded results")
+    ap.add_argument("--jobs", type=int, default=1, help="runs in parallel (each with --threads threads)")
+    ap.add_argument("--threads", type=int, default=None, help="OMP threads per run (default: torch's default)")
     ap.add_argument("--doc", default=None, help="results file (default docs/results_<bundle>.md for one bundle)")
     args = ap.parse_args()
     bundles = bundles_available() if args.bundles == ["all"] else args.bundles
@@ -129,33 +151,39 @@ def main() -> None:
         state_file = STATE / f"{bundle}.json"
         results = {} if args.fresh or not state_file.exists() else json.loads(state_file.read_text())
         skipped = None
-        for variant in args.variants:
-            for seed in args.seeds:
-                key = f"{variant}/{seed}"
-                if key in results:
-                    print(f"[bench] {bundle} {key}: done earlier, skipped")
+        todo = [(v, s) for v in args.variants for s in args.seeds if f"{v}/{s}" not in results]
+        for v, s in [(v, s) for v in args.variants for s in args.seeds if f"{v}/{s}" in results]:
+            print(f"[bench] {bundle} {v}/{s}: done earlier, skipped")
+
+        def work(job: tuple[str, int], bundle: str = bundle) -> tuple[str, dict | None, str | None]:
+            variant, seed = job
+            print(f"[bench] {bundle} {variant}/{seed}: training ...", flush=True)
+            try:
+                return f"{variant}/{seed}", run_one(bundle, variant, seed, args.override, STATE / "logs",
+                                                    args.threads), None
+            except RuntimeError as e:
+                log_text = (STATE / "logs" / f"{bundle}_bench_{variant}_s{seed}.log").read_text(errors="ignore")
+                if "FileNotFoundError" in log_text and ("put" in log_text or "not found" in log_text.lower()):
+                    return f"{variant}/{seed}", None, f"data not found under ATTOK_DATA_ROOT={data_root}"
+                raise e
+
+        with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+            for key, res, why in pool.map(work, todo):
+                if why:
+                    skipped = why
+                    print(f"[bench] {bundle}: skipped ({why})")
                     continue
-                print(f"[bench] {bundle} {key}: training ...", flush=True)
-                try:
-                    results[key] = run_one(bundle, variant, seed, args.override, STATE / "logs")
-                except RuntimeError as e:
-                    log_text = (STATE / "logs" / f"{bundle}_bench_{variant}_s{seed}.log").read_text(errors="ignore")
-                    if "FileNotFoundError" in log_text and ("put" in log_text or "not found" in log_text.lower()):
-                        skipped = f"data not found under ATTOK_DATA_ROOT={data_root}"
-                        print(f"[bench] {bundle}: skipped ({skipped})")
-                        break
-                    raise e
+                results[key] = res
                 STATE.mkdir(parents=True, exist_ok=True)
                 state_file.write_text(json.dumps(results, indent=2))
-                print(f"[bench] {bundle} {key}: open acc {results[key]['open_accuracy']:.3f} "
-                      f"({results[key]['wall_time_s']:.0f} s)", flush=True)
-            if skipped:
-                break
+                print(f"[bench] {bundle} {key}: open acc {res['open_accuracy']:.3f} ({res['wall_time_s']:.0f} s)",
+                      flush=True)
         if skipped:
             body = f"### {bundle}\n\nSkipped: {skipped}."
         else:
             cmd = (f"ATTOK_DATA_ROOT={data_root} python benchmarks/bench_bundles.py --bundles {bundle} "
-                   f"--seeds {' '.join(map(str, args.seeds))}")
+                   f"--seeds {' '.join(map(str, args.seeds))} --jobs {args.jobs}"
+                   + (f" --threads {args.threads}" if args.threads else ""))
             body = (f"### {bundle}: AttTok ablation on the validation split\n\n"
                     f"Hardware: {hardware()}. Command: `{cmd}`. Mean ± std over seeds {args.seeds}; every run is the "
                     f"bundle's default CPU training (`configs/train.json`), scored on `val` at the last epoch.\n\n"
