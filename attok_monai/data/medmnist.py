@@ -221,6 +221,13 @@ def _md5(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def _chmod_default(path: str | os.PathLike) -> None:
+    """Give a ``mkstemp`` file (mode 0600) the permissions a normally created file would have."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
 def _download(url: str, dst: Path, timeout: float = 60.0) -> None:
     """Stream ``url`` into the (already created) file ``dst``. Raises ``OSError`` (incl. ``URLError``) when offline."""
     with urllib.request.urlopen(url, timeout=timeout) as response, open(dst, "wb") as f:  # noqa: S310 (https only)
@@ -274,6 +281,7 @@ def ensure_medmnist(
             raise ValueError(
                 f"downloaded {info['url']} has MD5 {digest}, expected {info['md5']}; nothing was written to {path}"
             )
+        _chmod_default(tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -354,7 +362,8 @@ def load_medmnist_split(path: str | os.PathLike, split: str) -> tuple[np.ndarray
         )
     st = path.stat()
     arrays = _load_arrays(str(path.resolve()), st.st_mtime_ns, st.st_size, (f"{split}_images", f"{split}_labels"))
-    images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
+    # plain ndarray views (a memory map stays a memory map underneath, but prints and pickles as an array)
+    images, labels = arrays[f"{split}_images"].view(np.ndarray), arrays[f"{split}_labels"].view(np.ndarray)
     if images.dtype != np.uint8 or images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[-1] not in (1, 3)):
         raise ValueError(f"{path}: '{split}_images' must be uint8 (N,H,W) or (N,H,W,3), got {images.dtype} {images.shape}")
     if labels.ndim == 1:
