@@ -177,6 +177,7 @@ MEDMNIST_INFO: dict[str, dict[str, Any]] = {
 for _info in MEDMNIST_INFO.values():  # the 28x28 file at the top level, as in MedMNIST's info.py
     _info.update(file=_info["files"][28]["file"], url=_info["files"][28]["url"], md5=_info["files"][28]["md5"])
 
+
 class SplitNotFoundError(KeyError):
     """A split that the file does not have; the message lists the splits it has."""
 
@@ -340,10 +341,11 @@ def _npz_keys(path: Path) -> list[str]:
 
 
 def available_splits(path: str | os.PathLike) -> list[str]:
-    """Splits present in a MedMNIST ``.npz`` (both ``{split}_images`` and ``{split}_labels``), in file order."""
-    keys = set(_npz_keys(Path(path)))
-    found = [k[: -len("_images")] for k in _npz_keys(Path(path)) if k.endswith("_images")]
-    return [s for s in found if f"{s}_labels" in keys]
+    """Splits present in a MedMNIST ``.npz`` (both ``{split}_images`` and ``{split}_labels``): train, val, test
+    first, then any other split in file order."""
+    keys = _npz_keys(Path(path))
+    found = [k[: -len("_images")] for k in keys if k.endswith("_images") and f"{k[: -len('_images')]}_labels" in keys]
+    return [s for s in SPLITS if s in found] + [s for s in found if s not in SPLITS]
 
 
 def load_medmnist_split(path: str | os.PathLike, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -365,7 +367,9 @@ def load_medmnist_split(path: str | os.PathLike, split: str) -> tuple[np.ndarray
     # plain ndarray views (a memory map stays a memory map underneath, but prints and pickles as an array)
     images, labels = arrays[f"{split}_images"].view(np.ndarray), arrays[f"{split}_labels"].view(np.ndarray)
     if images.dtype != np.uint8 or images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[-1] not in (1, 3)):
-        raise ValueError(f"{path}: '{split}_images' must be uint8 (N,H,W) or (N,H,W,3), got {images.dtype} {images.shape}")
+        raise ValueError(
+            f"{path}: '{split}_images' must be uint8 (N,H,W) or (N,H,W,3), got {images.dtype} {images.shape}"
+        )
     if labels.ndim == 1:
         labels = labels[:, None]
     if labels.ndim != 2 or not np.issubdtype(labels.dtype, np.integer) or len(labels) != len(images):

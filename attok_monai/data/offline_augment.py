@@ -115,8 +115,9 @@ def balanced_augment(
     """
     images, labels = np.asarray(images), np.asarray(labels)
     if images.dtype != np.uint8 or images.ndim not in (3, 4) or len(images) != len(labels):
-        raise ValueError(f"expected uint8 images (N,H,W[,C]) and N labels, got {images.dtype} {images.shape}, "
-                         f"labels {labels.shape}")
+        raise ValueError(
+            f"expected uint8 images (N,H,W[,C]) and N labels, got {images.dtype} {images.shape}, labels {labels.shape}"
+        )
     lab2d = labels.reshape(len(labels), -1)
     if lab2d.shape[1] != 1:
         raise ValueError(f"class-balanced augmentation needs single-label data, got labels of shape {labels.shape}")
@@ -205,15 +206,23 @@ def offline_augment(
     per_class = per_class or max(before.values())
     log(f"{input_path.name} {split}: {len(labels)} images, class counts before: {before}")
     result = balanced_augment(
-        images, labels, per_class, num_classes=num_classes, seed=seed, crop_scale=crop_scale, hflip=hflip,
-        fragment=fragment, keep_originals=keep_originals,
+        images,
+        labels,
+        per_class,
+        num_classes=num_classes,
+        seed=seed,
+        crop_scale=crop_scale,
+        hflip=hflip,
+        fragment=fragment,
+        keep_originals=keep_originals,
     )
-    arrays: dict[str, np.ndarray] = {}
+    arrays: dict[str, np.ndarray] = {}  # input order, the balanced split where it was
     with np.load(input_path, allow_pickle=False) as npz:
         for key in npz.files:
             if not key.startswith(f"{split}_"):
                 arrays[key] = npz[key]
-    arrays.update({f"{split}_{k}": v for k, v in result.items()})
+            elif f"{split}_images" not in arrays:
+                arrays.update({f"{split}_{k}": v for k, v in result.items()})
     output_path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{output_path.name}.", suffix=".part", dir=output_path.parent)
     try:
@@ -248,15 +257,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--crop-scale", type=float, default=0.8, help="min side fraction of the random crop (0, 1]")
     p.add_argument("--no-hflip", dest="hflip", action="store_false", help="no left-right flip (OCT, chest X-ray)")
     p.add_argument("--fragment", default=None, help="use this transforms/*.json chain instead of crop + flip")
-    p.add_argument("--no-originals", dest="keep_originals", action="store_false",
-                   help="store only augmented copies (default keeps originals and fills up with copies)")
+    p.add_argument(
+        "--no-originals",
+        dest="keep_originals",
+        action="store_false",
+        help="store only augmented copies (default keeps originals and fills up with copies)",
+    )
     p.add_argument("--compress", action="store_true", help="np.savez_compressed (not memory-mappable)")
     args = p.parse_args(argv)
     try:
         offline_augment(
-            args.input, args.output, split=args.split, per_class=args.per_class, num_classes=args.num_classes,
-            seed=args.seed, crop_scale=args.crop_scale, hflip=args.hflip, fragment=args.fragment,
-            keep_originals=args.keep_originals, compress=args.compress,
+            args.input,
+            args.output,
+            split=args.split,
+            per_class=args.per_class,
+            num_classes=args.num_classes,
+            seed=args.seed,
+            crop_scale=args.crop_scale,
+            hflip=args.hflip,
+            fragment=args.fragment,
+            keep_originals=args.keep_originals,
+            compress=args.compress,
         )
     except (FileNotFoundError, KeyError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
