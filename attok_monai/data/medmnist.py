@@ -177,6 +177,7 @@ MEDMNIST_INFO: dict[str, dict[str, Any]] = {
 for _info in MEDMNIST_INFO.values():  # the 28x28 file at the top level, as in MedMNIST's info.py
     _info.update(file=_info["files"][28]["file"], url=_info["files"][28]["url"], md5=_info["files"][28]["md5"])
 
+
 class SplitNotFoundError(KeyError):
     """A split that the file does not have; the message lists the splits it has."""
 
@@ -219,6 +220,13 @@ def _md5(path: Path, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def _chmod_default(path: str | os.PathLike) -> None:
+    """Give a ``mkstemp`` file (mode 0600) the permissions a normally created file would have."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
 
 
 def _download(url: str, dst: Path, timeout: float = 60.0) -> None:
@@ -274,6 +282,7 @@ def ensure_medmnist(
             raise ValueError(
                 f"downloaded {info['url']} has MD5 {digest}, expected {info['md5']}; nothing was written to {path}"
             )
+        _chmod_default(tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -332,10 +341,11 @@ def _npz_keys(path: Path) -> list[str]:
 
 
 def available_splits(path: str | os.PathLike) -> list[str]:
-    """Splits present in a MedMNIST ``.npz`` (both ``{split}_images`` and ``{split}_labels``), in file order."""
-    keys = set(_npz_keys(Path(path)))
-    found = [k[: -len("_images")] for k in _npz_keys(Path(path)) if k.endswith("_images")]
-    return [s for s in found if f"{s}_labels" in keys]
+    """Splits present in a MedMNIST ``.npz`` (both ``{split}_images`` and ``{split}_labels``): train, val, test
+    first, then any other split in file order."""
+    keys = _npz_keys(Path(path))
+    found = [k[: -len("_images")] for k in keys if k.endswith("_images") and f"{k[: -len('_images')]}_labels" in keys]
+    return [s for s in SPLITS if s in found] + [s for s in found if s not in SPLITS]
 
 
 def load_medmnist_split(path: str | os.PathLike, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -354,9 +364,12 @@ def load_medmnist_split(path: str | os.PathLike, split: str) -> tuple[np.ndarray
         )
     st = path.stat()
     arrays = _load_arrays(str(path.resolve()), st.st_mtime_ns, st.st_size, (f"{split}_images", f"{split}_labels"))
-    images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
+    # plain ndarray views (a memory map stays a memory map underneath, but prints and pickles as an array)
+    images, labels = arrays[f"{split}_images"].view(np.ndarray), arrays[f"{split}_labels"].view(np.ndarray)
     if images.dtype != np.uint8 or images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[-1] not in (1, 3)):
-        raise ValueError(f"{path}: '{split}_images' must be uint8 (N,H,W) or (N,H,W,3), got {images.dtype} {images.shape}")
+        raise ValueError(
+            f"{path}: '{split}_images' must be uint8 (N,H,W) or (N,H,W,3), got {images.dtype} {images.shape}"
+        )
     if labels.ndim == 1:
         labels = labels[:, None]
     if labels.ndim != 2 or not np.issubdtype(labels.dtype, np.integer) or len(labels) != len(images):
