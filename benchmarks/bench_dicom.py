@@ -1,6 +1,6 @@
 """Benchmark: header-only DICOM ingestion (files/s) and reader throughput (images/s) on a synthetic archive.
 
-    python benchmarks/bench_dicom.py --n 10000 [--size 256] [--read 1000] [--out docs/bench_dicom.md]
+    python benchmarks/bench_dicom.py --n 10000 [--size 256] [--read 1000] [--out docs/benchmarks.md]
 
 Builds N uncompressed 16-bit MONOCHROME2 DICOM files (size x size, with a window) in a temporary folder, times
 ``attok_monai.ingest.ingest`` (header-only scan + manifest write) and ``read_dicom_frame`` on the first ``--read``
@@ -26,6 +26,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from attok_monai.data.dicom import read_dicom_frame  # noqa: E402
 from attok_monai.ingest import ingest  # noqa: E402
+from benchmarks._report import DOC, write_section  # noqa: E402
 
 
 def cpu_model() -> str:
@@ -68,7 +69,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=10000, help="number of files (default 10000)")
     ap.add_argument("--size", type=int, default=256, help="image side in pixels (default 256)")
     ap.add_argument("--read", type=int, default=1000, help="files decoded for the reader timing (default 1000)")
-    ap.add_argument("--out", default="docs/bench_dicom.md", help="markdown output ('' to skip)")
+    ap.add_argument("--out", default=str(DOC), help="markdown doc whose 'dicom' section is written ('' to skip)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "archive"
@@ -98,11 +99,11 @@ def main() -> None:
     hw = (f"Hardware: {cpu_model()}, {os.cpu_count()} logical cores; Python {platform.python_version()}, "
           f"pydicom {pydicom.__version__}; single process. Synthetic archive: {args.n} uncompressed 16-bit "
           f"{args.size}x{args.size} DX files (writing them took {t_build:.1f} s).")
-    text = "# DICOM ingestion and reader benchmark\n\n" + hw + "\n\n" + "\n".join(lines) + "\n"
+    text = (f"## DICOM ingestion and reader throughput (issue 6)\n\n{hw} Reproduce: "
+            f"`python benchmarks/bench_dicom.py --n {args.n}`.\n\n" + "\n".join(lines) + "\n")
     print(text)
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text, encoding="utf-8")
+        write_section("dicom", text, doc=Path(args.out))
 
 
 if __name__ == "__main__":
