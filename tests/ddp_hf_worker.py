@@ -45,8 +45,10 @@ def main(base: str, out_dir: str) -> None:
     backbone = Qwen2VLBackbone.from_pretrained(base, min_pixels=56 * 56, max_pixels=56 * 56, max_length=128)
     model = AttTokGPTv(backbone, VOCAB)
     lora_b0 = next(p for n, p in model.named_parameters() if "lora_B" in n).detach().clone()
-    # static graph: ACM theta is used in the loss outside forward and ACC may leave k_proj.bias unused
-    net = DistributedDataParallel(model, static_graph=True)
+    # ACM theta is used in the loss outside forward: fine for DDP without find_unused_parameters (which would mark
+    # it ready twice), but then every trainable parameter must get a gradient; ACC's k_proj.bias never does.
+    model.acc.k_proj.bias.requires_grad_(False)  # softmax-invariant: never gets a gradient
+    net = DistributedDataParallel(model)
     g = torch.Generator().manual_seed(0)
     data = [
         {"image": torch.rand(3, 56, 56, generator=g), "label": i % 3, "question": "what is the grade?", "id": str(i)}

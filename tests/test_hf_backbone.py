@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from attok_monai.attributes import AttributeVocabulary
 from attok_monai.networks.nets.attok_gptv import AttTokGPTv
 from attok_monai.networks.nets.hf_qwen2vl import Qwen2VLBackbone
 from attok_monai.networks.utils import optimizer_param_groups
