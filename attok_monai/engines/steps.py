@@ -56,11 +56,12 @@ class AttTokTrainStep:
         images = batch["image"].to(device, non_blocking=True).float()
         attributes = _first_attributes(batch)
         answers = batch.get("answer", [None] * len(attributes))
+        core = getattr(model, "module", model)  # DistributedDataParallel keeps the AttTokGPTv in .module
         with autocast_for(device, self.amp):
             out = model(images, batch["question"], answers, attributes)
-            book = model.book.tokens()
+            book = core.book.tokens()
             loss = engine.loss_function(
-                out.logits, out.labels, out.f_a, out.attr_targets, book, model.book.key_padding_mask()
+                out.logits, out.labels, out.f_a, out.attr_targets, book, core.book.key_padding_mask()
             )
         (loss / self.accumulation_steps).backward()
         if engine.state.iteration % self.accumulation_steps == 0:

@@ -2,5 +2,6 @@
 
 from .attok_gptv import AttTokGPTv, AttTokOutput
 from .compact_gptv import CompactGPTvBackbone, VisionEncoder2D, build_word_tokenizer
+from .hf_qwen2vl import Qwen2VLBackbone
 
-__all__ = ["AttTokGPTv", "AttTokOutput", "CompactGPTvBackbone", "VisionEncoder2D", "build_word_tokenizer"]
+__all__ = ["AttTokGPTv", "AttTokOutput", "CompactGPTvBackbone", "Qwen2VLBackbone", "VisionEncoder2D", "build_word_tokenizer"]

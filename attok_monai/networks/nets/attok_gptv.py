@@ -8,6 +8,13 @@ The wrapper works over a backbone interface (see :class:`CompactGPTvBackbone`), 
   "prompt_lengths"}``; ``merge_visual(embeds, ids, visual)``;
 - ``forward_embeds(inputs_embeds, attention_mask, past_key_values, use_cache) -> (logits, hidden, past)``.
 
+Backbones that merge the visual tokens inside their own model (``merges_visual = True``, e.g.
+:class:`~attok_monai.networks.nets.hf_qwen2vl.Qwen2VLBackbone`) take two callables instead
+(``set_transforms(token_transform, visual_transform)``, applied by hooks: the attribute-token inputs tied to ``a_k``
+and ACC on the merged visual tokens) and provide ``build_inputs(prompts, answers, images, padding_side)``,
+``forward_inputs(batch) -> (logits, hidden, raw visual tokens)``, ``generate_ids``/``decode`` and
+``save_weights``/``load_weights`` (only the trained parts are saved; the base model is referenced by id/path).
+
 Ablation switches (paper Table 3): ``use_attribute_tokens=False, use_acc=False, use_acm=False`` is the baseline
 (plain-text answers); ``+ACC``, ``+ACM`` and ``+All`` add the modules on top of the attribute tokens.
 """
@@ -97,6 +104,9 @@ class AttTokGPTv(nn.Module):
         self.acc = ACCAdapter(d, num_heads=acc_heads, gamma=gamma) if use_acc else None
         self.acm = ACMLoss(d, tau=tau) if use_acm else None
         self._init_attribute_rows()
+        self.merges_visual = bool(getattr(backbone, "merges_visual", False))
+        if self.merges_visual:
+            backbone.set_transforms(self._substitute_attributes, self._visual_transform)
 
     # ------------------------------------------------------------------ initialisation
     @torch.no_grad()
@@ -128,16 +138,20 @@ class AttTokGPTv(nn.Module):
     def embed(self, input_ids: torch.Tensor, visual: torch.Tensor | None = None) -> torch.Tensor:
         """Token embeddings with the attribute tokens tied to the book's ``a_k`` and the visual slots filled."""
         safe = input_ids.clamp(min=0)
-        embeds = self.backbone.input_embeddings()(safe)
+        embeds = self._substitute_attributes(safe, self.backbone.input_embeddings()(safe))
+        if visual is not None:
+            embeds = self.backbone.merge_visual(embeds, input_ids, visual)
+        return embeds
+
+    def _substitute_attributes(self, ids: torch.Tensor, embeds: torch.Tensor) -> torch.Tensor:
+        """(B, L) ids (>= 0), (B, L, d) token embeddings -> the embeddings with attribute tokens set to ``a_k``."""
         k = self.attr_ids.numel()
-        pos = torch.searchsorted(self.attr_ids_sorted, safe).clamp(max=k - 1)
-        is_attr = self.attr_ids_sorted[pos] == safe
+        pos = torch.searchsorted(self.attr_ids_sorted, ids).clamp(max=k - 1)
+        is_attr = self.attr_ids_sorted[pos] == ids
         if is_attr.any():
             attr_index = self.attr_sort_index[pos]
             a = self.book.attribute_embeddings.to(embeds.dtype)[attr_index]
             embeds = torch.where(is_attr[..., None], a, embeds)
-        if visual is not None:
-            embeds = self.backbone.merge_visual(embeds, input_ids, visual)
         return embeds
 
     @property
@@ -152,10 +166,14 @@ class AttTokGPTv(nn.Module):
     def visual_tokens(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(F^v before ACC, F^v after ACC)``, each (B, N_v, d)."""
         raw = self.backbone.encode_images(images)
+        return raw, self._visual_transform(raw)
+
+    def _visual_transform(self, raw: torch.Tensor) -> torch.Tensor:
+        """ACC on (B, N_v, d) visual tokens (identity without ACC)."""
         if self.acc is None:
-            return raw, raw
+            return raw
         version = None if self.training else self.book.version()
-        return raw, self.acc(raw, self.book.tokens(), self.book.key_padding_mask(), book_version=version)
+        return self.acc(raw, self.book.tokens(), self.book.key_padding_mask(), book_version=version)
 
     # ------------------------------------------------------------------ training forward
     def forward(
@@ -167,8 +185,14 @@ class AttTokGPTv(nn.Module):
         attributes: B lists of attribute indices (the first is the sample's class for single-label data).
         """
         device = images.device
-        raw, visual = self.visual_tokens(images)
         targets_text = [self.format_answer(a, t) for a, t in zip(attributes, answers)]
+        if self.merges_visual:
+            batch = self.backbone.build_inputs(prompts, targets_text, images)
+            logits, hidden, raw = self.backbone.forward_inputs(batch)
+            labels = batch["labels"].to(logits.device)
+            f_a, attr_targets = self._attribute_positions(hidden, labels, batch["prompt_lengths"], attributes)
+            return AttTokOutput(logits, labels, f_a, attr_targets, raw.detach(), self.visual_targets(attributes, device))
+        raw, visual = self.visual_tokens(images)
         batch = {k: v.to(device) for k, v in self.backbone.build_inputs(prompts, targets_text).items()}
         embeds = self.embed(batch["input_ids"], visual)
         logits, hidden, _ = self.backbone.forward_embeds(embeds, batch["attention_mask"])
@@ -206,6 +230,9 @@ class AttTokGPTv(nn.Module):
     def generate(self, images: torch.Tensor, prompts: Sequence[str], max_new_tokens: int = 16) -> list[str]:
         """Greedy decoding with a KV cache; attribute tokens stay visible in the returned text."""
         device = images.device
+        if self.merges_visual:
+            batch = self.backbone.build_inputs(prompts, None, images, padding_side="left")
+            return [self.backbone.decode(o) for o in self.backbone.generate_ids(batch, max_new_tokens)]
         _, visual = self.visual_tokens(images)
         batch = {k: v.to(device) for k, v in self.backbone.build_inputs(prompts, None).items()}
         ids, mask = batch["input_ids"], batch["attention_mask"]
@@ -240,6 +267,8 @@ class AttTokGPTv(nn.Module):
         """(B, K) class probabilities: a softmax over the K attribute-token logits after ``<|attribute_begin|>``
         (attribute tokens), or over the answer log-likelihoods of the K clinical names (plain-text baseline)."""
         device = images.device
+        if self.merges_visual:
+            return self._class_probabilities_merged(images, prompts)
         _, visual = self.visual_tokens(images)
         if self.use_attribute_tokens:
             batch = {k: v.to(device) for k, v in self.backbone.build_inputs(prompts, None).items()}
@@ -266,6 +295,25 @@ class AttTokGPTv(nn.Module):
             scores.append(tok_lp.sum(1))
         return torch.stack(scores, 1).softmax(-1)
 
+    def _class_probabilities_merged(self, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
+        """:meth:`class_probabilities` for merging backbones: the answer ``<|attribute_begin|>`` (attribute tokens)
+        or each clinical name (plain text) is scored after the prompt."""
+        if self.use_attribute_tokens:
+            begin = self.vocabulary.special_tokens[0]
+            batch = self.backbone.build_inputs(prompts, [begin] * len(prompts), images)
+            logits, _, _ = self.backbone.forward_inputs(batch)
+            rows = torch.arange(len(prompts), device=logits.device)
+            return logits[rows, batch["prompt_lengths"].to(logits.device)][:, self.attr_ids].float().softmax(-1)
+        scores = []
+        for k in range(len(self.vocabulary)):
+            batch = self.backbone.build_inputs(prompts, [self.vocabulary.format_text_answer([k])] * len(prompts), images)
+            logits, _, _ = self.backbone.forward_inputs(batch)
+            logp = F.log_softmax(logits[:, :-1].float(), -1)
+            lab = batch["labels"][:, 1:].to(logits.device)
+            valid = lab != -100
+            scores.append((logp.gather(-1, lab.clamp(min=0)[..., None]).squeeze(-1) * valid).sum(1))
+        return torch.stack(scores, 1).softmax(-1)
+
     @torch.no_grad()
     def retrieval_scores(self, images: torch.Tensor) -> torch.Tensor:
         """(B, K) cosine similarity of each image's mean visual token (after ACC) to the attribute tokens a_k used
@@ -284,7 +332,11 @@ class AttTokGPTv(nn.Module):
         self.backbone.save_config(directory)
         self.vocabulary.to_json(directory / "vocabulary.json")
         (directory / "attok.json").write_text(json.dumps(self.hparams, indent=2))
-        atomic_write(directory / "model.pt", lambda tmp: torch.save(self.state_dict(), tmp))
+        state = self.state_dict()
+        if self.merges_visual:  # the backbone saves its trained parts; the base model is referenced, not copied
+            self.backbone.save_weights(directory)
+            state = {k: v for k, v in state.items() if not k.startswith("backbone.")}
+        atomic_write(directory / "model.pt", lambda tmp: torch.save(state, tmp))
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> AttTokGPTv:
@@ -294,8 +346,25 @@ class AttTokGPTv(nn.Module):
         directory = Path(directory)
         if not (directory / "model.pt").exists():
             raise FileNotFoundError(f"AttTokGPTv.from_pretrained: {directory} has no model.pt.")
-        backbone = CompactGPTvBackbone.from_config_dir(directory)
+        kind = json.loads((directory / "backbone.json").read_text()).get("type", "compact")
+        if kind == "hf_qwen2vl":
+            from attok_monai.networks.nets.hf_qwen2vl import Qwen2VLBackbone
+
+            backbone = Qwen2VLBackbone.from_config_dir(directory)
+        else:
+            backbone = CompactGPTvBackbone.from_config_dir(directory)
         hp = json.loads((directory / "attok.json").read_text())
         model = cls(backbone, AttributeVocabulary.from_json(directory / "vocabulary.json"), **hp)
-        model.load_state_dict(torch.load(directory / "model.pt", map_location=map_location, weights_only=True))
+        state = torch.load(directory / "model.pt", map_location=map_location, weights_only=True)
+        if model.merges_visual:
+            result = model.load_state_dict(state, strict=False)
+            missing = [k for k in result.missing_keys if not k.startswith("backbone.")]
+            if missing or result.unexpected_keys:
+                raise ValueError(
+                    f"AttTokGPTv.from_pretrained: {directory / 'model.pt'} does not match the model "
+                    f"(missing {missing[:5]}, unexpected {result.unexpected_keys[:5]})."
+                )
+            backbone.load_weights(directory)
+        else:
+            model.load_state_dict(state)
         return model.eval()  # like transformers' from_pretrained: ready for inference
