@@ -79,9 +79,12 @@ def main() -> None:
     ap.add_argument("--override", nargs="*", default=[], help="extra --key value pairs for every run")
     ap.add_argument("--mlflow_tracking_uri", default=f"sqlite:///{STATE / 'mlruns_vqa.db'}")
     ap.add_argument("--fresh", action="store_true", help="ignore recorded results")
+    ap.add_argument("--tag", default="", help="name of a separate result set (own state file and doc section), e.g. "
+                                               "for runs with --override")
     args = ap.parse_args()
     STATE.mkdir(parents=True, exist_ok=True)
-    state_file = STATE / f"{BUNDLE}.json"
+    name = BUNDLE + (f"_{args.tag}" if args.tag else "")
+    state_file = STATE / f"{name}.json"
     results = {} if args.fresh or not state_file.exists() else json.loads(state_file.read_text())
     extra = ["--mlflow_tracking_uri", args.mlflow_tracking_uri, *args.override]
     for variant in args.variants:
@@ -100,13 +103,15 @@ def main() -> None:
     cmd = f"python benchmarks/bench_vqa.py --variants {' '.join(args.variants)} --seeds {' '.join(map(str, args.seeds))}"
     if args.override:
         cmd += " --override " + " ".join(args.override)
+    if args.tag:
+        cmd += f" --tag {args.tag}"
     first = next(iter(results.values()), {})
     body = (f"Hardware: {hardware()}. Command: `{cmd}`. Mean ± std over the seeds listed (one number when one seed); "
             f"the bundle's default CPU training (`configs/train.json`), scored at the last epoch on the validation "
             f"part held out by image ({first.get('n', '?')} questions: {first.get('n_closed', '?')} closed, "
             f"{first.get('n_open', '?')} open). Percent.\n\n"
             + table(results, args.variants, args.seeds) + "\n\n" + verdict(results, args.variants, args.seeds))
-    write_section("bench_vqa_rad", body, doc=DOC)
+    write_section(f"bench_{name}", body, doc=DOC)
     print(body)
 
 
