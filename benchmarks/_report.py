@@ -31,10 +31,10 @@ def hardware() -> str:
     return f"{cpu}, {os.cpu_count()} logical cores visible, torch {torch.__version__}, {gpu}"
 
 
-def write_section(name: str, markdown: str, doc: Path = DOC) -> None:
+def write_section(name: str, markdown: str, doc: Path = DOC, header: str | None = None) -> None:
     """Replace (or append) the section ``name`` of ``doc`` with ``markdown``."""
     doc.parent.mkdir(parents=True, exist_ok=True)
-    text = doc.read_text(encoding="utf-8") if doc.exists() else HEADER
+    text = doc.read_text(encoding="utf-8") if doc.exists() else (header or HEADER)
     block = f"<!-- BEGIN {name} -->\n{markdown.strip()}\n<!-- END {name} -->"
     pattern = re.compile(rf"<!-- BEGIN {re.escape(name)} -->.*?<!-- END {re.escape(name)} -->", re.S)
     text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"

@@ -141,6 +141,7 @@ def main() -> None:
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--override", nargs="*", default=[], help="extra --key value pairs for every run")
     ap.add_argument("--fresh", action="store_true", help="ignore recorded results")
+    ap.add_argument("--report-only", action="store_true", help="write the docs from the recorded runs, train nothing")
     ap.add_argument("--jobs", type=int, default=1, help="runs in parallel (each with --threads threads)")
     ap.add_argument("--threads", type=int, default=None, help="OMP threads per run (default: torch's default)")
     ap.add_argument("--doc", default=None, help="results file (default docs/results_<bundle>.md for one bundle)")
@@ -151,7 +152,9 @@ def main() -> None:
         state_file = STATE / f"{bundle}.json"
         results = {} if args.fresh or not state_file.exists() else json.loads(state_file.read_text())
         skipped = None
-        todo = [(v, s) for v in args.variants for s in args.seeds if f"{v}/{s}" not in results]
+        todo = [] if args.report_only else [
+            (v, s) for v in args.variants for s in args.seeds if f"{v}/{s}" not in results
+        ]
         for v, s in [(v, s) for v in args.variants for s in args.seeds if f"{v}/{s}" in results]:
             print(f"[bench] {bundle} {v}/{s}: done earlier, skipped")
 
@@ -185,13 +188,19 @@ def main() -> None:
                    f"--seeds {' '.join(map(str, args.seeds))} --jobs {args.jobs}"
                    + (f" --threads {args.threads}" if args.threads else ""))
             body = (f"### {bundle}: AttTok ablation on the validation split\n\n"
-                    f"Hardware: {hardware()}. Command: `{cmd}`. Mean ± std over seeds {args.seeds}; every run is the "
-                    f"bundle's default CPU training (`configs/train.json`), scored on `val` at the last epoch.\n\n"
+                    f"Hardware: {hardware()}. Command: `{cmd}`. Mean ± std over the seeds counted in the last "
+                    f"column (of {args.seeds}); every run is the bundle's default CPU training (`configs/train.json`), "
+                    f"scored on `val` after the last epoch. Wall time and samples/s depend on what else shared the "
+                    f"CPU ({args.jobs} run(s) at a time, {args.threads or 'default'} thread(s) each): compare them "
+                    f"within a row, not as a speed claim.\n\n"
                     + table(bundle, results, args.seeds) + "\n\n" + verdict(bundle, results, args.seeds))
         write_section(f"bundle_{bundle}", body)
         if args.doc or len(bundles) == 1:
             doc = Path(args.doc) if args.doc else REPO / "docs" / f"results_{bundle.split('_')[0]}.md"
-            write_section(f"bundle_{bundle}", body, doc=doc)
+            write_section(f"bundle_{bundle}", body, doc=doc, header=(
+                f"# Results: {bundle}\n\nAttTok ablations of the `{bundle}` bundle, measured by "
+                "`benchmarks/bench_bundles.py` (every number comes from a run recorded in "
+                "`benchmarks/.state/` and in MLflow).\n"))
         print(body)
 
 
