@@ -123,6 +123,9 @@ def test_configs_parse_and_instantiate(name, data_root, tmp_path):
     full = _parser(name, ["train.json", "full.json"])
     assert full.get_parsed_content("epoch_length") is None
     assert full.get_parsed_content("epochs") > base.get_parsed_content("epochs")
+    # a model trained with full.json is evaluated with the same image size by merging full.json into evaluate.json
+    assert _parser(name, ["evaluate.json", "full.json"]).get_parsed_content("image_size") == full.get_parsed_content(
+        "image_size")
     for wf in ("evaluate.json", "inference.json"):
         p = _parser(name, [wf])
         assert p.get_parsed_content("image_size") == base.get_parsed_content("image_size")
