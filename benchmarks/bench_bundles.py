@@ -102,16 +102,15 @@ def fmt(values: list[float], pct: bool = True) -> str:
 
 
 def table(bundle: str, results: dict, seeds: list[int]) -> str:
-    head = "| variant | " + " | ".join(m[1] for m in METRICS) + " | wall time (s) | train samples/s | seeds |"
-    lines = [head, "|" + "---|" * (len(METRICS) + 4)]
+    head = "| variant | " + " | ".join(m[1] for m in METRICS) + " | wall time (s) | seeds |"
+    lines = [head, "|" + "---|" * (len(METRICS) + 3)]
     for variant in VARIANTS:
         runs = [results[f"{variant}/{s}"] for s in seeds if f"{variant}/{s}" in results]
         if not runs:
             continue
         cells = [fmt([r.get(key, float("nan")) for r in runs]) for key, _ in METRICS]
         wall = fmt([r["wall_time_s"] for r in runs], pct=False)
-        sps = fmt([r.get("samples_per_s", float("nan")) for r in runs], pct=False)
-        lines.append(f"| {LABELS[variant]} | " + " | ".join(cells) + f" | {wall} | {sps} | {len(runs)} |")
+        lines.append(f"| {LABELS[variant]} | " + " | ".join(cells) + f" | {wall} | {len(runs)} |")
     return "\n".join(lines)
 
 
@@ -190,7 +189,7 @@ def main() -> None:
             body = (f"### {bundle}: AttTok ablation on the validation split\n\n"
                     f"Hardware: {hardware()}. Command: `{cmd}`. Mean ± std over the seeds counted in the last "
                     f"column (of {args.seeds}); every run is the bundle's default CPU training (`configs/train.json`), "
-                    f"scored on `val` after the last epoch. Wall time and samples/s depend on what else shared the "
+                    f"scored on `val` after the last epoch (per-epoch samples/s are in each run's MLflow metrics). Wall time depends on what else shared the "
                     f"CPU ({args.jobs} run(s) at a time, {args.threads or 'default'} thread(s) each): compare them "
                     f"within a row, not as a speed claim.\n\n"
                     + table(bundle, results, args.seeds) + "\n\n" + verdict(bundle, results, args.seeds))
