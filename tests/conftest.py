@@ -12,7 +12,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def shared_data_root() -> Path:
-    return Path(os.environ.get("ATTOK_DATA_ROOT", REPO.parent / "shared" / "data"))
+    return Path(os.environ.get("ATTOK_DATA_ROOT", REPO.parent / "shared" / "data")).resolve()
 
 
 @pytest.fixture(scope="session")
