@@ -20,14 +20,35 @@ from attok_monai.engines.steps import gather_eval_outputs
 from attok_monai.fileio import atomic_write, atomic_write_text
 from attok_monai.metrics import classification_metrics, per_class_table
 
-__all__ = ["EvalReportHandler"]
+__all__ = ["EpochOutputCollector", "EvalReportHandler"]
 
 
 def _save_fig(fig, path: Path) -> None:
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png"))
 
 
-class EvalReportHandler:
+class EpochOutputCollector:
+    """Base of report handlers: keeps the evaluator's iteration outputs of the current epoch in ``self.outputs`` and
+    calls :meth:`report` at each epoch end (subclasses write their files there and return their metrics)."""
+
+    outputs: list[dict]
+    last_metrics: dict[str, float]
+
+    def attach(self, engine: Engine) -> None:
+        self.outputs, self.last_metrics = [], {}
+        engine.add_event_handler(Events.EPOCH_STARTED, lambda e: self.outputs.clear())
+        engine.add_event_handler(Events.ITERATION_COMPLETED, lambda e: self.outputs.append(e.state.output))
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        if self.outputs:
+            self.last_metrics = self.report(engine)
+
+    def report(self, engine: Engine) -> dict[str, float]:
+        raise NotImplementedError
+
+
+class EvalReportHandler(EpochOutputCollector):
     """Args:
     output_dir: folder for ``metrics.json``, ``per_class.csv``, ``confusion_matrix.png``, ``tsne.png``,
         ``predictions.csv``.
@@ -44,15 +65,8 @@ class EvalReportHandler:
         self.outputs: list[dict] = []
         self.last_metrics: dict[str, float] = {}
 
-    def attach(self, engine: Engine) -> None:
-        engine.add_event_handler(Events.EPOCH_STARTED, lambda e: self.outputs.clear())
-        engine.add_event_handler(Events.ITERATION_COMPLETED, lambda e: self.outputs.append(e.state.output))
-        engine.add_event_handler(Events.EPOCH_COMPLETED, self)
-
-    def __call__(self, engine: Engine) -> None:
-        if not self.outputs:
-            return
-        self.last_metrics = self.write(gather_eval_outputs(self.outputs), dict(engine.state.metrics))
+    def report(self, engine: Engine) -> dict[str, float]:
+        return self.write(gather_eval_outputs(self.outputs), dict(engine.state.metrics))
 
     def write(self, data: dict[str, Any], engine_metrics: dict[str, Any] | None = None) -> dict[str, float]:
         import matplotlib

@@ -26,10 +26,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ignite.engine import Engine, Events
+from ignite.engine import Engine
 
 from attok_monai.engines.vqa_steps import REFERENCE_KEYS
-from attok_monai.handlers.report import atomic_write_text
+from attok_monai.fileio import atomic_write_text
+from attok_monai.handlers.report import EpochOutputCollector
 from attok_monai.vqa.scoring import format_scores_markdown, question_only_baseline, score_vqa
 
 __all__ = ["VQAReportHandler", "print_vqa_summary", "HEADLINE"]
@@ -37,7 +38,7 @@ __all__ = ["VQAReportHandler", "print_vqa_summary", "HEADLINE"]
 HEADLINE = ("overall_accuracy", "closed_accuracy", "open_accuracy", "open_token_recall", "open_token_f1")
 
 
-class VQAReportHandler:
+class VQAReportHandler(EpochOutputCollector):
     """Args:
     output_dir: folder for the report files.
     network: the model (for attribute token names in ``predictions.csv``).
@@ -56,18 +57,12 @@ class VQAReportHandler:
         self.outputs: list[dict] = []
         self.last_metrics: dict[str, float] = {}
 
-    def attach(self, engine: Engine) -> None:
-        engine.add_event_handler(Events.EPOCH_STARTED, lambda e: self.outputs.clear())
-        engine.add_event_handler(Events.ITERATION_COMPLETED, lambda e: self.outputs.append(e.state.output))
-        engine.add_event_handler(Events.EPOCH_COMPLETED, self)
-
-    def __call__(self, engine: Engine) -> None:
-        if not self.outputs:
-            return
-        self.last_metrics = self.write(self.outputs, dict(engine.state.metrics))
-        for k, v in self.last_metrics.items():
+    def report(self, engine: Engine) -> dict[str, float]:
+        metrics = self.write(self.outputs, dict(engine.state.metrics))
+        for k, v in metrics.items():
             if k.startswith("question_only_"):
                 engine.state.metrics[k] = v
+        return metrics
 
     def write(self, outputs: Sequence[dict], engine_metrics: dict[str, Any] | None = None) -> dict[str, float]:
         """Score the merged outputs and write the report files; returns the flat metrics."""
