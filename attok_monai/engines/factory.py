@@ -165,11 +165,20 @@ def print_summary(metrics_file: str | os.PathLike, mlflow_handler: Any = None, t
         if k in metrics:
             print(f"  {k:24s} {metrics[k]:.4f}" if isinstance(metrics[k], float) else f"  {k:24s} {metrics[k]}")
     print(f"[attok] report files: {metrics_file.parent}")
-    if mlflow_handler is not None and getattr(mlflow_handler, "cur_run", None) is not None:
-        run = mlflow_handler.cur_run
-        uri = mlflow_handler.client.tracking_uri if hasattr(mlflow_handler.client, "tracking_uri") else ""
-        print(f"[attok] MLflow run {run.info.run_id} (experiment {mlflow_handler.experiment_name}) at {uri}")
-        print(f"[attok] browse: mlflow ui --backend-store-uri {uri}")
+    if mlflow_handler is not None:
+        client = mlflow_handler.client
+        uri = getattr(client, "tracking_uri", None) or getattr(getattr(client, "_tracking_client", None),
+                                                               "tracking_uri", "")
+        run = getattr(mlflow_handler, "cur_run", None)  # None once the handler closed the run
+        if run is None and getattr(mlflow_handler, "experiment", None) is not None:
+            runs = client.search_runs(
+                [mlflow_handler.experiment.experiment_id],
+                filter_string=f"attributes.run_name = '{mlflow_handler.run_name}'", max_results=1,
+            )
+            run = runs[0] if runs else None
+        if run is not None:
+            print(f"[attok] MLflow run {run.info.run_id} (experiment {mlflow_handler.experiment_name}) at {uri}")
+            print(f"[attok] browse: mlflow ui --backend-store-uri {uri}")
     return metrics
 
 
