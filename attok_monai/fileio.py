@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-__all__ = ["atomic_write", "atomic_write_text"]
+__all__ = ["atomic_write", "atomic_write_text", "rows_to_csv", "write_rows"]
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
@@ -35,3 +38,20 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
             f.write(text)
 
     atomic_write(path, write)
+
+
+def rows_to_csv(fields: Sequence[str], rows: Sequence[dict]) -> str:
+    """CSV text with a header row."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(fields))
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def write_rows(path: str | os.PathLike, rows: Sequence[dict]) -> None:
+    """Write result rows atomically: CSV for a ``.csv`` path (columns of the first row), JSON otherwise."""
+    if str(path).endswith(".csv"):
+        atomic_write_text(path, rows_to_csv(list(rows[0]) if rows else ["id"], rows))
+    else:
+        atomic_write_text(path, json.dumps(list(rows), indent=2))

@@ -7,9 +7,6 @@ running index, never a patient identifier.
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,7 +19,7 @@ from attok_monai.data.image_transforms import ToChannelsd
 from attok_monai.data.instructions import InstructionTemplates, attok_collate
 from attok_monai.data.load2d import LoadDicomFramed
 from attok_monai.data.manifest import dicom_folder_datalist
-from attok_monai.fileio import atomic_write_text
+from attok_monai.fileio import write_rows
 from attok_monai.metrics import parse_prediction
 
 __all__ = ["image_datalist", "inference_transforms", "run_inference"]
@@ -95,14 +92,6 @@ def run_inference(
             }
             row.update({f"p_{a.name}": round(float(probs[i, j]), 4) for j, a in enumerate(vocab)})
             rows.append(row)
-    output_file = Path(output_file)
-    if output_file.suffix == ".csv":
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else ["id"])
-        writer.writeheader()
-        writer.writerows(rows)
-        atomic_write_text(output_file, buf.getvalue())
-    else:
-        atomic_write_text(output_file, json.dumps(rows, indent=2))
+    write_rows(output_file, rows)
     print(f"[attok] wrote {len(rows)} predictions to {output_file}")
     return rows

@@ -9,8 +9,6 @@ block), ``answer_text`` (the text after the block), ``attributes`` (the attribut
 from __future__ import annotations
 
 import csv
-import io
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -19,7 +17,7 @@ import torch
 
 from attok_monai.data.instructions import attok_collate
 from attok_monai.engines.vqa_steps import detokenize
-from attok_monai.handlers.report import atomic_write_text
+from attok_monai.fileio import write_rows
 from attok_monai.vqa.datalists import preload_images
 
 __all__ = ["question_table_datalist", "run_vqa_inference"]
@@ -82,14 +80,6 @@ def run_vqa_inference(
                 "attributes": " ".join(vocab.token(k) for k in parsed.indices),
                 "attribute_names": "; ".join(vocab.names[k] for k in parsed.indices),
             })
-    output_file = Path(output_file)
-    if output_file.suffix == ".csv":
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-        atomic_write_text(output_file, buf.getvalue())
-    else:
-        atomic_write_text(output_file, json.dumps(rows, indent=2))
+    write_rows(output_file, rows)
     print(f"[attok] wrote {len(rows)} answers to {output_file}")
     return rows

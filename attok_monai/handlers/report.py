@@ -7,7 +7,6 @@ temp name and renamed. Predictions are keyed by the sample ``id`` (never a patie
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 from pathlib import Path
@@ -17,7 +16,7 @@ import numpy as np
 from ignite.engine import Engine, Events
 
 from attok_monai.engines.steps import gather_eval_outputs
-from attok_monai.fileio import atomic_write, atomic_write_text
+from attok_monai.fileio import atomic_write, atomic_write_text, rows_to_csv
 from attok_monai.metrics import classification_metrics, per_class_table
 
 __all__ = ["EpochOutputCollector", "EvalReportHandler"]
@@ -93,7 +92,7 @@ class EvalReportHandler(EpochOutputCollector):
             {"metrics": metrics, "engine_metrics": {k2: v for k2, v in (engine_metrics or {}).items()
                                                     if isinstance(v, (int, float))}}, indent=2))
         rows, cm = per_class_table(labels, data["open_pred"], names)
-        buf = _csv(["class", "precision", "recall", "f1", "support"], rows)
+        buf = rows_to_csv(["class", "precision", "recall", "f1", "support"], rows)
         atomic_write_text(self.output_dir / "per_class.csv", buf)
         pred_rows = [
             {"id": i, "label": names[y], "open_answer": o, "open_pred": names[p] if p >= 0 else "",
@@ -101,7 +100,7 @@ class EvalReportHandler(EpochOutputCollector):
             for n, (i, y, o, p, c) in enumerate(zip(data["id"], labels, data["open_text"], data["open_pred"],
                                                     data["closed_text"]))
         ]
-        atomic_write_text(self.output_dir / "predictions.csv", _csv(list(pred_rows[0]), pred_rows))
+        atomic_write_text(self.output_dir / "predictions.csv", rows_to_csv(list(pred_rows[0]), pred_rows))
 
         fig, ax = plt.subplots(figsize=(1.2 * k + 3, 1.0 * k + 2))
         ax.imshow(cm, cmap="Blues")
@@ -141,13 +140,3 @@ class EvalReportHandler(EpochOutputCollector):
         _save_fig(fig, self.output_dir / "tsne.png")
         plt.close(fig)
         del torch
-
-
-def _csv(fields: list[str], rows: list[dict]) -> str:
-    import io
-
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=fields)
-    w.writeheader()
-    w.writerows(rows)
-    return buf.getvalue()
