@@ -46,8 +46,7 @@ def main(base: str, out_dir: str) -> None:
     model = AttTokGPTv(backbone, VOCAB)
     lora_b0 = next(p for n, p in model.named_parameters() if "lora_B" in n).detach().clone()
     # ACM theta is used in the loss outside forward: fine for DDP without find_unused_parameters (which would mark
-    # it ready twice), but then every trainable parameter must get a gradient; ACC's k_proj.bias never does.
-    model.acc.k_proj.bias.requires_grad_(False)  # softmax-invariant: never gets a gradient
+    # it ready twice), as every trainable parameter gets a gradient (ACC's key projection has no bias for this reason).
     net = DistributedDataParallel(model)
     g = torch.Generator().manual_seed(0)
     data = [

@@ -11,8 +11,12 @@ Two exact evaluation orders are implemented:
   then attend with ``scaled_dot_product_attention``. With a frozen book (inference) the projections are cached.
 - ``"reassociated"``: never project the book. Per head h, the scores are ``((F W_Q^h) W_K^h^T) B^T`` and the output is
   ``(softmax(.) B) W_V^h^T``: the cost grows with (visual tokens) x K x d x heads rather than K x d^2, which wins for a
-  single head whenever 3K exceeds the number of visual tokens in the batch. The key bias only adds a per-query
-  constant to the scores (softmax-invariant) and the value bias passes through because attention rows sum to one.
+  single head whenever 3K exceeds the number of visual tokens in the batch. The value bias passes through because
+  attention rows sum to one.
+
+The key projection has no bias: a key bias only adds a per-query constant to the scores, which softmax removes, so it
+would never receive a gradient (and DDP without ``find_unused_parameters`` rejects a trainable parameter that never
+does).
 
 ``mode="auto"`` (default) picks the cheaper order from a multiply-add count for each call, and always uses the cached
 projections when they are valid. MONAI's ``CrossAttentionBlock`` projects the context on every call and cannot take
@@ -40,7 +44,8 @@ class ACCAdapter(nn.Module):
         dim: d, the width of visual tokens and book tokens.
         num_heads: attention heads; ``d`` must be divisible by it. ``1`` is eq. (6) literally.
         gamma: residual weight of eq. (7); ``gamma=0`` returns the input unchanged.
-        bias: whether the four projections have biases.
+        bias: whether the query, value and output projections have biases (the key projection never has one: it
+            would be softmax-invariant).
         mode: ``"auto"``, ``"projected"`` or ``"reassociated"`` (see the module docstring). All give the same output.
 
     Shapes:
@@ -61,7 +66,7 @@ class ACCAdapter(nn.Module):
         self.gamma = gamma
         self.mode = mode
         self.q_proj = nn.Linear(dim, dim, bias=bias)
-        self.k_proj = nn.Linear(dim, dim, bias=bias)
+        self.k_proj = nn.Linear(dim, dim, bias=False)  # a key bias is softmax-invariant
         self.v_proj = nn.Linear(dim, dim, bias=bias)
         self.o_proj = nn.Linear(dim, dim, bias=bias)
         self._cache: tuple[Hashable, torch.Tensor, torch.Tensor] | None = None
