@@ -45,7 +45,8 @@ class AttTokOutput:
 
     ``logits`` (B, L, V) and ``labels`` (B, L) for NTP; ``f_a`` (N, d) final hidden states at the positions that
     predict an attribute token and ``attr_targets`` (N,) their attribute indices (for ACM); ``visual_tokens``
-    (B, N_v, d) encoder tokens before ACC (detached, for the EMA update) and ``visual_targets`` (B,) or (B, K).
+    (B, N_v, d) encoder tokens before ACC (detached, for the EMA update) and ``visual_targets`` (B,) or (B, K);
+    ``num_tokens``: non-padding tokens the LLM processed (visual tokens included), for tokens/s.
     """
 
     logits: torch.Tensor
@@ -54,6 +55,7 @@ class AttTokOutput:
     attr_targets: torch.Tensor
     visual_tokens: torch.Tensor
     visual_targets: torch.Tensor
+    num_tokens: int = 0
 
 
 class AttTokGPTv(nn.Module):
@@ -173,7 +175,9 @@ class AttTokGPTv(nn.Module):
         if self.acc is None:
             return raw
         version = None if self.training else self.book.version()
-        return self.acc(raw, self.book.tokens(), self.book.key_padding_mask(), book_version=version)
+        dtype = self.acc.q_proj.weight.dtype  # a bf16 backbone with fp32 AttTok modules: compute ACC in their dtype
+        out = self.acc(raw.to(dtype), self.book.tokens(), self.book.key_padding_mask(), book_version=version)
+        return out.to(raw.dtype)
 
     # ------------------------------------------------------------------ training forward
     def forward(
@@ -191,14 +195,20 @@ class AttTokGPTv(nn.Module):
             logits, hidden, raw = self.backbone.forward_inputs(batch)
             labels = batch["labels"].to(logits.device)
             f_a, attr_targets = self._attribute_positions(hidden, labels, batch["prompt_lengths"], attributes)
-            return AttTokOutput(logits, labels, f_a, attr_targets, raw.detach(), self.visual_targets(attributes, device))
+            return AttTokOutput(
+                logits, labels, f_a, attr_targets, raw.detach(), self.visual_targets(attributes, device),
+                int(batch["attention_mask"].sum()),
+            )
         raw, visual = self.visual_tokens(images)
         batch = {k: v.to(device) for k, v in self.backbone.build_inputs(prompts, targets_text).items()}
         embeds = self.embed(batch["input_ids"], visual)
         logits, hidden, _ = self.backbone.forward_embeds(embeds, batch["attention_mask"])
         labels = batch["labels"]
         f_a, attr_targets = self._attribute_positions(hidden, labels, batch["prompt_lengths"], attributes)
-        return AttTokOutput(logits, labels, f_a, attr_targets, raw.detach(), self.visual_targets(attributes, device))
+        return AttTokOutput(
+            logits, labels, f_a, attr_targets, raw.detach(), self.visual_targets(attributes, device),
+            int(batch["attention_mask"].sum()),
+        )
 
     def _attribute_positions(self, hidden, labels, prompt_lengths, attributes):
         """f^a: the final hidden state at each position whose next token is an attribute token (with attribute
@@ -319,9 +329,10 @@ class AttTokGPTv(nn.Module):
         """(B, K) cosine similarity of each image's mean visual token (after ACC) to the attribute tokens a_k used
         as classifier weights (paper Table 6); through theta when the model has ACM."""
         _, visual = self.visual_tokens(images)
-        v, a = visual.mean(1), self.book.attribute_embeddings.to(visual.dtype)
+        v, a = visual.mean(1), self.book.attribute_embeddings
         if self.acm is not None:
-            v, a = self.acm.projection(v), self.acm.projection(a)
+            dtype = self.acm.projection.weight.dtype
+            v, a = self.acm.projection(v.to(dtype)), self.acm.projection(a.to(dtype))
         return F.normalize(v.float(), dim=-1) @ F.normalize(a.float(), dim=-1).t()
 
     # ------------------------------------------------------------------ persistence
