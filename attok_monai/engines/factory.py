@@ -20,6 +20,7 @@ from attok_monai.networks.nets import AttTokGPTv, CompactGPTvBackbone, build_wor
 
 __all__ = [
     "build_compact_attok",
+    "build_hf_attok",
     "warmup_cosine",
     "RunStatsHandler",
     "SavePretrainedHandler",
@@ -54,6 +55,46 @@ def build_compact_attok(
     return AttTokGPTv(backbone, vocab, **attok_kwargs)
 
 
+def build_hf_attok(
+    model_id: str,
+    vocabulary: AttributeVocabulary | dict | str,
+    min_pixels: int | None = None,
+    max_pixels: int | None = None,
+    dtype: str | None = "bfloat16",
+    attn_implementation: str | None = None,
+    lora: dict | bool | None = True,
+    gradient_checkpointing: bool = False,
+    max_length: int = 2048,
+    system_prompt: str | None = None,
+    seed: int | None = None,
+    **attok_kwargs: Any,
+) -> AttTokGPTv:
+    """AttTok on a Hugging Face Qwen2-VL / Qwen2.5-VL (Lingshu) model with PEFT LoRA (paper setting, section A.1).
+
+    Args:
+        model_id: hub id or local folder of the base model (offline with ``HF_HUB_OFFLINE=1`` from a local cache).
+        vocabulary: the attribute vocabulary (its tokens are added to the tokenizer; rows initialised from keywords).
+        min_pixels, max_pixels: the image processor's pixel limits (e.g. ``224*224``; ``28*28`` per merged token).
+        dtype: weights dtype of the base model (``"bfloat16"``; ``None`` = the checkpoint's).
+        attn_implementation: ``"sdpa"``, ``"flash_attention_2"`` (needs ``flash-attn``) or ``None`` (default).
+        lora: ``peft.LoraConfig`` keywords over r=16, alpha=32, dropout 0.05 on the LLM's linear layers; False = none.
+        gradient_checkpointing: non-reentrant checkpointing of the decoder layers.
+        max_length, system_prompt: sequence budget (visual tokens included) and optional system message.
+        seed: seeds the LoRA and AttTok module initialisation.
+        attok_kwargs: ``use_attribute_tokens``, ``use_acc``, ``use_acm``, ``acc_heads``, ``gamma``, ``momentum``,
+            ``tau`` of :class:`AttTokGPTv`.
+    """
+    from attok_monai.networks.nets.hf_qwen2vl import Qwen2VLBackbone
+
+    if seed is not None:
+        torch.manual_seed(seed)
+    backbone = Qwen2VLBackbone.from_pretrained(
+        model_id, min_pixels=min_pixels, max_pixels=max_pixels, dtype=dtype, attn_implementation=attn_implementation,
+        lora=lora, gradient_checkpointing=gradient_checkpointing, max_length=max_length, system_prompt=system_prompt,
+    )
+    return AttTokGPTv(backbone, AttributeVocabulary.coerce(vocabulary), **attok_kwargs)
+
+
 def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_fraction: float = 0.1):
     """LambdaLR: linear warm-up over the first ``warmup_fraction`` of steps, then cosine decay to 0 (paper A.1)."""
     warm = max(1, int(total_steps * warmup_fraction))
@@ -70,7 +111,8 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_fra
 def device_info(device: torch.device | str) -> dict[str, str]:
     device = torch.device(device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({os.cpu_count()} cores)"
-    return {"device": str(device), "device_name": name, "torch_version": torch.__version__}
+    world = torch.distributed.get_world_size() if torch.distributed.is_available() and torch.distributed.is_initialized() else 1
+    return {"device": str(device), "device_name": name, "world_size": str(world), "torch_version": torch.__version__}
 
 
 def file_md5(path: str | os.PathLike) -> str:
@@ -83,8 +125,10 @@ def file_md5(path: str | os.PathLike) -> str:
 
 
 class RunStatsHandler:
-    """Per-epoch ``samples_per_s``, ``epoch_time_s`` and ``peak_memory_mb`` into ``engine.state.metrics``
-    (so MLflow's epoch log records them)."""
+    """Per-epoch ``samples_per_s``, ``tokens_per_s`` (LLM tokens, visual tokens included), ``epoch_time_s`` and
+    ``peak_memory_mb`` (CUDA: ``max_memory_allocated``; CPU: peak RSS) into ``engine.state.metrics``, so MLflow's
+    epoch log records them. Under ``torch.distributed`` the counts are per rank (multiply by the world size for the
+    job's throughput); the GPU name is in the run parameters (:func:`device_info`)."""
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.EPOCH_STARTED, self._start)
@@ -92,17 +136,20 @@ class RunStatsHandler:
         engine.add_event_handler(Events.EPOCH_COMPLETED, self._end)
 
     def _start(self, engine: Engine) -> None:
-        self._t0, self._n = time.perf_counter(), 0
+        self._t0, self._n, self._tokens = time.perf_counter(), 0, 0
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
 
     def _count(self, engine: Engine) -> None:
         out = engine.state.output
-        self._n += int(out.get("batch_size", 0)) if isinstance(out, dict) else 0
+        if isinstance(out, dict):
+            self._n += int(out.get("batch_size", 0))
+            self._tokens += int(out.get("num_tokens", 0))
 
     def _end(self, engine: Engine) -> None:
         dt = time.perf_counter() - self._t0
         engine.state.metrics["samples_per_s"] = self._n / max(dt, 1e-9)
+        engine.state.metrics["tokens_per_s"] = self._tokens / max(dt, 1e-9)
         engine.state.metrics["epoch_time_s"] = dt
         if torch.cuda.is_available():
             engine.state.metrics["peak_memory_mb"] = torch.cuda.max_memory_allocated() / 2**20

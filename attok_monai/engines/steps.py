@@ -40,7 +40,8 @@ class AttTokTrainStep:
         grad_clip: max gradient norm (``None`` = no clipping).
         accumulation_steps: gradient accumulation (the optimizer steps every ``accumulation_steps`` iterations).
 
-    Returns a dict: ``loss``, ``ntp``, ``acm``, ``lambda`` (floats), ``visual_tokens`` (B, N_v, d) and
+    Returns a dict: ``loss``, ``ntp``, ``acm``, ``lambda`` (floats), ``batch_size``, ``num_tokens`` (ints),
+    ``visual_tokens`` (B, N_v, d) and
     ``visual_targets`` for :class:`attok_monai.handlers.PrototypeEMAHandler`.
     """
 
@@ -76,6 +77,7 @@ class AttTokTrainStep:
             "acm": comps.get("acm", 0.0),
             "lambda": comps.get("lambda", 0.0),
             "batch_size": images.shape[0],
+            "num_tokens": out.num_tokens,
             "visual_tokens": out.visual_tokens,
             "visual_targets": out.visual_targets,
         }
