@@ -41,6 +41,15 @@ METRICS = [
 ]
 
 
+def default_data_root() -> str:
+    """``$ATTOK_DATA_ROOT``, else ``<repo>/data`` when it exists, else ``../shared/data`` beside the repository (the
+    Makefile's default)."""
+    if os.environ.get("ATTOK_DATA_ROOT"):
+        return os.environ["ATTOK_DATA_ROOT"]
+    local = REPO / "data"
+    return str(local if local.is_dir() else (REPO.parent / "shared" / "data").resolve())
+
+
 def bundles_available() -> list[str]:
     return sorted(p.name for p in (REPO / "bundles").iterdir() if (p / "configs" / "train.json").is_file())
 
@@ -144,10 +153,18 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=1, help="runs in parallel (each with --threads threads)")
     ap.add_argument("--threads", type=int, default=None, help="OMP threads per run (default: torch's default)")
     ap.add_argument("--doc", default=None, help="results file (default docs/results_<bundle>.md for one bundle)")
+    ap.add_argument("--final-val-only", action="store_true",
+                    help="validate after the last epoch only (--val_interval = the bundle's epochs): same training, "
+                         "same final numbers, less time")
     args = ap.parse_args()
     bundles = bundles_available() if args.bundles == ["all"] else args.bundles
-    data_root = os.environ.get("ATTOK_DATA_ROOT", "data")
+    data_root = default_data_root()
+    os.environ["ATTOK_DATA_ROOT"] = data_root  # the bundle runs inherit it
     for bundle in bundles:
+        override = list(args.override)
+        if args.final_val_only:
+            epochs = json.loads((REPO / "bundles" / bundle / "configs" / "train.json").read_text())["epochs"]
+            override += ["--val_interval", str(epochs)]
         state_file = STATE / f"{bundle}.json"
         results = {} if args.fresh or not state_file.exists() else json.loads(state_file.read_text())
         skipped = None
@@ -161,7 +178,7 @@ def main() -> None:
             variant, seed = job
             print(f"[bench] {bundle} {variant}/{seed}: training ...", flush=True)
             try:
-                return f"{variant}/{seed}", run_one(bundle, variant, seed, args.override, STATE / "logs",
+                return f"{variant}/{seed}", run_one(bundle, variant, seed, override, STATE / "logs",
                                                     args.threads), None
             except RuntimeError as e:
                 log_text = (STATE / "logs" / f"{bundle}_bench_{variant}_s{seed}.log").read_text(errors="ignore")
@@ -185,6 +202,7 @@ def main() -> None:
         else:
             cmd = (f"ATTOK_DATA_ROOT={data_root} python benchmarks/bench_bundles.py --bundles {bundle} "
                    f"--seeds {' '.join(map(str, args.seeds))} --jobs {args.jobs}"
+                   + (" --final-val-only" if args.final_val_only else "")
                    + (f" --threads {args.threads}" if args.threads else ""))
             body = (f"### {bundle}: AttTok ablation on the validation split\n\n"
                     f"Hardware: {hardware()}. Command: `{cmd}`. Mean ± std over the seeds counted in the last "
