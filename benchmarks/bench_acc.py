@@ -330,6 +330,9 @@ def flops_markdown(fl: dict, ks2, ks9) -> tuple[str, list[str]]:
         both_f = r["acc_fwd_auto"] + r["acm_fwd"]
         if r["k"] == 1000 and r["k"] in ks2:
             check(f"issue 2, ACC+ACM forward FLOPs at K=1000, {r['px']} px", both_f, f, 0.01)
+        if r["k"] == 1000 and r["k"] in ks2:
+            check(f"issue 5, AttTok (ACC auto + ACM) fwd+bwd FLOPs at K=1000, {r['px']} px, vs LoRA step",
+                  r["acc_fb:auto, 1 head"] + r["acm_fb"], t, 0.01)
         if r["k"] == 10000 and r["k"] in ks2:
             check(f"issue 2, ACC+ACM forward FLOPs at K=10000, {r['px']} px", both_f, f, 0.05)
         if r["k"] == 10000 and r["k"] in ks9:

@@ -146,11 +146,10 @@ def test_multi_gpu_config_under_torchrun_gives_identical_ranks(data_root, tmp_pa
         f"$torch.save([s for s in @train#dataloader.sampler], '{tmp_path}/samples' + "
         "str(attok_monai.engines.distributed.rank()) + '.pt')",
     ]}))
-    configs = REPO / "bundles" / "fundus_dr" / "configs"
-    files = [str(configs / "train.json"), str(configs / "multi_gpu_train.json"), str(save)]
-    _run_bundle([
-        "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "monai.bundle", "run",
-        "--config_file", json.dumps(files), "--data_root", str(data_root / "medmnist"), "--download", "False",
+    _run_bundle([  # the README's short form under torchrun
+        "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "attok_monai.bundle", "run",
+        "--config", str(REPO / "bundles" / "fundus_dr"), "--extra", "multi_gpu_train", "--extra", str(save),
+        "--data_root", str(data_root / "medmnist"), "--download", "False",
         "--epochs", "1", "--epoch_length", "2", "--limit_train", "32", "--limit_val", "8", "--batch_size", "4",
         "--tsne", "False", "--resume", "False", "--output_dir", str(tmp_path / "run"),
         "--ckpt_dir", str(tmp_path / "models"), "--mlflow_tracking_uri", f"sqlite:///{tmp_path}/mlruns.db",
