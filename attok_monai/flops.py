@@ -13,7 +13,7 @@ into ``(px / 28)^2`` visual tokens (224 px -> 64, 448 px -> 256), placed between
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -193,20 +193,27 @@ def qwen25vl_forward_flops(image_px: int, prompt_tokens: int = 32, batch: int = 
 
 
 def qwen25vl_train_step_flops(
-    image_px: int, prompt_tokens: int = 32, batch: int = 1, config=None, lora_rank: int = 16
+    image_px: int, prompt_tokens: int = 32, batch: int = 1, config=None, lora_rank: int = 16,
+    target_modules: str | Sequence[str] | None = None,
 ) -> int:
     """FLOPs of one LoRA training step's forward + backward (optimizer excluded, it is O(LoRA params)).
 
-    peft LoRA of rank ``lora_rank`` on :data:`LORA_TARGETS` (which matches the decoder's attention and MLP and the
-    vision blocks' MLP); all base weights frozen. The backward then computes input gradients through every frozen
-    layer (as expensive as its forward) but no weight gradients, so the step is about 2x the forward, not the 3x of
-    full fine-tuning. Counted on ``meta`` like :func:`qwen25vl_forward_flops`.
+    peft LoRA of rank ``lora_rank`` on ``target_modules``, by default the training setting
+    (:data:`attok_monai.networks.nets.hf_qwen2vl.LLM_LORA_TARGETS`: the decoder's attention and MLP projections; the
+    vision tower frozen without LoRA); all base weights frozen. The backward then computes input gradients through
+    every decoder layer (as expensive as its forward) but no weight gradients, and stops at the merged visual tokens,
+    so the step is about 2x the decoder forward plus 1x the vision forward. ``target_modules=LORA_TARGETS`` also puts
+    LoRA on the vision blocks' MLP (the backward then runs through the vision tower too). Counted on ``meta`` like
+    :func:`qwen25vl_forward_flops`.
     """
     from peft import LoraConfig, get_peft_model
 
+    from attok_monai.networks.nets.hf_qwen2vl import LLM_LORA_TARGETS
+
     config = config or qwen25vl_7b_config()
-    model = get_peft_model(_meta_model(config), LoraConfig(r=lora_rank, lora_alpha=2 * lora_rank,
-                                                           target_modules=list(LORA_TARGETS)))
+    targets = LLM_LORA_TARGETS if target_modules is None else target_modules
+    model = get_peft_model(_meta_model(config), LoraConfig(
+        r=lora_rank, lora_alpha=2 * lora_rank, target_modules=targets if isinstance(targets, str) else list(targets)))
     sample = qwen25vl_sample(config, image_px, prompt_tokens, batch)
 
     def step():

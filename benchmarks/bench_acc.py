@@ -63,10 +63,12 @@ def _acc_inputs(batch: int, n_visual: int, k: int, dim: int, device: str, requir
 
 
 def acc_flops(mode: str, heads: int, batch: int, n_visual: int, k: int, dim: int, backward: bool = True) -> int:
-    """ACC forward (+ backward, every input and weight needing a gradient) FLOPs, counted on meta."""
+    """ACC forward (+ backward into its weights and the book) FLOPs, counted on meta. The visual tokens come from
+    the frozen vision tower (no LoRA there in the training setting), so they need no gradient."""
     with torch.device("meta"):
         acc = ACCAdapter(dim, num_heads=heads, mode=mode)
     f, book = _acc_inputs(batch, n_visual, k, dim, "meta", True)
+    f.requires_grad_(False)
 
     def run():
         out = acc(f, book)
@@ -449,17 +451,19 @@ takes {REPORTED_H100_STEP_S[224]} s at 224 px and {REPORTED_H100_STEP_S[448]} s 
 FLOPs counted with `torch.utils.flop_counter.FlopCounterMode` over the whole `Qwen2_5_VLForConditionalGeneration`
 built on the `meta` device (random, unallocated weights; the meta-device forward works in transformers 5.23, no
 analytic fallback was needed), on a processor-shaped sample: image patches of 14 px (2 temporal copies), merged 2x2,
-plus {args.prompt_tokens} text tokens; `lm_head` on every position. The LoRA step is peft LoRA r=16 on
-q/k/v/o/gate/up/down (this also matches the vision blocks' MLP), frozen base weights: its backward computes input
-gradients through every frozen layer but no weight gradients, so a step is ~2x a forward, not the 3x of full
-fine-tuning (counted, not assumed). Matrix products only (2 x multiply-adds); element-wise ops count zero.
+plus {args.prompt_tokens} text tokens; `lm_head` on every position. The LoRA step is the training setting: peft LoRA
+r=16 on the decoder's q/k/v/o/gate/up/down (`LLM_LORA_TARGETS`), vision tower frozen without LoRA, frozen base
+weights: its backward computes input gradients through every decoder layer but no weight gradients and stops at the
+merged visual tokens, so a step is ~2x the decoder forward + 1x the vision forward, not the 3x of full fine-tuning
+(counted, not assumed). Matrix products only (2 x multiply-adds); element-wise ops count zero.
 
 {chr(10).join(ref_lines)}
 
 ### FLOPs of ACC forward+backward (GFLOPs, % of one LoRA step at the same batch)
-Every input and weight of ACC needs a gradient (visual tokens from the LoRA'd encoder, learnable book rows),
-so the backward is 2x the forward. `auto` picks the cheaper order per call, so its column equals the smaller of
-the `projected, 1 head` and `reassociated, 1 head` columns in every row.
+ACC's weights and the book (learnable a_k rows) need gradients; the visual tokens, from the frozen vision tower, do
+not. `auto` picks the cheaper order per call (by forward cost), so its column equals the `projected, 1 head` or the
+`reassociated, 1 head` column in every row. The CPU timings further down run with a gradient for the visual tokens
+too (an upper bound).
 
 {flops_md}
 

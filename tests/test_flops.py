@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from attok_monai.flops import (
+    LORA_TARGETS,
     acc_forward_flops,
     acm_forward_flops,
     count_flops,
@@ -73,8 +74,10 @@ def test_7b_forward_close_to_two_params_tokens():
 def test_tiny_lora_step_is_about_twice_forward():
     c = qwen25vl_tiny_config()
     fwd = qwen25vl_forward_flops(56, 8, 2, c)
-    step = qwen25vl_train_step_flops(56, 8, 2, c)
+    step = qwen25vl_train_step_flops(56, 8, 2, c)  # the training setting: LoRA on the LLM, vision tower frozen
     assert 1.8 < step / fwd < 2.3
+    # LoRA also on the vision blocks' MLP: the backward then runs through the vision tower as well
+    assert step < qwen25vl_train_step_flops(56, 8, 2, c, target_modules=LORA_TARGETS)
 
 
 def test_lora_step_time_tiny_cpu_with_and_without_acc():
