@@ -71,21 +71,23 @@ def count_flops(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> int:
 # ---------------------------------------------------------------------------------------------------- ACC / ACM
 def acc_forward_flops(
     batch: int, n_visual: int, num_attributes: int, dim: int, num_heads: int = 1, mode: str = "projected",
-    cached: bool = False,
+    cached: bool = False, inner_dim: int | None = None,
 ) -> int:
     """Analytic FLOPs (2 * multiply-adds) of one ``ACCAdapter`` forward over (batch, n_visual, dim) queries and
     ``3 * num_attributes`` book tokens.
 
     ``projected``: Q and O projections ``2 BN d^2``, book projections ``2 * 3K * d^2`` (omitted when ``cached``),
     scores and weighted values ``2 * BN * 3K * d``. ``reassociated``: Q, O, query-to-book and value-out products
-    ``4 BN d^2`` and ``2 * heads * BN * 3K * d`` for scores and mixing. The backward pass costs twice the forward
-    when every input needs a gradient.
+    ``4 BN d^2`` and ``2 * heads * BN * 3K * d`` for scores and mixing. With ``inner_dim = r`` every ``d^2`` above
+    is ``d r`` and the projected attention ``2 * BN * 3K * r``. The backward pass costs twice the forward when every
+    input needs a gradient.
     """
     bn, keys, d = batch * n_visual, 3 * num_attributes, dim
+    r = inner_dim or dim
     if mode == "projected":
-        macs = 2 * bn * d * d + (0 if cached else 2 * keys * d * d) + 2 * bn * keys * d
+        macs = 2 * bn * d * r + (0 if cached else 2 * keys * d * r) + 2 * bn * keys * r
     elif mode == "reassociated":
-        macs = 4 * bn * d * d + 2 * num_heads * bn * keys * d
+        macs = 4 * bn * d * r + 2 * num_heads * bn * keys * d
     else:
         raise ValueError(f"acc_forward_flops: mode must be 'projected' or 'reassociated', got {mode!r}.")
     return 2 * macs

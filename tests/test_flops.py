@@ -43,6 +43,16 @@ def test_acc_counts_match_formula(mode, heads):
     assert count_flops(acc_cpu, torch.randn(batch, n, d), torch.randn(k, 3, d)) == fwd - missed
 
 
+@pytest.mark.parametrize("mode", ["projected", "reassociated"])
+def test_low_rank_acc_counts_match_formula(mode):
+    batch, n, k, d, r = 2, 5, 7, 32, 8
+    with torch.device("meta"):
+        acc = ACCAdapter(d, num_heads=2, mode=mode, inner_dim=r)
+    f, book = torch.empty(batch, n, d, device="meta"), torch.empty(k, 3, d, device="meta")
+    assert count_flops(acc, f, book) == acc_forward_flops(batch, n, k, d, 2, mode, inner_dim=r)
+    assert acc_forward_flops(batch, n, k, d, 2, "projected", inner_dim=r) < acc_forward_flops(batch, n, k, d, 2)
+
+
 def test_acc_cached_and_bench_helpers_match_formula():
     b, n, k, d = 2, 3, 50, 16
     assert bench_acc.acc_cached_inference_flops(1, b, n, k, d) == acc_forward_flops(b, n, k, d, 1, "projected", True)

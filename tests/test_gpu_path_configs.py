@@ -107,6 +107,7 @@ def test_qwen25vl_config_trains_and_evaluates_on_cpu(tiny_qwen, data_root, tmp_p
     _run_bundle([
         "-m", "attok_monai.bundle", "run", "--config", str(REPO / "bundles" / "fundus_dr"), "--extra",
         "train_qwen25vl", "--model_id", str(tiny_qwen), "--min_pixels", "3136", "--max_pixels", "3136",
+        "--acc_inner_dim", "32",  # the low-rank ACC option (width 64 here), saved and loaded with the model
         "--data_root", str(data_root / "medmnist"), "--download", "False", "--epochs", "1", "--epoch_length", "2",
         "--limit_train", "8", "--limit_val", "4", "--batch_size", "2", "--val_batch_size", "4", "--tsne", "False",
         "--resume", "False", "--output_dir", str(run_dir), "--ckpt_dir", str(models),
@@ -123,6 +124,7 @@ def test_qwen25vl_config_trains_and_evaluates_on_cpu(tiny_qwen, data_root, tmp_p
     assert (model / "adapter" / "adapter_model.safetensors").is_file() and (model / "token_rows.pt").is_file()
     assert not list(model.glob("**/model.safetensors"))
     assert json.loads((model / "backbone.json").read_text())["model_id"] == str(tiny_qwen)
+    assert json.loads((model / "attok.json").read_text())["acc_inner_dim"] == 32 and p["acc_inner_dim"] == "32"
     out = tmp_path / "eval"
     _run_bundle([
         "-m", "monai.bundle", "run", "--config_file", str(REPO / "bundles" / "fundus_dr" / "configs" / "evaluate.json"),
