@@ -13,7 +13,7 @@ into ``(px / 28)^2`` visual tokens (224 px -> 64, 448 px -> 256), placed between
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -71,21 +71,23 @@ def count_flops(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> int:
 # ---------------------------------------------------------------------------------------------------- ACC / ACM
 def acc_forward_flops(
     batch: int, n_visual: int, num_attributes: int, dim: int, num_heads: int = 1, mode: str = "projected",
-    cached: bool = False,
+    cached: bool = False, inner_dim: int | None = None,
 ) -> int:
     """Analytic FLOPs (2 * multiply-adds) of one ``ACCAdapter`` forward over (batch, n_visual, dim) queries and
     ``3 * num_attributes`` book tokens.
 
     ``projected``: Q and O projections ``2 BN d^2``, book projections ``2 * 3K * d^2`` (omitted when ``cached``),
     scores and weighted values ``2 * BN * 3K * d``. ``reassociated``: Q, O, query-to-book and value-out products
-    ``4 BN d^2`` and ``2 * heads * BN * 3K * d`` for scores and mixing. The backward pass costs twice the forward
-    when every input needs a gradient.
+    ``4 BN d^2`` and ``2 * heads * BN * 3K * d`` for scores and mixing. With ``inner_dim = r`` every ``d^2`` above
+    is ``d r`` and the projected attention ``2 * BN * 3K * r``. The backward pass costs twice the forward when every
+    input needs a gradient.
     """
     bn, keys, d = batch * n_visual, 3 * num_attributes, dim
+    r = inner_dim or dim
     if mode == "projected":
-        macs = 2 * bn * d * d + (0 if cached else 2 * keys * d * d) + 2 * bn * keys * d
+        macs = 2 * bn * d * r + (0 if cached else 2 * keys * d * r) + 2 * bn * keys * r
     elif mode == "reassociated":
-        macs = 4 * bn * d * d + 2 * num_heads * bn * keys * d
+        macs = 4 * bn * d * r + 2 * num_heads * bn * keys * d
     else:
         raise ValueError(f"acc_forward_flops: mode must be 'projected' or 'reassociated', got {mode!r}.")
     return 2 * macs
@@ -193,20 +195,27 @@ def qwen25vl_forward_flops(image_px: int, prompt_tokens: int = 32, batch: int = 
 
 
 def qwen25vl_train_step_flops(
-    image_px: int, prompt_tokens: int = 32, batch: int = 1, config=None, lora_rank: int = 16
+    image_px: int, prompt_tokens: int = 32, batch: int = 1, config=None, lora_rank: int = 16,
+    target_modules: str | Sequence[str] | None = None,
 ) -> int:
     """FLOPs of one LoRA training step's forward + backward (optimizer excluded, it is O(LoRA params)).
 
-    peft LoRA of rank ``lora_rank`` on :data:`LORA_TARGETS` (which matches the decoder's attention and MLP and the
-    vision blocks' MLP); all base weights frozen. The backward then computes input gradients through every frozen
-    layer (as expensive as its forward) but no weight gradients, so the step is about 2x the forward, not the 3x of
-    full fine-tuning. Counted on ``meta`` like :func:`qwen25vl_forward_flops`.
+    peft LoRA of rank ``lora_rank`` on ``target_modules``, by default the training setting
+    (:data:`attok_monai.networks.nets.hf_qwen2vl.LLM_LORA_TARGETS`: the decoder's attention and MLP projections; the
+    vision tower frozen without LoRA); all base weights frozen. The backward then computes input gradients through
+    every decoder layer (as expensive as its forward) but no weight gradients, and stops at the merged visual tokens,
+    so the step is about 2x the decoder forward plus 1x the vision forward. ``target_modules=LORA_TARGETS`` also puts
+    LoRA on the vision blocks' MLP (the backward then runs through the vision tower too). Counted on ``meta`` like
+    :func:`qwen25vl_forward_flops`.
     """
     from peft import LoraConfig, get_peft_model
 
+    from attok_monai.networks.nets.hf_qwen2vl import LLM_LORA_TARGETS
+
     config = config or qwen25vl_7b_config()
-    model = get_peft_model(_meta_model(config), LoraConfig(r=lora_rank, lora_alpha=2 * lora_rank,
-                                                           target_modules=list(LORA_TARGETS)))
+    targets = LLM_LORA_TARGETS if target_modules is None else target_modules
+    model = get_peft_model(_meta_model(config), LoraConfig(
+        r=lora_rank, lora_alpha=2 * lora_rank, target_modules=targets if isinstance(targets, str) else list(targets)))
     sample = qwen25vl_sample(config, image_px, prompt_tokens, batch)
 
     def step():

@@ -33,8 +33,17 @@ VARIANTS = {
     "all": {"use_attribute_tokens": True, "use_acc": True, "use_acm": True},
 }
 LABELS = {"baseline": "baseline (plain-text IT)", "acc": "+ACC", "acm": "+ACM", "all": "+All (AttTok)"}
-# MedMNIST v2 ResNet-18 (28x28) published test accuracy, for context (Yang et al. 2023, Table 3)
-RESNET18_28 = {"fundus_dr": 52.4, "derma_isic": 73.5, "oct_retina": 74.3, "xray_pneumonia": 85.4, "pathology_crc": 90.7}
+# MedMNIST v2 ResNet-18 published test accuracy (Yang et al. 2023, Table 3), keyed by the dataset a run trained on:
+# only a run on that dataset (or, for HAM10000, on its images) is set next to it.
+RESNET18 = {  # dataset: (ResNet-18 (28) acc, ResNet-18 (224) acc or None, note)
+    "retinamnist": (52.4, None, ""),
+    "dermamnist": (73.5, 75.4, ""),
+    "octmnist": (74.3, None, ""),
+    "pneumoniamnist": (85.4, None, ""),
+    "pathmnist": (90.7, None, ""),
+    "ham10000": (73.5, 75.4, " (DermaMNIST = the same HAM10000 images, split at random **by image**; this split is "
+                             "**by lesion**, harder and free of leakage between images of one lesion)"),
+}
 METRICS = [
     ("open_accuracy", "open acc"), ("closed_accuracy", "closed acc"), ("open_macro_f1", "macro-F1"),
     ("open_balanced_accuracy", "bal. acc"), ("auc", "AUC"), ("retrieval_accuracy", "retrieval acc"),
@@ -52,6 +61,32 @@ def default_data_root() -> str:
 
 def bundles_available() -> list[str]:
     return sorted(p.name for p in (REPO / "bundles").iterdir() if (p / "configs" / "train.json").is_file())
+
+
+def _latest_run_dir(bundle: str, name: str) -> Path | None:
+    runs = [r for r in (REPO / "bundles" / bundle / "runs").glob(f"{name}_*") if (r / "model" / "model.pt").exists()]
+    return max(runs, key=os.path.getmtime) if runs else None
+
+
+def run_extras(bundle: str, variant: str, seed: int) -> dict:
+    """Per-class F1 (the run's ``val/per_class.csv``) and mean training samples/s over epochs (the trainer's epoch
+    log lines ``samples_per_s: x`` written by ``RunStatsHandler``) of a finished benchmark run."""
+    name = f"{bundle}_bench_{variant}_s{seed}"
+    out: dict = {}
+    run = _latest_run_dir(bundle, name)
+    if run is not None and (run / "val" / "per_class.csv").exists():
+        import csv
+
+        with open(run / "val" / "per_class.csv", newline="") as f:
+            out["per_class_f1"] = {row["class"]: float(row["f1"]) for row in csv.DictReader(f)}
+    log = STATE / "logs" / f"{name}.log"
+    if log.exists():
+        import re
+
+        rates = [float(x) for x in re.findall(r"samples_per_s: ([0-9.]+)", log.read_text(errors="ignore"))]
+        if rates:
+            out["samples_per_s"] = statistics.mean(rates)
+    return out
 
 
 def _finished_run(bundle: str, name: str) -> dict | None:
@@ -111,16 +146,35 @@ def fmt(values: list[float], pct: bool = True) -> str:
 
 
 def table(bundle: str, results: dict, seeds: list[int]) -> str:
-    head = "| variant | " + " | ".join(m[1] for m in METRICS) + " | wall time (s) | seeds |"
-    lines = [head, "|" + "---|" * (len(METRICS) + 3)]
+    head = "| variant | " + " | ".join(m[1] for m in METRICS) + " | wall time (s) | train samples/s | seeds |"
+    lines = [head, "|" + "---|" * (len(METRICS) + 4)]
     for variant in VARIANTS:
         runs = [results[f"{variant}/{s}"] for s in seeds if f"{variant}/{s}" in results]
         if not runs:
             continue
         cells = [fmt([r.get(key, float("nan")) for r in runs]) for key, _ in METRICS]
         wall = fmt([r["wall_time_s"] for r in runs], pct=False)
-        lines.append(f"| {LABELS[variant]} | " + " | ".join(cells) + f" | {wall} | {len(runs)} |")
+        rate = fmt([r.get("samples_per_s", float("nan")) for r in runs], pct=False)
+        lines.append(f"| {LABELS[variant]} | " + " | ".join(cells) + f" | {wall} | {rate} | {len(runs)} |")
     return "\n".join(lines)
+
+
+def per_class_table(results: dict, seeds: list[int]) -> str:
+    """Per-class F1 of the open-ended answers (paper Table 7 reports it for derma), mean ± std over seeds."""
+    classes: list[str] = []
+    for r in results.values():
+        for c in r.get("per_class_f1", {}):
+            if c not in classes:
+                classes.append(c)
+    if not classes:
+        return ""
+    variants = [v for v in VARIANTS if any(f"{v}/{s}" in results for s in seeds)]
+    lines = ["| class | " + " | ".join(LABELS[v] for v in variants) + " |", "|---|" + "---|" * len(variants)]
+    for c in classes:
+        cells = [fmt([results[f"{v}/{s}"].get("per_class_f1", {}).get(c, float("nan"))
+                      for s in seeds if f"{v}/{s}" in results]) for v in variants]
+        lines.append(f"| {c} | " + " | ".join(cells) + " |")
+    return "Per-class F1 of the open-ended answers (%):\n\n" + "\n".join(lines)
 
 
 def verdict(bundle: str, results: dict, seeds: list[int]) -> str:
@@ -128,18 +182,25 @@ def verdict(bundle: str, results: dict, seeds: list[int]) -> str:
         vals = [results[f"{variant}/{s}"][key] for s in seeds if f"{variant}/{s}" in results]
         return statistics.mean(vals) * 100 if vals else None
 
-    base, full = mean("baseline", "open_accuracy"), mean("all", "open_accuracy")
     out = []
-    if base is not None and full is not None:
-        gain = full - base
-        out.append(f"- +All vs baseline, open-ended accuracy: {full:.1f} vs {base:.1f} ({gain:+.1f} points); "
-                   f"target >= +2.0: **{'met' if gain >= 2 else 'missed'}**.")
-    ref = RESNET18_28.get(bundle)
-    if ref is not None and full is not None:
-        out.append(f"- +All vs published MedMNIST v2 ResNet-18 (28x28) **test** accuracy {ref}: {full:.1f} on **val** "
-                   f"(test split withheld here; not the same split); target >= {ref}: "
-                   f"**{'met' if full >= ref else 'missed'}**.")
+    for key, label in (("open_accuracy", "open-ended accuracy"), ("open_macro_f1", "open-ended macro-F1")):
+        base, full = mean("baseline", key), mean("all", key)
+        if base is not None and full is not None:
+            gain = full - base
+            out.append(f"- +All vs baseline, {label}: {full:.1f} vs {base:.1f} ({gain:+.1f} points); "
+                       f"target >= +2.0: **{'met' if gain >= 2 else 'missed'}**.")
+    dataset = dataset_name(bundle)
+    full = mean("all", "open_accuracy")
+    if dataset in RESNET18 and full is not None:
+        r28, r224, note = RESNET18[dataset]
+        refs = f"ResNet-18 (28x28) **test** accuracy {r28}" + (f" (ResNet-18 (224): {r224})" if r224 else "")
+        out.append(f"- +All vs published MedMNIST v2 {refs}: {full:.1f} on **val** (test split withheld here; not "
+                   f"the same split){note}; target >= {r28}: **{'met' if full >= r28 else 'missed'}**.")
     return "\n".join(out)
+
+
+def dataset_name(bundle: str) -> str:
+    return json.loads((REPO / "bundles" / bundle / "configs" / "train.json").read_text()).get("dataset_name", "")
 
 
 def main() -> None:
@@ -173,6 +234,9 @@ def main() -> None:
         ]
         for v, s in [(v, s) for v in args.variants for s in args.seeds if f"{v}/{s}" in results]:
             print(f"[bench] {bundle} {v}/{s}: done earlier, skipped")
+            if "per_class_f1" not in results[f"{v}/{s}"] or results[f"{v}/{s}"].get("samples_per_s") != results[
+                    f"{v}/{s}"].get("samples_per_s"):  # recorded before these were collected (NaN != NaN)
+                results[f"{v}/{s}"].update(run_extras(bundle, v, s))
 
         def work(job: tuple[str, int], bundle: str = bundle) -> tuple[str, dict | None, str | None]:
             variant, seed = job
@@ -192,7 +256,8 @@ def main() -> None:
                     skipped = why
                     print(f"[bench] {bundle}: skipped ({why})")
                     continue
-                results[key] = res
+                variant, seed = key.split("/")
+                results[key] = {**res, **run_extras(bundle, variant, int(seed))}
                 STATE.mkdir(parents=True, exist_ok=True)
                 state_file.write_text(json.dumps(results, indent=2))
                 print(f"[bench] {bundle} {key}: open acc {res['open_accuracy']:.3f} ({res['wall_time_s']:.0f} s)",
@@ -207,10 +272,14 @@ def main() -> None:
             body = (f"### {bundle}: AttTok ablation on the validation split\n\n"
                     f"Hardware: {hardware()}. Command: `{cmd}`. Mean ± std over the seeds counted in the last "
                     f"column (of {args.seeds}); every run is the bundle's default CPU training (`configs/train.json`), "
-                    f"scored on `val` after the last epoch (per-epoch samples/s are in each run's MLflow metrics). Wall time depends on what else shared the "
+                    f"scored on `val` after the last epoch; train samples/s is the mean of the per-epoch training throughput "
+                    f"(also in each run's MLflow metrics). Wall time and samples/s depend on what else shared the "
                     f"CPU ({args.jobs} run(s) at a time, {args.threads or 'default'} thread(s) each): compare them "
                     f"within a row, not as a speed claim.\n\n"
-                    + table(bundle, results, args.seeds) + "\n\n" + verdict(bundle, results, args.seeds))
+                    + table(bundle, results, args.seeds) + "\n\n" + verdict(bundle, results, args.seeds)
+                    + ("\n\n" + per_class_table(results, args.seeds) if per_class_table(results, args.seeds) else ""))
+            if results:
+                state_file.write_text(json.dumps(results, indent=2))
         write_section(f"bundle_{bundle}", body)
         if args.doc or len(bundles) == 1:
             doc = Path(args.doc) if args.doc else REPO / "docs" / f"results_{bundle.split('_')[0]}.md"

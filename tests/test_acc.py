@@ -30,11 +30,13 @@ def reference_acc(acc: ACCAdapter, f: torch.Tensor, book: torch.Tensor, mask=Non
     return out
 
 
+@pytest.mark.parametrize("inner", [None, 8])  # None: eq. 6 (d x d); 8: the low-rank option (d x r)
 @pytest.mark.parametrize("heads", [1, 4])
 @pytest.mark.parametrize("mode", ["projected", "reassociated", "auto"])
-def test_matches_loop_reference(heads, mode):
+def test_matches_loop_reference(heads, mode, inner):
     torch.manual_seed(0)
-    acc = ACCAdapter(16, num_heads=heads, gamma=0.1, mode=mode)
+    acc = ACCAdapter(16, num_heads=heads, gamma=0.1, mode=mode, inner_dim=inner)
+    assert acc.inner_dim == (inner or 16) and acc.k_proj.weight.shape == (inner or 16, 16)
     f, book = torch.randn(2, 5, 16), torch.randn(4, 3, 16)
     mask = torch.zeros(4, 3, dtype=torch.bool)
     mask[1, 2] = True
@@ -44,8 +46,9 @@ def test_matches_loop_reference(heads, mode):
         assert torch.allclose(out, ref, atol=1e-5), (mode, heads)
 
 
+@pytest.mark.parametrize("inner", [None, 8])
 @pytest.mark.parametrize("heads", [1, 2])
-def test_modes_equal_outputs_and_gradients(heads):
+def test_modes_equal_outputs_and_gradients(heads, inner):
     torch.manual_seed(1)
     f = torch.randn(3, 6, 32)
     book_p = torch.randn(10, 3, 32)
@@ -53,7 +56,7 @@ def test_modes_equal_outputs_and_gradients(heads):
     outs = {}
     for mode in ("projected", "reassociated"):
         torch.manual_seed(2)
-        acc = ACCAdapter(32, num_heads=heads, mode=mode)
+        acc = ACCAdapter(32, num_heads=heads, mode=mode, inner_dim=inner)
         fi = f.clone().requires_grad_(True)
         bi = book_p.clone().requires_grad_(True)
         out, att = acc(fi, bi, return_attention=True)

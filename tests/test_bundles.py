@@ -28,15 +28,7 @@ META_KEYS = ("schema", "version", "monai_version", "pytorch_version", "numpy_ver
              "task", "description", "authors", "copyright", "network_data_format")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """The tiny models here run as fast on one thread, and one thread does not stall when the 2 cores are shared."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _configs(name: str) -> Path:

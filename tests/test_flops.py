@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from attok_monai.flops import (
+    LORA_TARGETS,
     acc_forward_flops,
     acm_forward_flops,
     count_flops,
@@ -42,6 +43,16 @@ def test_acc_counts_match_formula(mode, heads):
     assert count_flops(acc_cpu, torch.randn(batch, n, d), torch.randn(k, 3, d)) == fwd - missed
 
 
+@pytest.mark.parametrize("mode", ["projected", "reassociated"])
+def test_low_rank_acc_counts_match_formula(mode):
+    batch, n, k, d, r = 2, 5, 7, 32, 8
+    with torch.device("meta"):
+        acc = ACCAdapter(d, num_heads=2, mode=mode, inner_dim=r)
+    f, book = torch.empty(batch, n, d, device="meta"), torch.empty(k, 3, d, device="meta")
+    assert count_flops(acc, f, book) == acc_forward_flops(batch, n, k, d, 2, mode, inner_dim=r)
+    assert acc_forward_flops(batch, n, k, d, 2, "projected", inner_dim=r) < acc_forward_flops(batch, n, k, d, 2)
+
+
 def test_acc_cached_and_bench_helpers_match_formula():
     b, n, k, d = 2, 3, 50, 16
     assert bench_acc.acc_cached_inference_flops(1, b, n, k, d) == acc_forward_flops(b, n, k, d, 1, "projected", True)
@@ -73,8 +84,10 @@ def test_7b_forward_close_to_two_params_tokens():
 def test_tiny_lora_step_is_about_twice_forward():
     c = qwen25vl_tiny_config()
     fwd = qwen25vl_forward_flops(56, 8, 2, c)
-    step = qwen25vl_train_step_flops(56, 8, 2, c)
+    step = qwen25vl_train_step_flops(56, 8, 2, c)  # the training setting: LoRA on the LLM, vision tower frozen
     assert 1.8 < step / fwd < 2.3
+    # LoRA also on the vision blocks' MLP: the backward then runs through the vision tower as well
+    assert step < qwen25vl_train_step_flops(56, 8, 2, c, target_modules=LORA_TARGETS)
 
 
 def test_lora_step_time_tiny_cpu_with_and_without_acc():

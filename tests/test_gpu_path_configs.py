@@ -19,12 +19,7 @@ from tests.conftest import REPO, require
 BUNDLES = sorted(p.name for p in (REPO / "bundles").iterdir() if (p / "configs" / "train.json").is_file())
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -107,6 +102,7 @@ def test_qwen25vl_config_trains_and_evaluates_on_cpu(tiny_qwen, data_root, tmp_p
     _run_bundle([
         "-m", "attok_monai.bundle", "run", "--config", str(REPO / "bundles" / "fundus_dr"), "--extra",
         "train_qwen25vl", "--model_id", str(tiny_qwen), "--min_pixels", "3136", "--max_pixels", "3136",
+        "--acc_inner_dim", "32",  # the low-rank ACC option (width 64 here), saved and loaded with the model
         "--data_root", str(data_root / "medmnist"), "--download", "False", "--epochs", "1", "--epoch_length", "2",
         "--limit_train", "8", "--limit_val", "4", "--batch_size", "2", "--val_batch_size", "4", "--tsne", "False",
         "--resume", "False", "--output_dir", str(run_dir), "--ckpt_dir", str(models),
@@ -123,6 +119,7 @@ def test_qwen25vl_config_trains_and_evaluates_on_cpu(tiny_qwen, data_root, tmp_p
     assert (model / "adapter" / "adapter_model.safetensors").is_file() and (model / "token_rows.pt").is_file()
     assert not list(model.glob("**/model.safetensors"))
     assert json.loads((model / "backbone.json").read_text())["model_id"] == str(tiny_qwen)
+    assert json.loads((model / "attok.json").read_text())["acc_inner_dim"] == 32 and p["acc_inner_dim"] == "32"
     out = tmp_path / "eval"
     _run_bundle([
         "-m", "monai.bundle", "run", "--config_file", str(REPO / "bundles" / "fundus_dr" / "configs" / "evaluate.json"),
@@ -146,11 +143,10 @@ def test_multi_gpu_config_under_torchrun_gives_identical_ranks(data_root, tmp_pa
         f"$torch.save([s for s in @train#dataloader.sampler], '{tmp_path}/samples' + "
         "str(attok_monai.engines.distributed.rank()) + '.pt')",
     ]}))
-    configs = REPO / "bundles" / "fundus_dr" / "configs"
-    files = [str(configs / "train.json"), str(configs / "multi_gpu_train.json"), str(save)]
-    _run_bundle([
-        "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "monai.bundle", "run",
-        "--config_file", json.dumps(files), "--data_root", str(data_root / "medmnist"), "--download", "False",
+    _run_bundle([  # the README's short form under torchrun
+        "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "attok_monai.bundle", "run",
+        "--config", str(REPO / "bundles" / "fundus_dr"), "--extra", "multi_gpu_train", "--extra", str(save),
+        "--data_root", str(data_root / "medmnist"), "--download", "False",
         "--epochs", "1", "--epoch_length", "2", "--limit_train", "32", "--limit_val", "8", "--batch_size", "4",
         "--tsne", "False", "--resume", "False", "--output_dir", str(tmp_path / "run"),
         "--ckpt_dir", str(tmp_path / "models"), "--mlflow_tracking_uri", f"sqlite:///{tmp_path}/mlruns.db",

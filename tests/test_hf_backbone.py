@@ -39,13 +39,7 @@ PROMPT = "what is the grade of this fundus image?"
 TEXTS = [PROMPT, "no diabetic retinopathy", "mild retinopathy", "proliferative retinopathy", "user assistant system"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny matrices: one intra-op thread is ~50x faster than two on a shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_tokenizer():

@@ -18,6 +18,11 @@ The key projection has no bias: a key bias only adds a per-query constant to the
 would never receive a gradient (and DDP without ``find_unused_parameters`` rejects a trainable parameter that never
 does).
 
+``inner_dim`` (default ``d``, the paper's square ``W_Q, W_K, W_V``) sets the width of queries, keys and values
+(``W_Q, W_K, W_V: d x r``, ``W_O: r x d``). With ``r << d`` the projected order costs ``3K d r`` for the book and
+``(visual tokens) x 3K x r`` for the attention: the option that keeps K = 10,000 attributes at about 1% of a 7B step
+(see ``docs/benchmarks.md``). It is **not** the paper's ACC; its effect on accuracy is not measured here.
+
 ``mode="auto"`` (default) picks the cheaper order from a multiply-add count for each call, and always uses the cached
 projections when they are valid. MONAI's ``CrossAttentionBlock`` projects the context on every call and cannot take
 the re-associated order or a cache, so it is not reused here; the member names follow it (``q_proj`` ...).
@@ -42,11 +47,12 @@ class ACCAdapter(nn.Module):
 
     Args:
         dim: d, the width of visual tokens and book tokens.
-        num_heads: attention heads; ``d`` must be divisible by it. ``1`` is eq. (6) literally.
+        num_heads: attention heads; ``inner_dim`` must be divisible by it. ``1`` is eq. (6) literally.
         gamma: residual weight of eq. (7); ``gamma=0`` returns the input unchanged.
         bias: whether the query, value and output projections have biases (the key projection never has one: it
             would be softmax-invariant).
         mode: ``"auto"``, ``"projected"`` or ``"reassociated"`` (see the module docstring). All give the same output.
+        inner_dim: r, the query/key/value width (default ``dim``: eq. 6 as in the paper; smaller = low-rank ACC).
 
     Shapes:
         ``visual_tokens``: (B, N, d); ``book_tokens``: (K, 3, d) or (3K, d);
@@ -54,21 +60,26 @@ class ACCAdapter(nn.Module):
         (returned with ``return_attention=True``): (B, heads, N, 3K).
     """
 
-    def __init__(self, dim: int, num_heads: int = 1, gamma: float = 0.1, bias: bool = True, mode: str = "auto") -> None:
+    def __init__(
+        self, dim: int, num_heads: int = 1, gamma: float = 0.1, bias: bool = True, mode: str = "auto",
+        inner_dim: int | None = None,
+    ) -> None:
         super().__init__()
-        if dim % num_heads != 0:
-            raise ValueError(f"ACCAdapter: dim {dim} is not divisible by num_heads {num_heads}.")
+        inner = int(inner_dim or dim)
+        if inner % num_heads != 0:
+            raise ValueError(f"ACCAdapter: inner_dim {inner} is not divisible by num_heads {num_heads}.")
         if mode not in _MODES:
             raise ValueError(f"ACCAdapter: mode must be one of {_MODES}, got {mode!r}.")
         self.dim = dim
+        self.inner_dim = inner
         self.num_heads = num_heads
-        self.head_dim = dim // num_heads
+        self.head_dim = inner // num_heads
         self.gamma = gamma
         self.mode = mode
-        self.q_proj = nn.Linear(dim, dim, bias=bias)
-        self.k_proj = nn.Linear(dim, dim, bias=False)  # a key bias is softmax-invariant
-        self.v_proj = nn.Linear(dim, dim, bias=bias)
-        self.o_proj = nn.Linear(dim, dim, bias=bias)
+        self.q_proj = nn.Linear(dim, inner, bias=bias)
+        self.k_proj = nn.Linear(dim, inner, bias=False)  # a key bias is softmax-invariant
+        self.v_proj = nn.Linear(dim, inner, bias=bias)
+        self.o_proj = nn.Linear(inner, dim, bias=bias)
         self._cache: tuple[Hashable, torch.Tensor, torch.Tensor] | None = None
 
     # ------------------------------------------------------------------ helpers
@@ -121,9 +132,9 @@ class ACCAdapter(nn.Module):
             return self.mode
         if cached:  # frozen book: projections cached, the attention alone is cheaper than re-association
             return "projected"
-        d, h = self.dim, self.num_heads
-        projected = 2 * n_keys * d * d + 2 * n_queries * n_keys * d
-        reassociated = 2 * n_queries * d * d + 2 * h * n_queries * n_keys * d
+        d, r, h = self.dim, self.inner_dim, self.num_heads
+        projected = 2 * n_keys * d * r + 2 * n_queries * n_keys * r
+        reassociated = 2 * n_queries * d * r + 2 * h * n_queries * n_keys * d
         return "reassociated" if reassociated < projected else "projected"
 
     def _needs_grad(self, book: torch.Tensor) -> bool:
@@ -145,7 +156,7 @@ class ACCAdapter(nn.Module):
         return_attention: bool = False,
         book_version: Hashable | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``Att(F, B)`` of eq. (6) before ``W_O``: (B, N, d), and the (B, heads, N, 3K) weights if asked."""
+        """``Att(F, B)`` of eq. (6) before ``W_O``: (B, N, inner_dim), and the (B, heads, N, 3K) weights if asked."""
         book, kpm = self._check(visual_tokens, book_tokens, key_padding_mask)
         b, n, d = visual_tokens.shape
         h, dh = self.num_heads, self.head_dim
@@ -186,7 +197,7 @@ class ACCAdapter(nn.Module):
                 out = out + self.v_proj.bias.view(1, h, 1, dh)
             if not return_attention:
                 attn = None
-        out = out.transpose(1, 2).reshape(b, n, d)
+        out = out.transpose(1, 2).reshape(b, n, self.inner_dim)
         return out, attn
 
     def forward(
@@ -215,4 +226,5 @@ class ACCAdapter(nn.Module):
         return (out, weights) if return_attention else out
 
     def extra_repr(self) -> str:
-        return f"dim={self.dim}, num_heads={self.num_heads}, gamma={self.gamma}, mode={self.mode!r}"
+        return (f"dim={self.dim}, inner_dim={self.inner_dim}, num_heads={self.num_heads}, gamma={self.gamma}, "
+                f"mode={self.mode!r}")

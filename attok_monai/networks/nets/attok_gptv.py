@@ -65,6 +65,7 @@ class AttTokGPTv(nn.Module):
     vocabulary: the attribute vocabulary (object, dict or JSON path).
     use_attribute_tokens, use_acc, use_acm: the ablation switches.
     acc_heads, gamma: ACC heads and residual weight (paper: 1 head, gamma=0.1).
+    acc_inner_dim: ACC query/key/value width (None = d, the paper; smaller = the low-rank option, see ACCAdapter).
     momentum: EMA momentum of the visual prototypes (paper: 0.99).
     tau: ACM temperature (paper: 1).
     """
@@ -80,6 +81,7 @@ class AttTokGPTv(nn.Module):
         gamma: float = 0.1,
         momentum: float = 0.99,
         tau: float = 1.0,
+        acc_inner_dim: int | None = None,
     ) -> None:
         super().__init__()
         self.backbone = backbone
@@ -91,6 +93,8 @@ class AttTokGPTv(nn.Module):
             "use_attribute_tokens": use_attribute_tokens, "use_acc": use_acc, "use_acm": use_acm,
             "acc_heads": acc_heads, "gamma": gamma, "momentum": momentum, "tau": tau,
         }
+        if acc_inner_dim is not None:  # saved only when set, so folders written before the option still load
+            self.hparams["acc_inner_dim"] = acc_inner_dim
         tok = backbone.tokenizer
         if hasattr(backbone, "add_tokens"):
             backbone.add_tokens(self.vocabulary.special_tokens)
@@ -103,7 +107,7 @@ class AttTokGPTv(nn.Module):
         d = backbone.hidden_size
         k = len(self.vocabulary)
         self.book = EmbeddingBook(k, d, momentum=momentum)
-        self.acc = ACCAdapter(d, num_heads=acc_heads, gamma=gamma) if use_acc else None
+        self.acc = ACCAdapter(d, num_heads=acc_heads, gamma=gamma, inner_dim=acc_inner_dim) if use_acc else None
         self.acm = ACMLoss(d, tau=tau) if use_acm else None
         self._init_attribute_rows()
         self.merges_visual = bool(getattr(backbone, "merges_visual", False))
