@@ -265,7 +265,8 @@ def main() -> None:
         if skipped:
             body = f"### {bundle}\n\nSkipped: {skipped}."
         else:
-            cmd = (f"ATTOK_DATA_ROOT={data_root} python benchmarks/bench_bundles.py --bundles {bundle} "
+            shown_root = os.path.relpath(data_root, REPO) if os.path.isabs(data_root) else data_root
+            cmd = (f"ATTOK_DATA_ROOT={shown_root} python benchmarks/bench_bundles.py --bundles {bundle} "
                    f"--seeds {' '.join(map(str, args.seeds))} --jobs {args.jobs}"
                    + (" --final-val-only" if args.final_val_only else "")
                    + (f" --threads {args.threads}" if args.threads else ""))
