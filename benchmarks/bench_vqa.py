@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._report import hardware, write_section  # noqa: E402
-from benchmarks.bench_bundles import LABELS, STATE, run_one  # noqa: E402
+from benchmarks.bench_bundles import LABELS, STATE, fmt, run_one  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = "vqa_rad"
@@ -28,15 +27,6 @@ METRICS = [("closed_accuracy", "closed acc"), ("open_accuracy", "open exact matc
            ("open_token_f1", "open token F1"), ("overall_accuracy", "overall acc")]
 # MEVF (Nguyen et al., MICCAI 2019), VQA-RAD *test* split, pretrained MAML + CDAE encoders: closed / open accuracy
 MEVF = {"closed_accuracy": 75.1, "open_accuracy": 43.9}
-
-
-def _fmt(values: list[float], pct: bool = True) -> str:
-    vals = [v * 100 if pct else v for v in values if v == v]
-    if not vals:
-        return "n/a"
-    if len(vals) == 1:
-        return f"{vals[0]:.1f}"
-    return f"{statistics.mean(vals):.1f} ± {statistics.stdev(vals):.1f}"
 
 
 def table(results: dict, variants: list[str], seeds: list[int]) -> str:
@@ -48,11 +38,11 @@ def table(results: dict, variants: list[str], seeds: list[int]) -> str:
         if not runs:
             continue
         qo = qo or runs[0]
-        cells = [_fmt([r.get(k, float("nan")) for r in runs]) for k, _ in METRICS]
-        wall = _fmt([r["wall_time_s"] for r in runs], pct=False)
+        cells = [fmt([r.get(k, float("nan")) for r in runs]) for k, _ in METRICS]
+        wall = fmt([r["wall_time_s"] for r in runs], pct=False)
         lines.append(f"| {LABELS[variant]} | " + " | ".join(cells) + f" | {wall} | {len(runs)} |")
     if qo is not None:
-        cells = [_fmt([qo.get(f"question_only_{k}", float("nan"))]) for k, _ in METRICS]
+        cells = [fmt([qo.get(f"question_only_{k}", float("nan"))]) for k, _ in METRICS]
         lines.append("| question-only baseline (same val part) | " + " | ".join(cells) + " | — | — |")
     lines.append("| MEVF (MICCAI 2019), VQA-RAD **test**, pretrained; not comparable | "
                  f"{MEVF['closed_accuracy']} | {MEVF['open_accuracy']} | — | — | — | — |")
