@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._report import hardware, write_section  # noqa: E402
-from benchmarks.bench_bundles import LABELS, STATE, fmt, run_one  # noqa: E402
+from benchmarks.bench_bundles import LABELS, STATE, default_data_root, fmt, run_one  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = "vqa_rad"
@@ -69,14 +70,21 @@ def main() -> None:
     ap.add_argument("--override", nargs="*", default=[], help="extra --key value pairs for every run")
     ap.add_argument("--mlflow_tracking_uri", default=f"sqlite:///{STATE / 'mlruns_vqa.db'}")
     ap.add_argument("--fresh", action="store_true", help="ignore recorded results")
+    ap.add_argument("--final-val-only", action="store_true",
+                    help="validate after the last epoch only (--val_interval = the bundle's epochs): same training, "
+                         "same final numbers, less time")
     ap.add_argument("--tag", default="", help="name of a separate result set (own state file and doc section), e.g. "
                                                "for runs with --override")
     args = ap.parse_args()
+    os.environ["ATTOK_DATA_ROOT"] = default_data_root()  # the bundle runs inherit it
     STATE.mkdir(parents=True, exist_ok=True)
     name = BUNDLE + (f"_{args.tag}" if args.tag else "")
     state_file = STATE / f"{name}.json"
     results = {} if args.fresh or not state_file.exists() else json.loads(state_file.read_text())
     extra = ["--mlflow_tracking_uri", args.mlflow_tracking_uri, *args.override]
+    if args.final_val_only:
+        epochs = json.loads((REPO / "bundles" / BUNDLE / "configs" / "train.json").read_text())["epochs"]
+        extra += ["--val_interval", str(epochs)]
     for variant in args.variants:
         for seed in args.seeds:
             key = f"{variant}/{seed}"
@@ -91,6 +99,8 @@ def main() -> None:
                   f"{r['open_accuracy']:.3f} (question-only {r['question_only_overall_accuracy']:.3f}; "
                   f"{r['wall_time_s']:.0f} s)", flush=True)
     cmd = f"python benchmarks/bench_vqa.py --variants {' '.join(args.variants)} --seeds {' '.join(map(str, args.seeds))}"
+    if args.final_val_only:
+        cmd += " --final-val-only"
     if args.override:
         cmd += " --override " + " ".join(args.override)
     if args.tag:
