@@ -323,9 +323,9 @@ def flops_markdown(fl: dict, ks2, ks9) -> tuple[str, list[str]]:
         md.append(f"| {r['px']} px | {r['k']} | {_g(r['acm_fb'])} ({_pct(r['acm_fb'], t)}) | {_g(both_fb)} "
                   f"({_pct(both_fb, t)}) | {_g(both_f)} ({_pct(both_f, f)}) | {_g(r['acc_cached'])} "
                   f"({_pct(r['acc_cached'], f)}) |")
-    md += ["", f"Low-rank ACC option (`ACCAdapter(inner_dim=r)`, projected order, 1 head: W_Q, W_K, W_V are d x r and "
-           f"W_O r x d). **Not the paper's ACC** (eq. 6 has d x d projections) and its effect on accuracy is not "
-           f"measured here; fwd+bwd GFLOPs (% of the LoRA step):", "",
+    md += ["", "Low-rank ACC option (`ACCAdapter(inner_dim=r)`, projected order, 1 head: W_Q, W_K, W_V are d x r and "
+           "W_O r x d). **Not the paper's ACC** (eq. 6 has d x d projections) and its effect on accuracy is not "
+           "measured here; fwd+bwd GFLOPs (% of the LoRA step):", "",
            "| image | K | " + " | ".join(f"r = {r}" for r in LOW_RANK) + " |", "|---|---|" + "---|" * len(LOW_RANK)]
     for r in rows:
         t = refs[r["px"]]["train"]

@@ -238,7 +238,8 @@ def main() -> None:
                     f"{v}/{s}"].get("samples_per_s"):  # recorded before these were collected (NaN != NaN)
                 results[f"{v}/{s}"].update(run_extras(bundle, v, s))
 
-        def work(job: tuple[str, int], bundle: str = bundle) -> tuple[str, dict | None, str | None]:
+        def work(job: tuple[str, int], bundle: str = bundle, override: list[str] = override,
+                 ) -> tuple[str, dict | None, str | None]:
             variant, seed = job
             print(f"[bench] {bundle} {variant}/{seed}: training ...", flush=True)
             try:

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
+import os
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._report import hardware, write_section  # noqa: E402
-from benchmarks.bench_bundles import LABELS, STATE, run_one  # noqa: E402
+from benchmarks.bench_bundles import LABELS, STATE, default_data_root, fmt, run_one  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = "vqa_rad"
@@ -28,15 +28,6 @@ METRICS = [("closed_accuracy", "closed acc"), ("open_accuracy", "open exact matc
            ("open_token_f1", "open token F1"), ("overall_accuracy", "overall acc")]
 # MEVF (Nguyen et al., MICCAI 2019), VQA-RAD *test* split, pretrained MAML + CDAE encoders: closed / open accuracy
 MEVF = {"closed_accuracy": 75.1, "open_accuracy": 43.9}
-
-
-def _fmt(values: list[float], pct: bool = True) -> str:
-    vals = [v * 100 if pct else v for v in values if v == v]
-    if not vals:
-        return "n/a"
-    if len(vals) == 1:
-        return f"{vals[0]:.1f}"
-    return f"{statistics.mean(vals):.1f} ± {statistics.stdev(vals):.1f}"
 
 
 def table(results: dict, variants: list[str], seeds: list[int]) -> str:
@@ -48,11 +39,11 @@ def table(results: dict, variants: list[str], seeds: list[int]) -> str:
         if not runs:
             continue
         qo = qo or runs[0]
-        cells = [_fmt([r.get(k, float("nan")) for r in runs]) for k, _ in METRICS]
-        wall = _fmt([r["wall_time_s"] for r in runs], pct=False)
+        cells = [fmt([r.get(k, float("nan")) for r in runs]) for k, _ in METRICS]
+        wall = fmt([r["wall_time_s"] for r in runs], pct=False)
         lines.append(f"| {LABELS[variant]} | " + " | ".join(cells) + f" | {wall} | {len(runs)} |")
     if qo is not None:
-        cells = [_fmt([qo.get(f"question_only_{k}", float("nan"))]) for k, _ in METRICS]
+        cells = [fmt([qo.get(f"question_only_{k}", float("nan"))]) for k, _ in METRICS]
         lines.append("| question-only baseline (same val part) | " + " | ".join(cells) + " | — | — |")
     lines.append("| MEVF (MICCAI 2019), VQA-RAD **test**, pretrained; not comparable | "
                  f"{MEVF['closed_accuracy']} | {MEVF['open_accuracy']} | — | — | — | — |")
@@ -79,14 +70,21 @@ def main() -> None:
     ap.add_argument("--override", nargs="*", default=[], help="extra --key value pairs for every run")
     ap.add_argument("--mlflow_tracking_uri", default=f"sqlite:///{STATE / 'mlruns_vqa.db'}")
     ap.add_argument("--fresh", action="store_true", help="ignore recorded results")
+    ap.add_argument("--final-val-only", action="store_true",
+                    help="validate after the last epoch only (--val_interval = the bundle's epochs): same training, "
+                         "same final numbers, less time")
     ap.add_argument("--tag", default="", help="name of a separate result set (own state file and doc section), e.g. "
                                                "for runs with --override")
     args = ap.parse_args()
+    os.environ["ATTOK_DATA_ROOT"] = default_data_root()  # the bundle runs inherit it
     STATE.mkdir(parents=True, exist_ok=True)
     name = BUNDLE + (f"_{args.tag}" if args.tag else "")
     state_file = STATE / f"{name}.json"
     results = {} if args.fresh or not state_file.exists() else json.loads(state_file.read_text())
     extra = ["--mlflow_tracking_uri", args.mlflow_tracking_uri, *args.override]
+    if args.final_val_only:
+        epochs = json.loads((REPO / "bundles" / BUNDLE / "configs" / "train.json").read_text())["epochs"]
+        extra += ["--val_interval", str(epochs)]
     for variant in args.variants:
         for seed in args.seeds:
             key = f"{variant}/{seed}"
@@ -101,6 +99,8 @@ def main() -> None:
                   f"{r['open_accuracy']:.3f} (question-only {r['question_only_overall_accuracy']:.3f}; "
                   f"{r['wall_time_s']:.0f} s)", flush=True)
     cmd = f"python benchmarks/bench_vqa.py --variants {' '.join(args.variants)} --seeds {' '.join(map(str, args.seeds))}"
+    if args.final_val_only:
+        cmd += " --final-val-only"
     if args.override:
         cmd += " --override " + " ".join(args.override)
     if args.tag:

@@ -26,15 +26,7 @@ from attok_monai.losses import AttTokLoss
 from attok_monai.networks.nets.attok_gptv import AttTokGPTv
 from attok_monai.networks.nets.hf_qwen2vl import Qwen2VLBackbone
 from attok_monai.networks.utils import optimizer_param_groups
-
-VOCAB = {
-    "modality": "fundus",
-    "labels": {
-        "0": {"concept": "nodr", "keywords": ["no diabetic retinopathy"]},
-        "1": {"concept": "mildnpdr", "keywords": ["mild retinopathy"]},
-        "2": {"concept": "pdr", "keywords": ["proliferative retinopathy"]},
-    },
-}
+from tests.test_hf_backbone import VOCAB
 
 
 def main(base: str, out_dir: str) -> None:

@@ -43,6 +43,7 @@ from pydicom.uid import UID
 
 from attok_monai.data.image2d import (
     PIL_SUFFIXES,
+    Frame2DReader,
     FrameRule,
     ImageReadError,
     safe_reason,
@@ -385,7 +386,7 @@ def _read_dicom_frame(path: str | os.PathLike, frame: FrameRule | None = None) -
     return img, meta
 
 
-class PydicomReader2D(ImageReader):
+class PydicomReader2D(Frame2DReader, ImageReader):
     """MONAI ``ImageReader`` returning one 2D frame of a DICOM file as channel-first float32 in [0, 1].
 
     ``LoadImage(reader=PydicomReader2D(frame="middle"))`` and ``LoadImaged(keys="image", reader=...)`` give a
@@ -406,23 +407,8 @@ class PydicomReader2D(ImageReader):
         names = [filename] if isinstance(filename, (str, os.PathLike)) else list(filename)
         return all(suffix_of(n) not in _NOT_DICOM_SUFFIXES for n in names)
 
-    def read(self, data: Sequence[os.PathLike | str] | os.PathLike | str, **kwargs: Any) -> list[tuple]:
-        from attok_monai.data.image2d import time_limit
+    def _default_frame(self) -> FrameRule | None:
+        return self.frame
 
-        names = [data] if isinstance(data, (str, os.PathLike)) else list(data)
-        frame = kwargs.get("frame", self.frame)
-        out = []
-        for name in names:
-            with time_limit(self.timeout, name):
-                img, meta = read_dicom_frame(name, frame)
-            out.append((str(name), img, meta))
-        return out
-
-    def get_data(self, img: list[tuple]) -> tuple[np.ndarray, dict]:
-        arrays = [a for _, a, _ in img]
-        if len({a.shape[1:] for a in arrays}) > 1:
-            raise ImageReadError(img[0][0], "files given together have different sizes")
-        meta = dict(img[0][2])
-        meta["original_channel_dim"] = 0
-        meta["filename_or_obj"] = img[0][0]
-        return (arrays[0] if len(arrays) == 1 else np.concatenate(arrays, axis=0)), meta
+    def _read_one(self, path: str | os.PathLike, frame: FrameRule | None) -> tuple[np.ndarray, dict]:
+        return read_dicom_frame(path, frame)

@@ -28,6 +28,7 @@ __all__ = [
     "read_pil_2d",
     "time_limit",
     "safe_reason",
+    "Frame2DReader",
     "PIL_SUFFIXES",
 ]
 
@@ -194,3 +195,39 @@ def suffix_of(path: str | os.PathLike) -> str:
     """Lower-case suffix, ``.nii.gz`` kept whole."""
     name = Path(path).name.lower()
     return ".nii.gz" if name.endswith(".nii.gz") else Path(name).suffix
+
+
+class Frame2DReader:
+    """Mixin for MONAI ``ImageReader`` subclasses that read one 2D frame (or slice) per file as ``(C, H, W)``.
+
+    Subclasses set ``self.timeout`` and implement ``_read_one(path, frame) -> (array (C, H, W), meta)`` and
+    ``_default_frame()``; ``read`` applies the per-file time limit (``frame`` keyword overrides the default) and
+    ``get_data`` stacks several files of one size along the channel axis.
+    """
+
+    timeout: float | None = None
+
+    def _read_one(self, path: str | os.PathLike, frame) -> tuple[np.ndarray, dict]:
+        raise NotImplementedError
+
+    def _default_frame(self):
+        return None
+
+    def read(self, data, **kwargs) -> list[tuple]:
+        names = [data] if isinstance(data, (str, os.PathLike)) else list(data)
+        frame = kwargs.get("frame", self._default_frame())
+        out = []
+        for name in names:
+            with time_limit(self.timeout, name):
+                img, meta = self._read_one(name, frame)
+            out.append((str(name), img, meta))
+        return out
+
+    def get_data(self, img: list[tuple]) -> tuple[np.ndarray, dict]:
+        arrays = [a for _, a, _ in img]
+        if len({a.shape[1:] for a in arrays}) > 1:
+            raise ImageReadError(img[0][0], "files given together have different sizes")
+        meta = dict(img[0][2])
+        meta["original_channel_dim"] = 0
+        meta["filename_or_obj"] = img[0][0]
+        return (arrays[0] if len(arrays) == 1 else np.concatenate(arrays, axis=0)), meta

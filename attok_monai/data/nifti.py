@@ -18,6 +18,7 @@ import numpy as np
 from monai.data import ImageReader
 
 from attok_monai.data.image2d import (
+    Frame2DReader,
     FrameRule,
     ImageReadError,
     safe_reason,
@@ -26,7 +27,6 @@ from attok_monai.data.image2d import (
     suffix_of,
     to_unit_image,
 )
-from attok_monai.data.image2d import time_limit as _time_limit
 
 __all__ = ["nifti_slice_indices", "read_nifti_slice", "NiftiSliceReader", "NIFTI_SUFFIXES"]
 
@@ -96,7 +96,7 @@ def read_nifti_slice(
     return out, {"frame": k, "n_frames": depth, "spatial_shape": np.asarray(out.shape[1:])}
 
 
-class NiftiSliceReader(ImageReader):
+class NiftiSliceReader(Frame2DReader, ImageReader):
     """MONAI ``ImageReader`` giving one 2D slice of a NIfTI volume as ``(1, H, W)`` float32 in [0, 1].
 
     Args:
@@ -115,20 +115,8 @@ class NiftiSliceReader(ImageReader):
         names = [filename] if isinstance(filename, (str, os.PathLike)) else list(filename)
         return all(suffix_of(n) in NIFTI_SUFFIXES for n in names)
 
-    def read(self, data: Sequence[os.PathLike | str] | os.PathLike | str, **kwargs: Any) -> list[tuple]:
-        names = [data] if isinstance(data, (str, os.PathLike)) else list(data)
-        out = []
-        for name in names:
-            with _time_limit(self.timeout, name):
-                img, meta = read_nifti_slice(name, kwargs.get("frame", self.slice_index), self.axis)
-            out.append((str(name), img, meta))
-        return out
+    def _default_frame(self) -> FrameRule | None:
+        return self.slice_index
 
-    def get_data(self, img: list[tuple]) -> tuple[np.ndarray, dict]:
-        arrays = [a for _, a, _ in img]
-        if len({a.shape[1:] for a in arrays}) > 1:
-            raise ImageReadError(img[0][0], "files given together have different sizes")
-        meta = dict(img[0][2])
-        meta["original_channel_dim"] = 0
-        meta["filename_or_obj"] = img[0][0]
-        return (arrays[0] if len(arrays) == 1 else np.concatenate(arrays, axis=0)), meta
+    def _read_one(self, path: str | os.PathLike, frame: FrameRule | None) -> tuple[np.ndarray, dict]:
+        return read_nifti_slice(path, frame, self.axis)

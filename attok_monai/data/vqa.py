@@ -144,6 +144,33 @@ class _Collector:
         self.report.skipped[reason] += 1
         self.report.skipped_records.append((name, reason))
 
+    def core_fields(
+        self, r: Mapping, name: str, required: Sequence[str], image_key: str, img_root: Path, check_images: bool
+    ) -> tuple[str, str, str, Path] | None:
+        """``(question, answer, answer type, image path)`` of a record with ``question``, ``answer``,
+        ``answer_type`` and ``image_key`` fields, or None after :meth:`fail` with what is wrong."""
+        missing = [k for k in required if k not in r]
+        if missing:
+            self.fail(name, "missing_field", f"missing field(s) {missing}")
+            return None
+        question, answer = _text(r["question"]), _text(r["answer"])
+        if not question:
+            self.fail(name, "empty_question", "field 'question' is empty")
+            return None
+        if not answer:
+            self.fail(name, "empty_answer", "field 'answer' is empty")
+            return None
+        atype = _answer_type(r["answer_type"])
+        if atype is None:
+            self.fail(name, "unknown_answer_type", f"answer_type {r['answer_type']!r}; expected CLOSED or OPEN")
+            return None
+        image_name = _text(r[image_key])
+        img = _resolve_image(img_root, image_name) if check_images else img_root / image_name
+        if img is None or not image_name:
+            self.fail(name, "missing_image", f"image file {img_root / image_name} not found")
+            return None
+        return question, answer, atype, img
+
     def finish(self) -> VQARecordList:
         ids = Counter(r.id for r in self.records)
         dup = [i for i, n in ids.items() if n > 1]
@@ -273,26 +300,12 @@ def read_vqa_rad(
         if split is not None and rec_split != split:
             col.report.filtered[f"split!={split}"] += 1
             continue
-        missing = [k for k in ("qid", "image_name", "question", "answer", "answer_type") if k not in r]
-        if missing:
-            col.fail(name, "missing_field", f"missing field(s) {missing}")
+        fields = col.core_fields(
+            r, name, ("qid", "image_name", "question", "answer", "answer_type"), "image_name", img_root, check_images
+        )
+        if fields is None:
             continue
-        question, answer = _text(r["question"]), _text(r["answer"])
-        if not question:
-            col.fail(name, "empty_question", "field 'question' is empty")
-            continue
-        if not answer:
-            col.fail(name, "empty_answer", "field 'answer' is empty")
-            continue
-        atype = _answer_type(r["answer_type"])
-        if atype is None:
-            col.fail(name, "unknown_answer_type", f"answer_type {r['answer_type']!r}; expected CLOSED or OPEN")
-            continue
-        image_name = _text(r["image_name"])
-        img = _resolve_image(img_root, image_name) if check_images else img_root / image_name
-        if img is None or not image_name:
-            col.fail(name, "missing_image", f"image file {img_root / image_name} not found")
-            continue
+        question, answer, atype, img = fields
         organ = _text(r.get("image_organ")).upper() or None
         col.records.append(
             VQARecord(
@@ -305,7 +318,7 @@ def read_vqa_rad(
                 organ=organ,
                 dataset="vqa_rad",
                 split=rec_split,
-                extra={"qid": qid, "phrase_type": phrase or None, "image_name": image_name},
+                extra={"qid": qid, "phrase_type": phrase or None, "image_name": _text(r["image_name"])},
             )
         )
     return col.finish()
@@ -362,26 +375,12 @@ def read_slake(
         if q_lang is not None and lang != q_lang:
             col.report.filtered[f"q_lang!={q_lang}"] += 1
             continue
-        missing = [k for k in ("img_name", "question", "answer", "answer_type") if k not in r]
-        if missing:
-            col.fail(name, "missing_field", f"missing field(s) {missing}")
+        fields = col.core_fields(
+            r, name, ("img_name", "question", "answer", "answer_type"), "img_name", img_root, check_images
+        )
+        if fields is None:
             continue
-        question, answer = _text(r["question"]), _text(r["answer"])
-        if not question:
-            col.fail(name, "empty_question", "field 'question' is empty")
-            continue
-        if not answer:
-            col.fail(name, "empty_answer", "field 'answer' is empty")
-            continue
-        atype = _answer_type(r["answer_type"])
-        if atype is None:
-            col.fail(name, "unknown_answer_type", f"answer_type {r['answer_type']!r}; expected CLOSED or OPEN")
-            continue
-        image_name = _text(r["img_name"])
-        img = _resolve_image(img_root, image_name) if check_images else img_root / image_name
-        if img is None or not image_name:
-            col.fail(name, "missing_image", f"image file {img_root / image_name} not found")
-            continue
+        question, answer, atype, img = fields
         location = _text(r.get("location")) or None
         content = _text(r.get("content_type"))
         col.records.append(
@@ -397,7 +396,7 @@ def read_slake(
                 location=location,
                 dataset="slake",
                 split="val" if split == "validate" else split,
-                extra={"qid": qid, "q_lang": lang, "img_name": image_name, "base_type": r.get("base_type")},
+                extra={"qid": qid, "q_lang": lang, "img_name": _text(r["img_name"]), "base_type": r.get("base_type")},
             )
         )
     return col.finish()
