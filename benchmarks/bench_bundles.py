@@ -215,8 +215,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="OMP threads per run (default: torch's default)")
     ap.add_argument("--doc", default=None, help="results file (default docs/results_<bundle>.md for one bundle)")
     ap.add_argument("--final-val-only", action="store_true",
-                    help="validate after the last epoch only (--val_interval = the bundle's epochs): same training, "
-                         "same final numbers, less time")
+                    help="validate after the last epoch only (--val_interval = the bundle's epochs): same training procedure, "
+                         "less time; another random stream (validation draws a loader seed)")
     args = ap.parse_args()
     bundles = bundles_available() if args.bundles == ["all"] else args.bundles
     data_root = default_data_root()

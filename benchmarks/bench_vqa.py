@@ -71,8 +71,8 @@ def main() -> None:
     ap.add_argument("--mlflow_tracking_uri", default=f"sqlite:///{STATE / 'mlruns_vqa.db'}")
     ap.add_argument("--fresh", action="store_true", help="ignore recorded results")
     ap.add_argument("--final-val-only", action="store_true",
-                    help="validate after the last epoch only (--val_interval = the bundle's epochs): same training, "
-                         "same final numbers, less time")
+                    help="validate after the last epoch only (--val_interval = the bundle's epochs): same training procedure, "
+                         "less time; another random stream (validation draws a loader seed)")
     ap.add_argument("--tag", default="", help="name of a separate result set (own state file and doc section), e.g. "
                                                "for runs with --override")
     args = ap.parse_args()
