@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -63,9 +64,20 @@ def bundles_available() -> list[str]:
     return sorted(p.name for p in (REPO / "bundles").iterdir() if (p / "configs" / "train.json").is_file())
 
 
+def train_config(bundle: str) -> dict:
+    """The bundle's ``configs/train.json`` as a dict (epochs, dataset name)."""
+    return json.loads((REPO / "bundles" / bundle / "configs" / "train.json").read_text())
+
+
 def _latest_run_dir(bundle: str, name: str) -> Path | None:
-    runs = [r for r in (REPO / "bundles" / bundle / "runs").glob(f"{name}_*") if (r / "model" / "model.pt").exists()]
+    """The newest run folder of ``name`` that completed: its final metrics written and its model saved at the end."""
+    runs = [r for r in (REPO / "bundles" / bundle / "runs").glob(f"{name}_*")
+            if (r / "model" / "model.pt").exists() and (r / "val" / "metrics.json").exists()]
     return max(runs, key=os.path.getmtime) if runs else None
+
+
+def _run_metrics(run: Path) -> dict:
+    return json.loads((run / "val" / "metrics.json").read_text())["metrics"]
 
 
 def run_extras(bundle: str, variant: str, seed: int) -> dict:
@@ -91,19 +103,16 @@ def run_extras(bundle: str, variant: str, seed: int) -> dict:
 
 def _finished_run(bundle: str, name: str) -> dict | None:
     """Metrics of a run of ``name`` that completed (its model folder was saved at the end), if any."""
-    for run in sorted((REPO / "bundles" / bundle / "runs").glob(f"{name}_*"), key=os.path.getmtime, reverse=True):
-        model, metrics = run / "model" / "model.pt", run / "val" / "metrics.json"
-        if model.exists() and metrics.exists():
-            data = json.loads(metrics.read_text())
-            out = data["metrics"]
-            out["wall_time_s"] = model.stat().st_mtime - (run / "configs").stat().st_mtime
-            out["samples_per_s"] = data.get("engine_metrics", {}).get("samples_per_s", float("nan"))
-            return out
-    return None
+    run = _latest_run_dir(bundle, name)
+    if run is None:
+        return None
+    out = _run_metrics(run)
+    out["wall_time_s"] = (run / "model" / "model.pt").stat().st_mtime - (run / "configs").stat().st_mtime
+    return out
 
 
 def run_one(bundle: str, variant: str, seed: int, extra: list[str], log_dir: Path, threads: int | None = None) -> dict:
-    """Train one configuration; return its final validation metrics, wall time and samples/s."""
+    """Train one configuration; return its final validation metrics and wall time (samples/s: :func:`run_extras`)."""
     cfg = REPO / "bundles" / bundle / "configs" / "train.json"
     name = f"{bundle}_bench_{variant}_s{seed}"
     done = _finished_run(bundle, name)
@@ -126,13 +135,11 @@ def run_one(bundle: str, variant: str, seed: int, extra: list[str], log_dir: Pat
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise RuntimeError(f"{name} failed (exit {proc.returncode}); see {log}")
-    runs = sorted((REPO / "bundles" / bundle / "runs").glob(f"{name}_*/val/metrics.json"), key=os.path.getmtime)
-    if not runs:
-        raise RuntimeError(f"{name}: no metrics.json written; see {log}")
-    data = json.loads(runs[-1].read_text())
-    metrics = data["metrics"]
+    run = _latest_run_dir(bundle, name)
+    if run is None:
+        raise RuntimeError(f"{name}: no metrics.json and saved model written; see {log}")
+    metrics = _run_metrics(run)
     metrics["wall_time_s"] = wall
-    metrics["samples_per_s"] = data.get("engine_metrics", {}).get("samples_per_s", float("nan"))
     return metrics
 
 
@@ -189,7 +196,7 @@ def verdict(bundle: str, results: dict, seeds: list[int]) -> str:
             gain = full - base
             out.append(f"- +All vs baseline, {label}: {full:.1f} vs {base:.1f} ({gain:+.1f} points); "
                        f"target >= +2.0: **{'met' if gain >= 2 else 'missed'}**.")
-    dataset = dataset_name(bundle)
+    dataset = train_config(bundle).get("dataset_name", "")
     full = mean("all", "open_accuracy")
     if dataset in RESNET18 and full is not None:
         r28, r224, note = RESNET18[dataset]
@@ -197,10 +204,6 @@ def verdict(bundle: str, results: dict, seeds: list[int]) -> str:
         out.append(f"- +All vs published MedMNIST v2 {refs}: {full:.1f} on **val** (test split withheld here; not "
                    f"the same split){note}; target >= {r28}: **{'met' if full >= r28 else 'missed'}**.")
     return "\n".join(out)
-
-
-def dataset_name(bundle: str) -> str:
-    return json.loads((REPO / "bundles" / bundle / "configs" / "train.json").read_text()).get("dataset_name", "")
 
 
 def main() -> None:
@@ -224,8 +227,7 @@ def main() -> None:
     for bundle in bundles:
         override = list(args.override)
         if args.final_val_only:
-            epochs = json.loads((REPO / "bundles" / bundle / "configs" / "train.json").read_text())["epochs"]
-            override += ["--val_interval", str(epochs)]
+            override += ["--val_interval", str(train_config(bundle)["epochs"])]
         state_file = STATE / f"{bundle}.json"
         results = {} if args.fresh or not state_file.exists() else json.loads(state_file.read_text())
         skipped = None
@@ -234,9 +236,9 @@ def main() -> None:
         ]
         for v, s in [(v, s) for v in args.variants for s in args.seeds if f"{v}/{s}" in results]:
             print(f"[bench] {bundle} {v}/{s}: done earlier, skipped")
-            if "per_class_f1" not in results[f"{v}/{s}"] or results[f"{v}/{s}"].get("samples_per_s") != results[
-                    f"{v}/{s}"].get("samples_per_s"):  # recorded before these were collected (NaN != NaN)
-                results[f"{v}/{s}"].update(run_extras(bundle, v, s))
+            recorded = results[f"{v}/{s}"]
+            if "per_class_f1" not in recorded or math.isnan(recorded.get("samples_per_s", math.nan)):
+                recorded.update(run_extras(bundle, v, s))  # recorded before these were collected
 
         def work(job: tuple[str, int], bundle: str = bundle, override: list[str] = override,
                  ) -> tuple[str, dict | None, str | None]:
@@ -278,8 +280,10 @@ def main() -> None:
                     f"(also in each run's MLflow metrics). Wall time and samples/s depend on what else shared the "
                     f"CPU ({args.jobs} run(s) at a time, {args.threads or 'default'} thread(s) each): compare them "
                     f"within a row, not as a speed claim.\n\n"
-                    + table(bundle, results, args.seeds) + "\n\n" + verdict(bundle, results, args.seeds)
-                    + ("\n\n" + per_class_table(results, args.seeds) if per_class_table(results, args.seeds) else ""))
+                    + table(bundle, results, args.seeds) + "\n\n" + verdict(bundle, results, args.seeds))
+            per_class = per_class_table(results, args.seeds)
+            if per_class:
+                body += "\n\n" + per_class
             if results:
                 state_file.write_text(json.dumps(results, indent=2))
         write_section(f"bundle_{bundle}", body)

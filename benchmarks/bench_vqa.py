@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._report import hardware, write_section  # noqa: E402
-from benchmarks.bench_bundles import LABELS, STATE, default_data_root, fmt, run_one  # noqa: E402
+from benchmarks.bench_bundles import LABELS, STATE, default_data_root, fmt, run_one, train_config  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = "vqa_rad"
@@ -83,8 +83,7 @@ def main() -> None:
     results = {} if args.fresh or not state_file.exists() else json.loads(state_file.read_text())
     extra = ["--mlflow_tracking_uri", args.mlflow_tracking_uri, *args.override]
     if args.final_val_only:
-        epochs = json.loads((REPO / "bundles" / BUNDLE / "configs" / "train.json").read_text())["epochs"]
-        extra += ["--val_interval", str(epochs)]
+        extra += ["--val_interval", str(train_config(BUNDLE)["epochs"])]
     for variant in args.variants:
         for seed in args.seeds:
             key = f"{variant}/{seed}"
