@@ -160,3 +160,14 @@ def test_bad_input(f, book, mask, match):
 def test_bad_heads():
     with pytest.raises(ValueError, match="divisible"):
         ACCAdapter(10, num_heads=3)
+
+
+def test_bf16_tokens_with_fp32_weights():
+    """Visual tokens from a bf16 backbone, fp32 ACC weights (the HF path without autocast): computed in fp32,
+    returned in the tokens' dtype."""
+    torch.manual_seed(0)
+    acc = ACCAdapter(16, num_heads=2, gamma=0.5)
+    f, book = torch.randn(2, 5, 16), torch.randn(4, 3, 16)
+    out = acc(f.bfloat16(), book)
+    assert out.dtype == torch.bfloat16
+    assert torch.allclose(out.float(), acc(f.bfloat16().float(), book), atol=2e-2)

@@ -47,12 +47,15 @@ class ACMLoss(_Loss):
         self.ignore_index = ignore_index
         self.projection = nn.Linear(dim, dim)
 
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """theta(x), (..., d) -> (..., d), in theta's dtype (inputs from a bf16 backbone; autocast may lower it)."""
+        return self.projection(x.to(self.projection.weight.dtype))
+
     def similarities(self, f_a: torch.Tensor, book: torch.Tensor) -> torch.Tensor:
         """Cosine similarities of eq. (8) after theta: (N, d) x (K, 3, d) -> (N, K, 3)."""
         k = book.shape[0]
-        dtype = self.projection.weight.dtype  # f^a from a bf16 backbone: project in theta's dtype (autocast may lower it)
-        z = F.normalize(self.projection(f_a.to(dtype)), dim=-1)
-        p = F.normalize(self.projection(book.reshape(-1, self.dim).to(dtype)), dim=-1)
+        z = F.normalize(self.project(f_a), dim=-1)
+        p = F.normalize(self.project(book.reshape(-1, self.dim)), dim=-1)
         return (z @ p.t()).view(-1, k, 3)
 
     def forward(

@@ -221,8 +221,10 @@ class ACCAdapter(nn.Module):
         if self.gamma == 0 and not return_attention:
             self._check(visual_tokens, book_tokens, key_padding_mask)
             return visual_tokens
-        att, weights = self.attention(visual_tokens, book_tokens, key_padding_mask, return_attention, book_version)
-        out = visual_tokens + self.gamma * self.o_proj(att)
+        # tokens from a bf16 backbone with fp32 ACC weights: compute in the weights' dtype, return the input's
+        x = visual_tokens.to(self.q_proj.weight.dtype)
+        att, weights = self.attention(x, book_tokens, key_padding_mask, return_attention, book_version)
+        out = (x + self.gamma * self.o_proj(att)).to(visual_tokens.dtype)
         return (out, weights) if return_attention else out
 
     def extra_repr(self) -> str:

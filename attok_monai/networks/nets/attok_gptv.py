@@ -91,10 +91,8 @@ class AttTokGPTv(nn.Module):
         self.use_acm = use_acm
         self.hparams = {
             "use_attribute_tokens": use_attribute_tokens, "use_acc": use_acc, "use_acm": use_acm,
-            "acc_heads": acc_heads, "gamma": gamma, "momentum": momentum, "tau": tau,
+            "acc_heads": acc_heads, "gamma": gamma, "momentum": momentum, "tau": tau, "acc_inner_dim": acc_inner_dim,
         }
-        if acc_inner_dim is not None:  # saved only when set, so folders written before the option still load
-            self.hparams["acc_inner_dim"] = acc_inner_dim
         tok = backbone.tokenizer
         if hasattr(backbone, "add_tokens"):
             backbone.add_tokens(self.vocabulary.special_tokens)
@@ -179,9 +177,7 @@ class AttTokGPTv(nn.Module):
         if self.acc is None:
             return raw
         version = None if self.training else self.book.version()
-        dtype = self.acc.q_proj.weight.dtype  # a bf16 backbone with fp32 AttTok modules: compute ACC in their dtype
-        out = self.acc(raw.to(dtype), self.book.tokens(), self.book.key_padding_mask(), book_version=version)
-        return out.to(raw.dtype)
+        return self.acc(raw, self.book.tokens(), self.book.key_padding_mask(), book_version=version)
 
     # ------------------------------------------------------------------ training forward
     def forward(
@@ -335,8 +331,7 @@ class AttTokGPTv(nn.Module):
         _, visual = self.visual_tokens(images)
         v, a = visual.mean(1), self.book.attribute_embeddings
         if self.acm is not None:
-            dtype = self.acm.projection.weight.dtype
-            v, a = self.acm.projection(v.to(dtype)), self.acm.projection(a.to(dtype))
+            v, a = self.acm.project(v), self.acm.project(a)
         return F.normalize(v.float(), dim=-1) @ F.normalize(a.float(), dim=-1).t()
 
     # ------------------------------------------------------------------ persistence
