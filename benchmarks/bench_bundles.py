@@ -111,10 +111,29 @@ def _finished_run(bundle: str, name: str) -> dict | None:
     return out
 
 
-def run_one(bundle: str, variant: str, seed: int, extra: list[str], log_dir: Path, threads: int | None = None) -> dict:
-    """Train one configuration; return its final validation metrics and wall time (samples/s: :func:`run_extras`)."""
+def override_args(pairs: list[str]) -> list[str]:
+    """``["epochs=10", "image_size=64"]`` -> ``["--epochs", "10", "--image_size", "64"]`` (MONAI CLI overrides).
+
+    ``key=value`` rather than ``--key value`` because argparse would read ``--key`` as an option of the benchmark.
+    """
+    out: list[str] = []
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key or key.startswith("-"):
+            raise SystemExit(f"--override: expected key=value (e.g. epochs=10), got {pair!r}")
+        out += [f"--{key}", value]
+    return out
+
+
+def run_one(bundle: str, variant: str, seed: int, extra: list[str], log_dir: Path, threads: int | None = None,
+            tag: str = "") -> dict:
+    """Train one configuration; return its final validation metrics and wall time (samples/s: :func:`run_extras`).
+
+    ``tag`` names a result set run with other overrides: it is part of the run name, so its runs are never taken
+    for the default runs (or the other way round) when resuming.
+    """
     cfg = REPO / "bundles" / bundle / "configs" / "train.json"
-    name = f"{bundle}_bench_{variant}_s{seed}"
+    name = f"{bundle}_bench_{tag + '_' if tag else ''}{variant}_s{seed}"
     done = _finished_run(bundle, name)
     if done is not None:
         return done
@@ -211,7 +230,9 @@ def main() -> None:
     ap.add_argument("--bundles", nargs="+", default=["fundus_dr"], help="bundle names or 'all'")
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    ap.add_argument("--override", nargs="*", default=[], help="extra --key value pairs for every run")
+    ap.add_argument("--override", nargs="*", default=[],
+                    help="config overrides for every run as key=value (e.g. epochs=10); the table then no longer shows "
+                         "the default training")
     ap.add_argument("--fresh", action="store_true", help="ignore recorded results")
     ap.add_argument("--report-only", action="store_true", help="write the docs from the recorded runs, train nothing")
     ap.add_argument("--jobs", type=int, default=1, help="runs in parallel (each with --threads threads)")
@@ -225,7 +246,7 @@ def main() -> None:
     data_root = default_data_root()
     os.environ["ATTOK_DATA_ROOT"] = data_root  # the bundle runs inherit it
     for bundle in bundles:
-        override = list(args.override)
+        override = override_args(args.override)
         if args.final_val_only:
             override += ["--val_interval", str(train_config(bundle)["epochs"])]
         state_file = STATE / f"{bundle}.json"

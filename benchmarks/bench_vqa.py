@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._report import hardware, write_section  # noqa: E402
-from benchmarks.bench_bundles import LABELS, STATE, default_data_root, fmt, run_one, train_config  # noqa: E402
+from benchmarks.bench_bundles import LABELS, STATE, default_data_root, fmt, override_args, run_one, train_config  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = "vqa_rad"
@@ -67,7 +67,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--variants", nargs="+", default=["baseline", "all"], choices=list(LABELS))
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    ap.add_argument("--override", nargs="*", default=[], help="extra --key value pairs for every run")
+    ap.add_argument("--override", nargs="*", default=[],
+                    help="config overrides for every run as key=value (e.g. image_size=64); use with --tag")
     ap.add_argument("--mlflow_tracking_uri", default=f"sqlite:///{STATE / 'mlruns_vqa.db'}")
     ap.add_argument("--fresh", action="store_true", help="ignore recorded results")
     ap.add_argument("--final-val-only", action="store_true",
@@ -81,9 +82,10 @@ def main() -> None:
     name = BUNDLE + (f"_{args.tag}" if args.tag else "")
     state_file = STATE / f"{name}.json"
     results = {} if args.fresh or not state_file.exists() else json.loads(state_file.read_text())
-    extra = ["--mlflow_tracking_uri", args.mlflow_tracking_uri, *args.override]
+    extra = ["--mlflow_tracking_uri", args.mlflow_tracking_uri, *override_args(args.override)]
     if args.final_val_only:
-        extra += ["--val_interval", str(train_config(BUNDLE)["epochs"])]
+        epochs = dict(p.partition("=")[::2] for p in args.override).get("epochs", train_config(BUNDLE)["epochs"])
+        extra += ["--val_interval", str(epochs)]
     for variant in args.variants:
         for seed in args.seeds:
             key = f"{variant}/{seed}"
@@ -91,7 +93,7 @@ def main() -> None:
                 print(f"[bench] {BUNDLE} {key}: done earlier, skipped")
                 continue
             print(f"[bench] {BUNDLE} {key}: training ...", flush=True)
-            results[key] = run_one(BUNDLE, variant, seed, extra, STATE / "logs")
+            results[key] = run_one(BUNDLE, variant, seed, extra, STATE / "logs", tag=args.tag)
             state_file.write_text(json.dumps(results, indent=2))
             r = results[key]
             print(f"[bench] {key}: overall {r['overall_accuracy']:.3f} closed {r['closed_accuracy']:.3f} open "
@@ -106,7 +108,8 @@ def main() -> None:
         cmd += f" --tag {args.tag}"
     first = next(iter(results.values()), {})
     body = (f"Hardware: {hardware()}. Command: `{cmd}`. Mean ± std over the seeds listed (one number when one seed); "
-            f"the bundle's default CPU training (`configs/train.json`), scored at the last epoch on the validation "
+            f"the bundle's CPU training (`configs/train.json`"
+            + (f" with {', '.join(args.override)}" if args.override else ", defaults") + "), scored at the last epoch on the validation "
             f"part held out by image ({first.get('n', '?')} questions: {first.get('n_closed', '?')} closed, "
             f"{first.get('n_open', '?')} open). Percent.\n\n"
             + table(results, args.variants, args.seeds) + "\n\n" + verdict(results, args.variants, args.seeds))

@@ -1,0 +1,20 @@
+"""The benchmark scripts' command-line helpers (no training)."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks.bench_bundles import override_args
+
+
+def test_override_pairs_become_monai_cli_overrides():
+    assert override_args(["epochs=10", "image_size=64", "vision#widths=[8,16]"]) == [
+        "--epochs", "10", "--image_size", "64", "--vision#widths", "[8,16]"]
+    assert override_args(["lr=a=b"]) == ["--lr", "a=b"]  # only the first '=' splits
+    assert override_args([]) == []
+
+
+@pytest.mark.parametrize("bad", ["epochs", "--epochs=10", "=10"])
+def test_override_without_key_value_names_the_pair(bad):
+    with pytest.raises(SystemExit, match="key=value"):
+        override_args([bad])
