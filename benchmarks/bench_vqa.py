@@ -74,6 +74,7 @@ def main() -> None:
     ap.add_argument("--final-val-only", action="store_true",
                     help="validate after the last epoch only (--val_interval = the bundle's epochs): same training procedure, "
                          "less time; another random stream (validation draws a loader seed)")
+    ap.add_argument("--report-only", action="store_true", help="write the doc section from the recorded runs, train nothing")
     ap.add_argument("--tag", default="", help="name of a separate result set (own state file and doc section), e.g. "
                                                "for runs with --override")
     args = ap.parse_args()
@@ -91,6 +92,9 @@ def main() -> None:
             key = f"{variant}/{seed}"
             if key in results:
                 print(f"[bench] {BUNDLE} {key}: done earlier, skipped")
+                continue
+            if args.report_only:
+                print(f"[bench] {BUNDLE} {key}: not recorded, left out (--report-only)")
                 continue
             print(f"[bench] {BUNDLE} {key}: training ...", flush=True)
             results[key] = run_one(BUNDLE, variant, seed, extra, STATE / "logs", tag=args.tag)
