@@ -188,3 +188,51 @@ def test_evaluate_and_inference_from_saved_model(trained, data_root, tmp_path):
 
     with pytest.raises(FileNotFoundError, match="row 2"):
         question_table_datalist(bad)
+
+
+def _with_test_file(data_root: Path, tmp: Path, n_test: int) -> Path:
+    """A VQA-RAD folder in the shared layout plus ``VQA_RAD_test.json`` (``n_test`` real records relabelled as test
+    pairs, as the withheld file would hold them); images linked, not copied."""
+    src = data_root / "vqa_rad"
+    root = tmp / "vqa_rad"
+    root.mkdir()
+    (root / "images").symlink_to(src / "images")
+    rows = json.loads((src / "VQA_RAD_train.json").read_text())
+    (root / "VQA_RAD_train.json").write_text(json.dumps(rows))
+    test = [{**r, "qid": f"t{r['qid']}", "phrase_type": "test_" + r["phrase_type"]} for r in rows[:n_test]]
+    (root / "VQA_RAD_test.json").write_text(json.dumps(test))
+    return root
+
+
+def test_evaluate_scores_the_test_split_given_as_override(trained, data_root, tmp_path):
+    """``--data_root D --split test`` scores the official test pairs of D (never the training pairs), and training
+    never reads test pairs, even from the combined release file."""
+    tmp, _ = trained
+    root = _with_test_file(data_root, tmp_path, n_test=6)
+    ev = _workflow("evaluate.json", tmp, data_root=str(root), split="test",
+                   model_dir=str(tmp / "models" / "pretrained"), checkpoint=str(tmp / "models" / "model_best.pt"),
+                   output_dir=str(tmp_path / "eval"), amp=False)
+    ev.run()
+    ev.finalize()
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())["metrics"]
+    assert metrics["num_samples"] == 6
+    ids = {r["id"] for r in csv.DictReader(open(tmp_path / "eval" / "predictions.csv"))}
+    assert all(i.startswith("vqa_rad_t") for i in ids) and len(ids) == 6
+
+    from attok_monai.vqa.datalists import prepare_vqa
+
+    combined = tmp_path / "combined"
+    combined.mkdir()
+    (combined / "images").symlink_to(data_root / "vqa_rad" / "images")
+    rows = json.loads((root / "VQA_RAD_train.json").read_text()) + json.loads((root / "VQA_RAD_test.json").read_text())
+    (combined / "VQA_RAD Dataset Public.json").write_text(json.dumps(rows))
+    data = prepare_vqa(combined, None, eval_split="test", vocabulary=trained[1].network_def.vocabulary)
+    assert len(data.test) == 6 and len(data.train) + len(data.val) == len(rows) - 6
+    assert not {d["id"] for d in data.train + data.val} & {d["id"] for d in data.test}
+    with pytest.raises(FileNotFoundError, match="VQA_RAD_test.json"):  # the shared layout: test file withheld
+        prepare_vqa(data_root / "vqa_rad", None, eval_split="test", vocabulary=data.vocab)
+    (combined / "VQA_RAD Dataset Public.json").write_text(json.dumps(rows[:-6]))
+    with pytest.raises(ValueError, match="Dataset Public.json holds no official test pairs"):
+        prepare_vqa(combined, None, eval_split="test", vocabulary=data.vocab)
+    with pytest.raises(ValueError, match="eval_split 'tset'"):
+        prepare_vqa(root, None, eval_split="tset", vocabulary=data.vocab)

@@ -54,7 +54,10 @@ def test_vqa_rad_real_counts_and_cleaning(vqa_rad):
     assert r0.question == "Are regions of the brain infarcted?" and r0.answer == "Yes"
     assert r0.image.endswith("synpic54610.jpg") and r0.question_type == ["PRES"] and r0.split == "train"
     # the phrase_type filter: every record of the training file is a train pair
-    assert len(read_vqa("vqa-rad", vqa_rad.report.source.rsplit("/", 1)[0], split="test")) == 0
+    folder = vqa_rad.report.source.rsplit("/", 1)[0]
+    assert len(read_vqa("vqa-rad", folder, json_file="VQA_RAD_train.json", split="test")) == 0
+    with pytest.raises(FileNotFoundError, match="VQA_RAD_test.json"):  # split="test" never falls back to the train file
+        read_vqa("vqa-rad", folder, split="test")
 
 
 def test_vqa_rad_datalist_and_split(vqa_rad):

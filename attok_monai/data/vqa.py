@@ -262,7 +262,8 @@ def read_vqa_rad(
 
     Args:
         root: dataset folder.
-        json_file: the question file; default ``VQA_RAD_train.json`` or ``VQA_RAD Dataset Public.json`` in ``root``.
+        json_file: the question file; default ``VQA_RAD_train.json`` (``VQA_RAD_test.json`` for ``split="test"``)
+            or else ``VQA_RAD Dataset Public.json`` in ``root``.
             Records have ``qid, image_name, image_organ, question, answer, answer_type, question_type, phrase_type``.
         image_dir: image folder; default ``images/`` or ``VQA_RAD Image Folder/`` in ``root``.
         split: keep only ``"train"`` (``phrase_type`` freeform/para) or ``"test"`` (``test_freeform``/``test_para``)
@@ -280,7 +281,8 @@ def read_vqa_rad(
     if path is not None and not path.is_absolute() and not path.exists():
         path = root / path
     if path is None:
-        path = _first_existing(root, ["VQA_RAD_train.json", "VQA_RAD Dataset Public.json"], "read_vqa_rad")
+        own = "VQA_RAD_test.json" if split == "test" else "VQA_RAD_train.json"
+        path = _first_existing(root, [own, "VQA_RAD Dataset Public.json"], "read_vqa_rad")
     img_root = (
         Path(image_dir)
         if image_dir is not None

@@ -98,7 +98,8 @@ class VQAData:
     ``train_records`` / ``val_records``: :class:`~attok_monai.data.vqa.VQARecord` lists (after limits);
     ``train`` / ``val``: data lists (:func:`vqa_datalist` items, ``"attributes"`` as vocabulary indices);
     ``vocab``: the attribute vocabulary; ``split_info``: counts for logging; ``vocab_dir``: where the vocabulary,
-    assignments and concept report were written; ``source``: the question file read.
+    assignments and concept report were written; ``source``: the question file read; ``test_records`` / ``test``:
+    the dataset's official test pairs, read only when :func:`prepare_vqa` is asked for them (else empty).
     """
 
     train_records: list[Any]
@@ -109,6 +110,17 @@ class VQAData:
     split_info: dict[str, Any] = field(default_factory=dict)
     vocab_dir: Path | None = None
     source: str = ""
+    test_records: list[Any] = field(default_factory=list)
+    test: list[dict[str, Any]] = field(default_factory=list)
+
+    def part(self, split: str) -> list[dict[str, Any]]:
+        """The data list of ``split``: ``"train"``, ``"val"`` (held out by image) or ``"test"`` (official test pairs)."""
+        if split not in EVAL_SPLITS:
+            raise ValueError(f"VQAData.part: split {split!r}; expected one of {EVAL_SPLITS}.")
+        return getattr(self, split)
+
+
+EVAL_SPLITS = ("train", "val", "test")
 
 
 def prepare_vqa(
@@ -124,6 +136,7 @@ def prepare_vqa(
     limit_val: int | None = None,
     read_kwargs: dict[str, Any] | None = None,
     vocabulary: AttributeVocabulary | dict | str | os.PathLike | None = None,
+    eval_split: str = "val",
 ) -> VQAData:
     """Read ``dataset`` under ``root``, hold out ``val_fraction`` of its images (``seed``), build the attribute
     vocabulary on the training pairs (lexicon extractor, concepts seen in ``min_count`` pairs or more, cached in
@@ -135,15 +148,25 @@ def prepare_vqa(
     ``limit_train`` / ``limit_val`` keep the first N pairs of each part (after the split, so the parts still share no
     image); the vocabulary is built from the full training part either way.
 
+    Only the dataset's official *training* pairs are read for training and validation (VQA-RAD: ``phrase_type``
+    freeform/para, so a full ``VQA_RAD Dataset Public.json`` keeps its test pairs out; SLAKE ``train.json``; PathVQA
+    ``train``). ``eval_split="test"`` also reads the official test pairs (VQA-RAD ``test_freeform``/``test_para``,
+    SLAKE ``test.json``, PathVQA ``test``) into ``test``, assigned with the same vocabulary.
+
     Raises:
         FileNotFoundError: ``root`` holds no readable question file (the message names the folder).
+        ValueError: ``eval_split`` is not one of ``train, val, test``, or ``"test"`` finds no test pairs (the message
+            names the file read).
     """
+    if eval_split not in EVAL_SPLITS:
+        raise ValueError(f"prepare_vqa: eval_split {eval_split!r}; expected one of {EVAL_SPLITS}.")
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(
             f"prepare_vqa: dataset folder {root} not found; put {dataset} there or set ATTOK_DATA_ROOT / --data_root."
         )
-    records = read_vqa(dataset, root, **(read_kwargs or {}))
+    read_kwargs = {"split": "train", **(read_kwargs or {})}
+    records = read_vqa(dataset, root, **read_kwargs)
     train_r, val_r = split_by_image(records, val_fraction=val_fraction, seed=seed)
     extractor = LexiconExtractor(lexicon)
     if vocabulary is None:
@@ -176,8 +199,26 @@ def prepare_vqa(
         "num_attributes": len(vocab),
         "num_train_without_attributes": sum(not d["attributes"] for d in train),
     }
-    source = getattr(records.report, "source", "") if getattr(records, "report", None) else ""
-    return VQAData(train_r, val_r, train, val, vocab, info, Path(vocab_dir) if vocab_dir else None, source)
+    test_r: list[Any] = []
+    if eval_split == "test":
+        test_list = read_vqa(dataset, root, **{**read_kwargs, "split": "test"})
+        test_r = list(test_list)
+        if not test_r:
+            raise ValueError(
+                f"prepare_vqa: {_source(test_list) or root} holds no official test pairs of {dataset} "
+                "(VQA-RAD: records with phrase_type test_freeform/test_para, in VQA_RAD_test.json or the full "
+                "'VQA_RAD Dataset Public.json')."
+            )
+        info["num_test"] = len(test_r)
+    test = vqa_datalist(test_r, assign(test_r), vocab, split="test") if test_r else []
+    source = _source(records)
+    return VQAData(train_r, val_r, train, val, vocab, info, Path(vocab_dir) if vocab_dir else None, source,
+                   test_r, test)
+
+
+def _source(records: Any) -> str:
+    report = getattr(records, "report", None)
+    return str(getattr(report, "source", "")) if report is not None else ""
 
 
 def vqa_texts(items: Sequence[dict[str, Any]]) -> list[str]:
