@@ -80,10 +80,16 @@ def _run_metrics(run: Path) -> dict:
     return json.loads((run / "val" / "metrics.json").read_text())["metrics"]
 
 
-def run_extras(bundle: str, variant: str, seed: int) -> dict:
+def run_name(bundle: str, variant: str, seed: int, tag: str = "") -> str:
+    """A benchmark run's name (its run folder prefix and log name); ``tag`` names a result set run with overrides, so
+    its runs are never taken for the default runs (or the other way round) when resuming."""
+    return f"{bundle}_bench_{tag + '_' if tag else ''}{variant}_s{seed}"
+
+
+def run_extras(bundle: str, variant: str, seed: int, tag: str = "") -> dict:
     """Per-class F1 (the run's ``val/per_class.csv``) and mean training samples/s over epochs (the trainer's epoch
     log lines ``samples_per_s: x`` written by ``RunStatsHandler``) of a finished benchmark run."""
-    name = f"{bundle}_bench_{variant}_s{seed}"
+    name = run_name(bundle, variant, seed, tag)
     out: dict = {}
     run = _latest_run_dir(bundle, name)
     if run is not None and (run / "val" / "per_class.csv").exists():
@@ -127,13 +133,10 @@ def override_args(pairs: list[str]) -> list[str]:
 
 def run_one(bundle: str, variant: str, seed: int, extra: list[str], log_dir: Path, threads: int | None = None,
             tag: str = "") -> dict:
-    """Train one configuration; return its final validation metrics and wall time (samples/s: :func:`run_extras`).
-
-    ``tag`` names a result set run with other overrides: it is part of the run name, so its runs are never taken
-    for the default runs (or the other way round) when resuming.
-    """
+    """Train one configuration; return its final validation metrics and wall time (samples/s: :func:`run_extras`;
+    ``tag``: :func:`run_name`)."""
     cfg = REPO / "bundles" / bundle / "configs" / "train.json"
-    name = f"{bundle}_bench_{tag + '_' if tag else ''}{variant}_s{seed}"
+    name = run_name(bundle, variant, seed, tag)
     done = _finished_run(bundle, name)
     if done is not None:
         return done
@@ -233,6 +236,8 @@ def main() -> None:
     ap.add_argument("--override", nargs="*", default=[],
                     help="config overrides for every run as key=value (e.g. epochs=10); the table then no longer shows "
                          "the default training")
+    ap.add_argument("--tag", default="", help="name of a result set run with --override: own run names, state file "
+                                               "and results-doc section; docs/benchmarks.md keeps the default runs")
     ap.add_argument("--fresh", action="store_true", help="ignore recorded results")
     ap.add_argument("--report-only", action="store_true", help="write the docs from the recorded runs, train nothing")
     ap.add_argument("--jobs", type=int, default=1, help="runs in parallel (each with --threads threads)")
@@ -249,7 +254,7 @@ def main() -> None:
         override = override_args(args.override)
         if args.final_val_only:
             override += ["--val_interval", str(train_config(bundle)["epochs"])]
-        state_file = STATE / f"{bundle}.json"
+        state_file = STATE / (f"{bundle}_{args.tag}.json" if args.tag else f"{bundle}.json")
         results = {} if args.fresh or not state_file.exists() else json.loads(state_file.read_text())
         skipped = None
         todo = [] if args.report_only else [
@@ -259,7 +264,7 @@ def main() -> None:
             print(f"[bench] {bundle} {v}/{s}: done earlier, skipped")
             recorded = results[f"{v}/{s}"]
             if "per_class_f1" not in recorded or math.isnan(recorded.get("samples_per_s", math.nan)):
-                recorded.update(run_extras(bundle, v, s))  # recorded before these were collected
+                recorded.update(run_extras(bundle, v, s, args.tag))  # recorded before these were collected
 
         def work(job: tuple[str, int], bundle: str = bundle, override: list[str] = override,
                  ) -> tuple[str, dict | None, str | None]:
@@ -267,9 +272,10 @@ def main() -> None:
             print(f"[bench] {bundle} {variant}/{seed}: training ...", flush=True)
             try:
                 return f"{variant}/{seed}", run_one(bundle, variant, seed, override, STATE / "logs",
-                                                    args.threads), None
+                                                    args.threads, args.tag), None
             except RuntimeError as e:
-                log_text = (STATE / "logs" / f"{bundle}_bench_{variant}_s{seed}.log").read_text(errors="ignore")
+                log = STATE / "logs" / f"{run_name(bundle, variant, seed, args.tag)}.log"
+                log_text = log.read_text(errors="ignore")
                 if "FileNotFoundError" in log_text and ("put" in log_text or "not found" in log_text.lower()):
                     return f"{variant}/{seed}", None, f"data not found under ATTOK_DATA_ROOT={data_root}"
                 raise e
@@ -281,7 +287,7 @@ def main() -> None:
                     print(f"[bench] {bundle}: skipped ({why})")
                     continue
                 variant, seed = key.split("/")
-                results[key] = {**res, **run_extras(bundle, variant, int(seed))}
+                results[key] = {**res, **run_extras(bundle, variant, int(seed), args.tag)}
                 STATE.mkdir(parents=True, exist_ok=True)
                 state_file.write_text(json.dumps(results, indent=2))
                 print(f"[bench] {bundle} {key}: open acc {res['open_accuracy']:.3f} ({res['wall_time_s']:.0f} s)",
@@ -293,10 +299,15 @@ def main() -> None:
             cmd = (f"ATTOK_DATA_ROOT={shown_root} python benchmarks/bench_bundles.py --bundles {bundle} "
                    f"--seeds {' '.join(map(str, args.seeds))} --jobs {args.jobs}"
                    + (" --final-val-only" if args.final_val_only else "")
-                   + (f" --threads {args.threads}" if args.threads else ""))
-            body = (f"### {bundle}: AttTok ablation on the validation split\n\n"
+                   + (f" --threads {args.threads}" if args.threads else "")
+                   + (f" --override {' '.join(args.override)}" if args.override else "")
+                   + (f" --tag {args.tag}" if args.tag else ""))
+            training = (f"the bundle's CPU training with {', '.join(args.override)}" if args.override
+                        else "the bundle's default CPU training")
+            body = (f"### {bundle}{' (' + args.tag + ')' if args.tag else ''}: AttTok ablation on the validation "
+                    f"split\n\n"
                     f"Hardware: {hardware()}. Command: `{cmd}`. Mean ± std over the seeds counted in the last "
-                    f"column (of {args.seeds}); every run is the bundle's default CPU training (`configs/train.json`), "
+                    f"column (of {args.seeds}); every run is {training} (`configs/train.json`), "
                     f"scored on `val` after the last epoch; train samples/s is the mean of the per-epoch training throughput "
                     f"(also in each run's MLflow metrics). Wall time and samples/s depend on what else shared the "
                     f"CPU ({args.jobs} run(s) at a time, {args.threads or 'default'} thread(s) each): compare them "
@@ -307,10 +318,12 @@ def main() -> None:
                 body += "\n\n" + per_class
             if results:
                 state_file.write_text(json.dumps(results, indent=2))
-        write_section(f"bundle_{bundle}", body)
-        if args.doc or len(bundles) == 1:
+        section = f"bundle_{bundle}" + (f"_{args.tag}" if args.tag else "")
+        if not args.tag:  # docs/benchmarks.md holds the default runs only
+            write_section(section, body)
+        if args.doc or len(bundles) == 1 or args.tag:
             doc = Path(args.doc) if args.doc else REPO / "docs" / f"results_{bundle.split('_')[0]}.md"
-            write_section(f"bundle_{bundle}", body, doc=doc, header=(
+            write_section(section, body, doc=doc, header=(
                 f"# Results: {bundle}\n\nAttTok ablations of the `{bundle}` bundle, measured by "
                 "`benchmarks/bench_bundles.py` (every number comes from a run recorded in "
                 "`benchmarks/.state/` and in MLflow).\n"))

@@ -18,3 +18,12 @@ def test_override_pairs_become_monai_cli_overrides():
 def test_override_without_key_value_names_the_pair(bad):
     with pytest.raises(SystemExit, match="key=value"):
         override_args([bad])
+
+
+def test_tagged_runs_have_their_own_names():
+    from benchmarks.bench_bundles import run_name
+
+    assert run_name("fundus_dr", "all", 0) == "fundus_dr_bench_all_s0"
+    assert run_name("fundus_dr", "all", 0, "lam01") == "fundus_dr_bench_lam01_all_s0"
+    # a default run's folder prefix never matches a tagged run's folder (resume looks up f"{name}_*")
+    assert not run_name("fundus_dr", "all", 0, "lam01").startswith(run_name("fundus_dr", "all", 0) + "_")
