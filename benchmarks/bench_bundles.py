@@ -19,6 +19,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -64,9 +65,25 @@ def bundles_available() -> list[str]:
     return sorted(p.name for p in (REPO / "bundles").iterdir() if (p / "configs" / "train.json").is_file())
 
 
-def train_config(bundle: str) -> dict:
-    """The bundle's ``configs/train.json`` as a dict (epochs, dataset name)."""
-    return json.loads((REPO / "bundles" / bundle / "configs" / "train.json").read_text())
+def config_files(bundle: str, extras: Sequence[str] = ()) -> list[Path]:
+    """``configs/train.json`` of ``bundle`` followed by ``configs/<extra>.json`` for each extra (e.g. ``octmnist``).
+
+    Raises:
+        FileNotFoundError: an extra config the bundle does not have (the message names the file).
+    """
+    files = [REPO / "bundles" / bundle / "configs" / f"{name}.json" for name in ("train", *extras)]
+    for f in files:
+        if not f.is_file():
+            raise FileNotFoundError(f"{bundle}: no config {f.relative_to(REPO)}")
+    return files
+
+
+def train_config(bundle: str, extras: Sequence[str] = ()) -> dict:
+    """The bundle's ``configs/train.json`` with the extras' top-level keys over it (epochs, dataset name)."""
+    merged: dict = {}
+    for f in config_files(bundle, extras):
+        merged.update(json.loads(f.read_text()))
+    return merged
 
 
 def _latest_run_dir(bundle: str, name: str) -> Path | None:
@@ -132,15 +149,16 @@ def override_args(pairs: list[str]) -> list[str]:
 
 
 def run_one(bundle: str, variant: str, seed: int, extra: list[str], log_dir: Path, threads: int | None = None,
-            tag: str = "") -> dict:
+            tag: str = "", extra_configs: Sequence[str] = ()) -> dict:
     """Train one configuration; return its final validation metrics and wall time (samples/s: :func:`run_extras`;
-    ``tag``: :func:`run_name`)."""
-    cfg = REPO / "bundles" / bundle / "configs" / "train.json"
+    ``tag``: :func:`run_name`; ``extra_configs``: :func:`config_files`)."""
+    files = config_files(bundle, extra_configs)
+    cfg = str(files[0]) if len(files) == 1 else str([str(f) for f in files])
     name = run_name(bundle, variant, seed, tag)
     done = _finished_run(bundle, name)
     if done is not None:
         return done
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(cfg), "--seed", str(seed),
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", cfg, "--seed", str(seed),
            "--bundle_name", name, "--resume", "False", "--tsne", "False",
            "--ckpt_dir", str(REPO / "bundles" / bundle / "runs" / name / "models")]
     for k, v in VARIANTS[variant].items():
@@ -206,7 +224,7 @@ def per_class_table(results: dict, seeds: list[int]) -> str:
     return "Per-class F1 of the open-ended answers (%):\n\n" + "\n".join(lines)
 
 
-def verdict(bundle: str, results: dict, seeds: list[int]) -> str:
+def verdict(bundle: str, results: dict, seeds: list[int], extras: Sequence[str] = ()) -> str:
     def mean(variant: str, key: str) -> float | None:
         vals = [results[f"{variant}/{s}"][key] for s in seeds if f"{variant}/{s}" in results]
         return statistics.mean(vals) * 100 if vals else None
@@ -218,7 +236,7 @@ def verdict(bundle: str, results: dict, seeds: list[int]) -> str:
             gain = full - base
             out.append(f"- +All vs baseline, {label}: {full:.1f} vs {base:.1f} ({gain:+.1f} points); "
                        f"target >= +2.0: **{'met' if gain >= 2 else 'missed'}**.")
-    dataset = train_config(bundle).get("dataset_name", "")
+    dataset = train_config(bundle, extras).get("dataset_name", "")
     full = mean("all", "open_accuracy")
     if dataset in RESNET18 and full is not None:
         r28, r224, note = RESNET18[dataset]
@@ -236,6 +254,9 @@ def main() -> None:
     ap.add_argument("--override", nargs="*", default=[],
                     help="config overrides for every run as key=value (e.g. epochs=10); the table then no longer shows "
                          "the default training")
+    ap.add_argument("--extra", nargs="*", default=[],
+                    help="bundle configs merged over train.json, e.g. octmnist or dermamnist (the MedMNIST versions); "
+                         "the result set is tagged with their names unless --tag is given")
     ap.add_argument("--tag", default="", help="name of a result set run with --override: own run names, state file "
                                                "and results-doc section; docs/benchmarks.md keeps the default runs")
     ap.add_argument("--fresh", action="store_true", help="ignore recorded results")
@@ -247,13 +268,14 @@ def main() -> None:
                     help="validate after the last epoch only (--val_interval = the bundle's epochs): same training procedure, "
                          "less time; another random stream (validation draws a loader seed)")
     args = ap.parse_args()
+    args.tag = args.tag or "_".join(args.extra)
     bundles = bundles_available() if args.bundles == ["all"] else args.bundles
     data_root = default_data_root()
     os.environ["ATTOK_DATA_ROOT"] = data_root  # the bundle runs inherit it
     for bundle in bundles:
         override = override_args(args.override)
         if args.final_val_only:
-            override += ["--val_interval", str(train_config(bundle)["epochs"])]
+            override += ["--val_interval", str(train_config(bundle, args.extra)["epochs"])]
         state_file = STATE / (f"{bundle}_{args.tag}.json" if args.tag else f"{bundle}.json")
         results = {} if args.fresh or not state_file.exists() else json.loads(state_file.read_text())
         skipped = None
@@ -272,7 +294,7 @@ def main() -> None:
             print(f"[bench] {bundle} {variant}/{seed}: training ...", flush=True)
             try:
                 return f"{variant}/{seed}", run_one(bundle, variant, seed, override, STATE / "logs",
-                                                    args.threads, args.tag), None
+                                                    args.threads, args.tag, args.extra), None
             except RuntimeError as e:
                 log = STATE / "logs" / f"{run_name(bundle, variant, seed, args.tag)}.log"
                 log_text = log.read_text(errors="ignore")
@@ -292,6 +314,9 @@ def main() -> None:
                 state_file.write_text(json.dumps(results, indent=2))
                 print(f"[bench] {bundle} {key}: open acc {res['open_accuracy']:.3f} ({res['wall_time_s']:.0f} s)",
                       flush=True)
+        if skipped and args.tag:  # a tagged set that never ran leaves the docs alone
+            print(f"### {bundle} ({args.tag})\n\nSkipped: {skipped}.")
+            continue
         if skipped:
             body = f"### {bundle}\n\nSkipped: {skipped}."
         else:
@@ -300,6 +325,7 @@ def main() -> None:
                    f"--seeds {' '.join(map(str, args.seeds))} --jobs {args.jobs}"
                    + (" --final-val-only" if args.final_val_only else "")
                    + (f" --threads {args.threads}" if args.threads else "")
+                   + (f" --extra {' '.join(args.extra)}" if args.extra else "")
                    + (f" --override {' '.join(args.override)}" if args.override else "")
                    + (f" --tag {args.tag}" if args.tag else ""))
             training = (f"the bundle's CPU training with {', '.join(args.override)}" if args.override
@@ -312,7 +338,7 @@ def main() -> None:
                     f"(also in each run's MLflow metrics). Wall time and samples/s depend on what else shared the "
                     f"CPU ({args.jobs} run(s) at a time, {args.threads or 'default'} thread(s) each): compare them "
                     f"within a row, not as a speed claim.\n\n"
-                    + table(bundle, results, args.seeds) + "\n\n" + verdict(bundle, results, args.seeds))
+                    + table(bundle, results, args.seeds) + "\n\n" + verdict(bundle, results, args.seeds, args.extra))
             per_class = per_class_table(results, args.seeds)
             if per_class:
                 body += "\n\n" + per_class

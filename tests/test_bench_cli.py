@@ -27,3 +27,14 @@ def test_tagged_runs_have_their_own_names():
     assert run_name("fundus_dr", "all", 0, "lam01") == "fundus_dr_bench_lam01_all_s0"
     # a default run's folder prefix never matches a tagged run's folder (resume looks up f"{name}_*")
     assert not run_name("fundus_dr", "all", 0, "lam01").startswith(run_name("fundus_dr", "all", 0) + "_")
+
+
+def test_extra_configs_merge_over_train_json():
+    from benchmarks.bench_bundles import config_files, train_config
+
+    files = config_files("oct_retina", ["octmnist"])
+    assert [f.name for f in files] == ["train.json", "octmnist.json"]
+    assert train_config("oct_retina")["dataset_name"] == "oct_cnv"
+    assert train_config("oct_retina", ["octmnist"])["dataset_name"] == "octmnist"  # picks the OCTMNIST reference
+    with pytest.raises(FileNotFoundError, match="configs/nosuch.json"):
+        config_files("oct_retina", ["nosuch"])
