@@ -86,6 +86,13 @@ def train_config(bundle: str, extras: Sequence[str] = ()) -> dict:
     return merged
 
 
+def final_epoch(bundle: str, overrides: Sequence[str] = (), extras: Sequence[str] = ()) -> int:
+    """The epoch count a run will train for: ``epochs=N`` among the ``key=value`` overrides, else the merged config's
+    (what ``--final-val-only`` sets ``--val_interval`` to, so validation runs after the last epoch)."""
+    given = {k: v for k, _, v in (pair.partition("=") for pair in overrides)}
+    return int(given.get("epochs", train_config(bundle, extras)["epochs"]))
+
+
 def _latest_run_dir(bundle: str, name: str) -> Path | None:
     """The newest run folder of ``name`` that completed: its final metrics written and its model saved at the end."""
     runs = [r for r in (REPO / "bundles" / bundle / "runs").glob(f"{name}_*")
@@ -275,7 +282,7 @@ def main() -> None:
     for bundle in bundles:
         override = override_args(args.override)
         if args.final_val_only:
-            override += ["--val_interval", str(train_config(bundle, args.extra)["epochs"])]
+            override += ["--val_interval", str(final_epoch(bundle, args.override, args.extra))]
         state_file = STATE / (f"{bundle}_{args.tag}.json" if args.tag else f"{bundle}.json")
         results = {} if args.fresh or not state_file.exists() else json.loads(state_file.read_text())
         skipped = None

@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._report import hardware, write_section  # noqa: E402
-from benchmarks.bench_bundles import LABELS, STATE, default_data_root, fmt, override_args, run_one, train_config  # noqa: E402
+from benchmarks.bench_bundles import LABELS, STATE, default_data_root, final_epoch, fmt, override_args, run_one  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = "vqa_rad"
@@ -85,8 +85,7 @@ def main() -> None:
     results = {} if args.fresh or not state_file.exists() else json.loads(state_file.read_text())
     extra = ["--mlflow_tracking_uri", args.mlflow_tracking_uri, *override_args(args.override)]
     if args.final_val_only:
-        epochs = dict(p.partition("=")[::2] for p in args.override).get("epochs", train_config(BUNDLE)["epochs"])
-        extra += ["--val_interval", str(epochs)]
+        extra += ["--val_interval", str(final_epoch(BUNDLE, args.override))]
     for variant in args.variants:
         for seed in args.seeds:
             key = f"{variant}/{seed}"

@@ -38,3 +38,11 @@ def test_extra_configs_merge_over_train_json():
     assert train_config("oct_retina", ["octmnist"])["dataset_name"] == "octmnist"  # picks the OCTMNIST reference
     with pytest.raises(FileNotFoundError, match="configs/nosuch.json"):
         config_files("oct_retina", ["nosuch"])
+
+
+def test_final_val_only_validates_after_the_overridden_epoch_count():
+    from benchmarks.bench_bundles import final_epoch, train_config
+
+    assert final_epoch("fundus_dr") == train_config("fundus_dr")["epochs"]
+    assert final_epoch("fundus_dr", ["lr=0.1", "epochs=20"]) == 20
+    assert final_epoch("vqa_rad", ["image_size=64"]) == train_config("vqa_rad")["epochs"]
