@@ -295,7 +295,7 @@ def test_few_iteration_training_logs_to_mlflow(name, tmp_path, data_root):
         assert params["augment"] == "oct_train" and params["split_source"] == "column"
     if name == "xray_pneumonia":
         assert params["augment"] == "chest_xray_train"
-    assert (tmp_path / "models" / "pretrained" / "model.pt").is_file()
+    assert (tmp_path / "run" / "model" / "model.pt").is_file()
 
 
 def test_lung_training_and_evaluation_on_a_split(trained_lung, data_root, tmp_path):
@@ -303,7 +303,7 @@ def test_lung_training_and_evaluation_on_a_split(trained_lung, data_root, tmp_pa
     params = _check_mlflow(tmp, "pathology_lung")
     assert params["split_source"] == "column" and params["augment"] == "pathology_train"
     ev = _workflow("pathology_lung", ["evaluate.json"], tmp_path, data_root=str(data_root / "lc25000_lung"),
-                   split="train", limit=16, model_dir=str(tmp / "models" / "pretrained"),
+                   split="train", limit=16, model_dir=str(tmp / "run" / "model"),
                    checkpoint=str(tmp / "models" / "model_best.pt"), output_dir=str(tmp_path / "eval"), tsne=False)
     ev.run()
     ev.finalize()
@@ -312,7 +312,7 @@ def test_lung_training_and_evaluation_on_a_split(trained_lung, data_root, tmp_pa
     ids = {row.split(",")[0] for row in (tmp_path / "eval" / "predictions.csv").read_text().splitlines()[1:]}
     assert all(i.startswith("images/lung") for i in ids)
     missing = _workflow("pathology_lung", ["evaluate.json"], tmp_path, data_root=str(data_root / "lc25000_lung"),
-                        split="test", model_dir=str(tmp / "models" / "pretrained"), output_dir=str(tmp_path / "ev2"))
+                        split="test", model_dir=str(tmp / "run" / "model"), output_dir=str(tmp_path / "ev2"))
     err = _root_cause(missing.run)
     assert isinstance(err, ValueError) and "no rows in split 'test'" in str(err)
 

@@ -123,7 +123,7 @@ def test_qwen25vl_config_trains_and_evaluates_on_cpu(tiny_qwen, data_root, tmp_p
     out = tmp_path / "eval"
     _run_bundle([
         "-m", "monai.bundle", "run", "--config_file", str(REPO / "bundles" / "fundus_dr" / "configs" / "evaluate.json"),
-        "--model_dir", str(model), "--checkpoint", "None", "--data_root", str(data_root / "medmnist"),
+        "--model_dir", str(model), "--checkpoint", "none", "--data_root", str(data_root / "medmnist"),
         "--download", "False", "--limit", "4", "--tsne", "False", "--output_dir", str(out),
         "--mlflow_tracking_uri", f"sqlite:///{tmp_path}/eval.db",
     ], tmp_path)

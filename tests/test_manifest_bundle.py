@@ -42,7 +42,7 @@ def test_manifest_training_and_dicom_inference(tmp_path, monkeypatch):
     assert metrics["num_samples"] == 6
     out = tmp_path / "pred.csv"
     inf = _workflow(["inference.json"], tmp_path, input_dir=str(archive), output_file=str(out),
-                    model_dir=str(tmp_path / "models" / "pretrained"), checkpoint="none")
+                    model_dir=str(tmp_path / "run" / "model"), checkpoint="none")
     inf.run()
     assert len(out.read_text().splitlines()) == 31
     written = [manifest, tmp_path / "run" / "val" / "predictions.csv", out]

@@ -164,7 +164,7 @@ def test_detokenize_and_metric():
 def test_evaluate_and_inference_from_saved_model(trained, data_root, tmp_path):
     tmp, _ = trained
     ev = _workflow("evaluate.json", tmp, data_root=str(data_root / "vqa_rad"), split="val", limit=8,
-                   model_dir=str(tmp / "models" / "pretrained"), checkpoint=str(tmp / "models" / "model_best.pt"),
+                   model_dir=str(tmp / "run" / "model"), checkpoint=str(tmp / "models" / "model_best.pt"),
                    output_dir=str(tmp_path / "eval"), amp=False)
     ev.run()
     ev.finalize()
@@ -176,7 +176,7 @@ def test_evaluate_and_inference_from_saved_model(trained, data_root, tmp_path):
                      + f"{images[0].name},what organ is shown?\n")
     out = tmp_path / "answers.csv"
     inf = _workflow("inference.json", tmp, input_table=str(table), image_root=str(images[0].parent),
-                    output_file=str(out), model_dir=str(tmp / "models" / "pretrained"),
+                    output_file=str(out), model_dir=str(tmp / "run" / "model"),
                     checkpoint=str(tmp / "models" / "model_best.pt"))
     inf.run()
     rows = list(csv.DictReader(open(out)))
@@ -210,7 +210,7 @@ def test_evaluate_scores_the_test_split_given_as_override(trained, data_root, tm
     tmp, _ = trained
     root = _with_test_file(data_root, tmp_path, n_test=6)
     ev = _workflow("evaluate.json", tmp, data_root=str(root), split="test",
-                   model_dir=str(tmp / "models" / "pretrained"), checkpoint=str(tmp / "models" / "model_best.pt"),
+                   model_dir=str(tmp / "run" / "model"), checkpoint=str(tmp / "models" / "model_best.pt"),
                    output_dir=str(tmp_path / "eval"), amp=False)
     ev.run()
     ev.finalize()

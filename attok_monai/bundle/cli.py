@@ -19,12 +19,12 @@ USAGE = (
 
 
 def _value(text: str) -> Any:
-    """Parse an override the way MONAI's fire-based CLI does for simple literals."""
+    """Parse an override the way MONAI's fire-based CLI does for simple literals. ``None`` becomes ``None`` (which
+    ``monai.bundle.run`` then drops, as with its own CLI); ``none``/``null`` stay strings, which every optional path
+    key of the bundles reads as "none" (``attok_monai.bundle.runs.optional``)."""
     low = text.lower()
     if low in ("true", "false"):
         return low == "true"
-    if low in ("none", "null"):
-        return None
     try:
         return ast.literal_eval(text)
     except (ValueError, SyntaxError):

@@ -30,7 +30,6 @@ __all__ = [
     "find_bundle_root",
     "load_pretrained",
     "MLflowArtifactsHandler",
-    "latest_checkpoint",
     "snapshot_configs",
 ]
 
@@ -109,10 +108,19 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_fra
 
 
 def device_info(device: torch.device | str) -> dict[str, str]:
+    """Device, world size and the versions of the libraries that shape a run (logged with every run)."""
+    from importlib.metadata import PackageNotFoundError, version
+
     device = torch.device(device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({os.cpu_count()} cores)"
     world = torch.distributed.get_world_size() if torch.distributed.is_available() and torch.distributed.is_initialized() else 1
-    return {"device": str(device), "device_name": name, "world_size": str(world), "torch_version": torch.__version__}
+    info = {"device": str(device), "device_name": name, "world_size": str(world), "torch_version": torch.__version__}
+    for pkg in ("monai", "pytorch-ignite", "transformers", "peft", "numpy", "attok-monai"):
+        try:
+            info[f"{pkg.replace('-', '_')}_version"] = version(pkg)
+        except PackageNotFoundError:
+            info[f"{pkg.replace('-', '_')}_version"] = "absent"
+    return info
 
 
 def file_md5(path: str | os.PathLike) -> str:
@@ -160,15 +168,22 @@ class RunStatsHandler:
 
 
 class SavePretrainedHandler:
-    """At the end of training, ``network.save_pretrained(directory)`` for each directory (the run's folder, logged
-    as an MLflow artifact, and the bundle's ``models/pretrained``), with the question templates beside it."""
+    """At the end of training, ``network.save_pretrained(directory)`` for each directory (the run's ``model/``
+    folder, logged as an MLflow artifact), with the question templates beside it.
+
+    With ``best_checkpoint`` (the validation's ``model_best.pt``), the best weights are loaded into the network
+    first, so the model folder is self-contained: it holds the weights that scored best on validation, and
+    ``evaluate``/``inference`` need nothing else. Without a best checkpoint (no validation ran) the last weights
+    are saved.
+    """
 
     def __init__(
         self, network: AttTokGPTv, directory: str | os.PathLike | Sequence[str | os.PathLike],
-        templates: InstructionTemplates | None = None,
+        templates: InstructionTemplates | None = None, best_checkpoint: str | os.PathLike | None = None,
     ) -> None:
         dirs = [directory] if isinstance(directory, (str, os.PathLike)) else list(directory)
         self.network, self.directories, self.templates = network, [Path(d) for d in dirs], templates
+        self.best_checkpoint = Path(best_checkpoint) if best_checkpoint else None
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.COMPLETED, self)
@@ -176,6 +191,9 @@ class SavePretrainedHandler:
     def __call__(self, engine: Engine) -> None:
         from attok_monai.fileio import atomic_write_text
 
+        if self.best_checkpoint is not None and self.best_checkpoint.is_file():
+            state = torch.load(self.best_checkpoint, map_location="cpu", weights_only=True)
+            self.network.load_state_dict(state.get("network", state) if "network" in state else state)
         for d in self.directories:
             self.network.save_pretrained(d)
             if self.templates is not None:
@@ -184,15 +202,24 @@ class SavePretrainedHandler:
 
 def load_pretrained(directory: str | os.PathLike, checkpoint: str | os.PathLike | None = None,
                     device: str | torch.device = "cpu") -> AttTokGPTv:
-    """A trained model folder (``save_pretrained``), optionally with the weights of a MONAI checkpoint
-    (e.g. ``models/model_best.pt``) loaded on top."""
+    """A trained model folder (``save_pretrained``, e.g. ``runs/<run>/model``), optionally with the weights of a
+    MONAI checkpoint loaded on top (``checkpoint``: a path, or ``None``/``"none"`` for the folder alone).
+
+    Raises:
+        FileNotFoundError: the folder holds no model, or a named checkpoint does not exist.
+    """
+    from attok_monai.bundle.runs import optional
+
     directory = Path(directory)
     if not (directory / "model.pt").exists():
         raise FileNotFoundError(
             f"No trained model in {directory}: train the bundle first (configs/train.json) or pass --model_dir."
         )
     model = AttTokGPTv.from_pretrained(directory, map_location=device)
-    if checkpoint is not None and Path(checkpoint).exists():
+    checkpoint = optional(checkpoint)
+    if checkpoint is not None:
+        if not Path(checkpoint).is_file():
+            raise FileNotFoundError(f"--checkpoint {checkpoint}: no such file (say --checkpoint none for none).")
         state = torch.load(checkpoint, map_location=device, weights_only=True)
         model.load_state_dict(state.get("network", state) if isinstance(state, dict) and "network" in state else state)
     return model.to(device)
@@ -246,15 +273,6 @@ def find_bundle_root(default: str = ".") -> str:
             cfg = Path(first).resolve()
             return str(cfg.parent.parent if cfg.parent.name == "configs" else cfg.parent)
     return default
-
-
-def latest_checkpoint(directory: str | os.PathLike, prefix: str = "checkpoint") -> str | None:
-    """The newest ``<prefix>_epoch=N.pt`` in ``directory`` (for resuming), or ``None``."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        return None
-    found = sorted(directory.glob(f"{prefix}_epoch=*.pt"), key=lambda p: int(p.stem.split("=")[-1]))
-    return str(found[-1]) if found else None
 
 
 def snapshot_configs(bundle_root: str | os.PathLike, output_dir: str | os.PathLike) -> None:

@@ -1,0 +1,198 @@
+"""Run folders: each training run owns what it writes, resumes only what matches, and publishes its model.
+
+A training run writes everything under its own folder ``<bundle>/runs/<run_name>/``::
+
+    settings.json          the settings that decide the result (checked on resume)
+    checkpoints/           checkpoint_epoch=N.pt (last epoch, for resuming) and model_best.pt
+    model/                 the self-contained model folder (best weights inside), what evaluate/inference score
+    val/, configs/, ...    reports and the config snapshot
+
+A finished run points ``<bundle>/runs/latest.json`` at its model folder (atomic write), which is what ``evaluate`` and
+``inference`` score when no ``--model_dir`` is given. Nothing reads a checkpoint another run left behind: resuming
+needs ``--resume latest`` (the newest run folder of the bundle holding a checkpoint) or ``--resume RUN`` (a run name
+or folder), and it refuses a run whose recorded settings differ from the current ones, naming the keys.
+
+MONAI's CLI drops an override whose value is ``None``: every optional path here also takes the strings ``none`` /
+``null`` / ``false`` / ``""`` (see :func:`optional`), so ``--checkpoint none`` says "no checkpoint".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from attok_monai.fileio import atomic_write_text
+
+__all__ = [
+    "optional",
+    "resume_dir",
+    "run_dir",
+    "run_settings",
+    "record_settings",
+    "resume_checkpoint",
+    "latest_checkpoint",
+    "publish_latest",
+    "latest_model_dir",
+    "SETTINGS_FILE",
+    "LATEST_FILE",
+]
+
+SETTINGS_FILE = "settings.json"
+LATEST_FILE = "latest.json"
+_NONE_STRINGS = {"", "none", "null", "false", "no", "off"}
+# logged with the run but cannot change the trained model (a resumed run may move to a machine with other cores)
+_NOT_RESULT_KEYS = {"device_name"}
+
+
+def optional(value: Any) -> Any | None:
+    """``None`` for ``None``, ``False`` and the strings ``none``/``null``/``false``/``no``/``off``/``""`` (any case);
+    the value itself otherwise. Lets a user say "none" for a path override that MONAI's CLI would drop as ``None``."""
+    if value is None or value is False:
+        return None
+    if isinstance(value, str) and value.strip().lower() in _NONE_STRINGS:
+        return None
+    return value
+
+
+def latest_checkpoint(directory: str | os.PathLike, prefix: str = "checkpoint") -> str | None:
+    """The newest ``<prefix>_epoch=N.pt`` in ``directory`` (by N), or ``None``."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return None
+    found = sorted(directory.glob(f"{prefix}_epoch=*.pt"), key=lambda p: int(p.stem.split("=")[-1]))
+    return str(found[-1]) if found else None
+
+
+def _runs_root(bundle_root: str | os.PathLike) -> Path:
+    return Path(bundle_root) / "runs"
+
+
+def resume_dir(resume: Any, bundle_root: str | os.PathLike) -> str | None:
+    """The run folder to resume, or ``None`` for a new run.
+
+    Args:
+        resume: ``None``/``False``/``"none"`` (a new run, the default); ``"latest"`` or ``True`` (the newest run
+            folder under ``<bundle_root>/runs`` that holds a checkpoint); a run name under ``<bundle_root>/runs``;
+            or a path to a run folder.
+        bundle_root: the bundle folder.
+
+    Raises:
+        FileNotFoundError: the named run does not exist or holds no checkpoint.
+    """
+    resume = optional(resume)
+    if resume is None:
+        return None
+    runs = _runs_root(bundle_root)
+    if resume is True or str(resume).strip().lower() == "latest":
+        candidates = []
+        for d in runs.glob("*") if runs.is_dir() else []:
+            ckpt = latest_checkpoint(d / "checkpoints")
+            if d.is_dir() and ckpt is not None:
+                candidates.append((os.path.getmtime(ckpt), str(d)))
+        if not candidates:
+            raise FileNotFoundError(f"--resume latest: no run folder under {runs} holds a checkpoint to resume.")
+        return max(candidates)[1]
+    path = Path(str(resume))
+    if not path.is_dir() and (runs / str(resume)).is_dir():
+        path = runs / str(resume)
+    if not path.is_dir():
+        raise FileNotFoundError(f"--resume {resume}: no such run folder (neither a path nor a run under {runs}).")
+    if latest_checkpoint(path / "checkpoints") is None:
+        raise FileNotFoundError(f"--resume {resume}: {path / 'checkpoints'} holds no checkpoint_epoch=N.pt.")
+    return str(path)
+
+
+def run_dir(bundle_root: str | os.PathLike, run_name: str, resumed: str | None = None) -> str:
+    """The folder a training run writes to: the resumed run's folder, else ``<bundle_root>/runs/<run_name>``."""
+    return str(resumed) if resumed else str(_runs_root(bundle_root) / run_name)
+
+
+def _jsonable(value: Any) -> Any:
+    """A JSON round trip (tuples -> lists, unknown objects -> str) so recorded and current settings compare."""
+    return json.loads(json.dumps(value, default=str, sort_keys=True))
+
+
+def run_settings(hyperparameters: Mapping[str, Any], *parts: Any, **extra: Any) -> dict[str, Any]:
+    """The settings that decide a run's result: the logged hyperparameters (data checksum, schedule, switches,
+    backbone, library versions, ...) plus ``extra`` keys (``val_interval``, ``amp``, ...) and ``parts`` (objects with
+    ``to_dict()``, e.g. the vocabulary and the question templates, stored as ``part0``, ``part1``, ...).
+
+    Output paths, logging, t-SNE, validation batch size and the machine's name are not in it: they cannot change
+    the trained model.
+    """
+    settings = {k: v for k, v in dict(hyperparameters).items() if k not in _NOT_RESULT_KEYS}
+    for i, p in enumerate(parts):
+        settings[f"part{i}"] = p.to_dict() if hasattr(p, "to_dict") else p
+    settings.update(extra)
+    return _jsonable(settings)
+
+
+def record_settings(output_dir: str | os.PathLike, settings: Mapping[str, Any]) -> str:
+    """Write ``settings.json`` into the run folder (atomic); returns its path."""
+    path = Path(output_dir) / SETTINGS_FILE
+    atomic_write_text(path, json.dumps(_jsonable(dict(settings)), indent=2, sort_keys=True))
+    return str(path)
+
+
+def _differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    out = []
+    for key in sorted(set(old) | set(new)):
+        if old.get(key, "<absent>") != new.get(key, "<absent>"):
+            a, b = json.dumps(old.get(key, "<absent>")), json.dumps(new.get(key, "<absent>"))
+            a, b = (a[:60] + "...") if len(a) > 63 else a, (b[:60] + "...") if len(b) > 63 else b
+            out.append(f"{key}: {a} -> {b}")
+    return out
+
+
+def resume_checkpoint(resumed: str | None, settings: Mapping[str, Any]) -> str | None:
+    """The checkpoint to resume from (``None`` for a new run), after checking the run's recorded settings.
+
+    Raises:
+        ValueError: the resumed run was made with other settings (the message names each differing key) or has
+            no ``settings.json``.
+    """
+    if resumed is None:
+        return None
+    recorded_file = Path(resumed) / SETTINGS_FILE
+    if not recorded_file.is_file():
+        raise ValueError(f"--resume {resumed}: {recorded_file} is missing, so its settings cannot be checked.")
+    recorded = json.loads(recorded_file.read_text())
+    diff = _differences(recorded, _jsonable(dict(settings)))
+    if diff:
+        raise ValueError(
+            f"--resume {resumed}: that run was made with other settings, so it cannot be resumed with these "
+            f"({len(diff)} differ): " + "; ".join(diff)
+        )
+    return latest_checkpoint(Path(resumed) / "checkpoints")
+
+
+def publish_latest(pointer: str | os.PathLike, run_folder: str | os.PathLike, **info: Any) -> None:
+    """Point ``pointer`` (``<bundle>/runs/latest.json``) at a finished run's model folder, atomically. Paths are
+    stored relative to the pointer's folder when they are inside it."""
+    pointer, run_folder = Path(pointer), Path(run_folder)
+    base = pointer.parent.resolve()
+    model = (run_folder / "model").resolve()
+    rel = os.path.relpath(model, base) if model.is_relative_to(base) else str(model)
+    atomic_write_text(pointer, json.dumps({"model_dir": rel, **_jsonable(info)}, indent=2))
+
+
+def latest_model_dir(bundle_root: str | os.PathLike, model_dir: Any = None) -> str:
+    """The model folder to score: ``model_dir`` when given, else the one ``<bundle_root>/runs/latest.json`` names.
+
+    Raises:
+        FileNotFoundError: no model folder was named and no finished run of this bundle published one.
+    """
+    model_dir = optional(model_dir)
+    if model_dir is not None:
+        return str(model_dir)
+    pointer = _runs_root(bundle_root) / LATEST_FILE
+    if not pointer.is_file():
+        raise FileNotFoundError(
+            f"No finished training run of {Path(bundle_root).name} ({pointer} is missing): train the bundle first "
+            "or pass --model_dir RUN/model."
+        )
+    target = Path(json.loads(pointer.read_text())["model_dir"])
+    return str(target if target.is_absolute() else (pointer.parent / target))

@@ -1,0 +1,179 @@
+"""Runs you can trust (issue 15): each run owns its folder and weights, the ablation runs after a training in the same
+checkout, evaluate scores exactly the folder it is given, the same seed gives the same model whatever is validated or
+plotted, a killed run resumed to the end equals an uninterrupted one, and a resume with other settings names the keys
+that differ. Tiny fundus runs on real RetinaMNIST inside a copy of the bundle folder (so nothing lands in the repo)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from monai.bundle import ConfigWorkflow
+
+from attok_monai.bundle.runs import latest_model_dir, optional, resume_dir, run_settings
+from tests.conftest import REPO, require
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+SRC = REPO / "bundles" / "fundus_dr"
+
+
+@pytest.fixture()
+def bundle(tmp_path, data_root) -> Path:
+    """A copy of the fundus bundle's configs in a temp folder: its runs/ and latest.json land there."""
+    require(data_root / "medmnist" / "retinamnist.npz")
+    root = tmp_path / "fundus_dr"
+    shutil.copytree(SRC / "configs", root / "configs")
+    return root
+
+
+def _overrides(data_root: Path, tmp: Path, **kw) -> dict:
+    base = dict(
+        data_root=str(data_root / "medmnist"), download=False, epochs=2, batch_size=16, val_batch_size=16,
+        limit_train=48, limit_val=16, amp=False, tsne=False, mlflow_tracking_uri=f"sqlite:///{tmp}/mlruns.db",
+    )
+    base.update(kw)
+    return base
+
+
+def _run(bundle: Path, configs: list[str], **overrides) -> ConfigWorkflow:
+    files = [str(bundle / "configs" / c) for c in configs]
+    wf = ConfigWorkflow(
+        config_file=files[0] if len(files) == 1 else files, meta_file=str(bundle / "configs" / "metadata.json"),
+        workflow_type="train" if configs[0].startswith("train") else "infer", bundle_root=str(bundle), **overrides,
+    )
+    wf.initialize()
+    wf.run()
+    wf.finalize()
+    return wf
+
+
+def _network_state(ckpt: Path) -> dict[str, torch.Tensor]:
+    return torch.load(ckpt, map_location="cpu", weights_only=True)["network"]
+
+
+def _assert_same_state(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    different = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not different, f"{len(different)} tensors differ, e.g. {different[:3]}"
+
+
+def _val_metrics(run_dir: Path) -> dict:
+    return json.loads((run_dir / "val" / "metrics.json").read_text())["metrics"]
+
+
+def test_baseline_ablation_after_training_in_the_same_checkout(bundle, data_root, tmp_path):
+    """make train, then the README's ablation command: the baseline does not pick up the +All checkpoint; each run
+    has its own folder, and latest.json points at the last finished one."""
+    first = _run(bundle, ["train.json"], **_overrides(data_root, tmp_path, epochs=1))
+    second = _run(bundle, ["train.json", "baseline.json"], **_overrides(data_root, tmp_path, epochs=1))
+    d1, d2 = Path(first.parser.get_parsed_content("output_dir")), Path(second.parser.get_parsed_content("output_dir"))
+    assert d1 != d2 and d1.parent == d2.parent == bundle / "runs"
+    for d in (d1, d2):
+        assert (d / "model" / "model.pt").is_file() and (d / "settings.json").is_file()
+        assert (d / "checkpoints" / "checkpoint_epoch=1.pt").is_file()
+        assert (d / "checkpoints" / "model_best.pt").is_file()
+    assert json.loads((d2 / "model" / "attok.json").read_text())["use_acc"] is False
+    assert Path(latest_model_dir(bundle)).resolve() == (d2 / "model").resolve()
+    assert not (bundle / "models").exists()  # no shared checkpoint folder any more
+
+    # evaluate scores exactly the folder it is given (the first run), not the latest one
+    ev_kw = dict(data_root=str(data_root / "medmnist"), download=False, split="val", limit=16, batch_size=16,
+                 amp=False, tsne=False, mlflow_tracking_uri=f"sqlite:///{tmp_path}/eval.db")
+    ev = _run(bundle, ["evaluate.json"], model_dir=str(d1 / "model"), output_dir=str(tmp_path / "ev1"), **ev_kw)
+    assert Path(ev.parser.get_parsed_content("model_dir")) == d1 / "model"
+    # one epoch: the best weights are the last ones, validated on the same 16 images: the same answers and
+    # probabilities, image by image
+    assert (tmp_path / "ev1" / "predictions.csv").read_text() == (d1 / "val" / "predictions.csv").read_text()
+    # and with no --model_dir it scores the latest finished run (the baseline)
+    _run(bundle, ["evaluate.json"], output_dir=str(tmp_path / "ev2"), **ev_kw)
+    assert (tmp_path / "ev2" / "predictions.csv").read_text() == (d2 / "val" / "predictions.csv").read_text()
+    assert (tmp_path / "ev2" / "predictions.csv").read_text() != (d1 / "val" / "predictions.csv").read_text()
+
+
+def test_same_seed_same_model_whatever_is_validated_or_plotted(bundle, data_root, tmp_path):
+    a = _run(bundle, ["train.json"], **_overrides(data_root, tmp_path, tsne=True, val_batch_size=16))
+    b = _run(bundle, ["train.json"], **_overrides(data_root, tmp_path, tsne=False, val_batch_size=5, limit_val=10))
+    da, db = Path(a.parser.get_parsed_content("output_dir")), Path(b.parser.get_parsed_content("output_dir"))
+    assert da != db
+    _assert_same_state(_network_state(da / "checkpoints" / "checkpoint_epoch=2.pt"),
+                       _network_state(db / "checkpoints" / "checkpoint_epoch=2.pt"))
+    settings = json.loads((da / "settings.json").read_text())
+    assert settings["seed"] == 0 and settings["torch_version"] == torch.__version__
+    assert {"monai_version", "transformers_version", "peft_version"} <= set(settings)
+
+
+_KILL = textwrap.dedent("""
+    import os, sys
+    from ignite.engine import Events
+    from monai.bundle import ConfigWorkflow
+    bundle, kill_at, overrides = sys.argv[1], int(sys.argv[2]), __import__("json").loads(sys.argv[3])
+    wf = ConfigWorkflow(config_file=os.path.join(bundle, "configs", "train.json"), workflow_type="train",
+                        bundle_root=bundle, **overrides)
+    wf.initialize()
+    trainer = wf.parser.get_parsed_content("train#trainer")
+    trainer.add_event_handler(Events.ITERATION_COMPLETED(once=kill_at), lambda e: os._exit(3))
+    wf.run()
+""")
+
+
+def test_killed_run_resumed_equals_uninterrupted(bundle, data_root, tmp_path):
+    kw = _overrides(data_root, tmp_path)
+    whole = _run(bundle, ["train.json"], **kw)
+    d_whole = Path(whole.parser.get_parsed_content("output_dir"))
+    # a second run killed in the middle of epoch 2 (after epoch 1's checkpoint, one iteration into epoch 2)
+    killed_dir = bundle / "runs" / "killed"
+    proc = subprocess.run(
+        [sys.executable, "-c", _KILL, str(bundle), "4", json.dumps({**kw, "run_name": "killed"})],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 3, proc.stderr[-3000:]
+    assert (killed_dir / "checkpoints" / "checkpoint_epoch=1.pt").is_file()
+    assert not (killed_dir / "model").exists()
+    resumed = _run(bundle, ["train.json"], **kw, resume="killed")
+    assert Path(resumed.parser.get_parsed_content("output_dir")) == killed_dir
+    assert resumed.parser.get_parsed_content("train#trainer").state.iteration == 6
+    _assert_same_state(_network_state(d_whole / "checkpoints" / "checkpoint_epoch=2.pt"),
+                       _network_state(killed_dir / "checkpoints" / "checkpoint_epoch=2.pt"))
+    assert _val_metrics(killed_dir) == _val_metrics(d_whole)
+
+    # a resume with other settings is refused, naming the keys that differ
+    with pytest.raises(Exception) as err:
+        _run(bundle, ["train.json"], **{**kw, "epochs": 3, "lr": 0.002}, resume="latest")
+    text = "".join(str(e) for e in (err.value, err.value.__cause__, err.value.__context__) if e is not None)
+    assert "other settings" in text and "epochs: 2 -> 3" in text and "lr: 0.001 -> 0.002" in text
+
+
+def test_resume_and_none_values(tmp_path):
+    for v in (None, False, "none", "None", "null", "", "false"):
+        assert optional(v) is None and resume_dir(v, tmp_path) is None
+    assert optional("runs/x") == "runs/x"
+    with pytest.raises(FileNotFoundError, match="no run folder"):
+        resume_dir("latest", tmp_path)
+    with pytest.raises(FileNotFoundError, match="no such run folder"):
+        resume_dir("nope", tmp_path)
+    (tmp_path / "runs" / "a" / "checkpoints").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match="holds no checkpoint"):
+        resume_dir("a", tmp_path)
+    (tmp_path / "runs" / "a" / "checkpoints" / "checkpoint_epoch=3.pt").write_bytes(b"x")
+    assert resume_dir("latest", tmp_path) == str(tmp_path / "runs" / "a")
+    with pytest.raises(FileNotFoundError, match="train the bundle first"):
+        latest_model_dir(tmp_path)
+    with pytest.raises(FileNotFoundError, match="train the bundle first"):
+        latest_model_dir(tmp_path, "none")  # "none" means: not given
+    assert latest_model_dir(tmp_path, "x/model") == "x/model"
+    s = run_settings({"seed": 1, "device_name": "cpu (2 cores)", "t": (1, 2)}, val_interval=1)
+    assert s == {"seed": 1, "t": [1, 2], "val_interval": 1}
+
+
+def test_short_cli_keeps_none_strings():
+    from attok_monai.bundle.cli import bundle_run_args
+
+    kw = bundle_run_args(["--config", str(SRC), "evaluate", "--checkpoint", "none", "--limit", "None"])
+    assert kw["checkpoint"] == "none" and kw["limit"] is None
