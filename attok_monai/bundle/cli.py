@@ -1,74 +1,125 @@
-"""The short bundle command (see the package docstring)."""
+"""The short bundle command (see the package docstring), on argparse.
+
+Our own options (``--config``, the workflow, ``--extra``) are parsed by argparse, so ``-h`` works and a mistake gets
+argparse's one-line message. Every other ``--key value`` (or ``--key=value``, or a bare ``--flag`` = True) is a MONAI
+config override or ``monai.bundle.run`` argument, and its value is parsed the way MONAI's own fire-based CLI parses
+it (``fire.parser.DefaultParseValue``: ``3`` -> int, ``[a,b]`` -> list, ``None`` -> None, which ``run`` then drops,
+``none`` -> the string ``"none"``, which every optional path key of the bundles reads as "none"). One convenience on
+top of fire: lower-case ``true``/``false`` are booleans, as in JSON.
+"""
 
 from __future__ import annotations
 
-import ast
+import argparse
 import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["bundle_run_args", "main", "WORKFLOWS"]
+__all__ = ["bundle_run_args", "build_parser", "main", "WORKFLOWS"]
 
 WORKFLOWS = ("train", "evaluate", "inference")
-USAGE = (
-    "usage: python -m attok_monai.bundle run --config BUNDLE_DIR [train|evaluate|inference] "
-    "[--extra NAME ...] [--key value ...]\n"
-    "  --extra NAME   also merge configs/NAME.json (e.g. --extra baseline for the ablation baseline)\n"
-    "  other --key value pairs are passed to monai.bundle.run unchanged (config overrides, --tracking mlflow, ...)"
+EPILOG = (
+    "Every other --key value pair is passed to monai.bundle.run unchanged, parsed as MONAI's CLI parses it: config\n"
+    "overrides (--epochs 20, --data_root D, --split test, --model_dir RUN/model, --resume latest, --checkpoint none)\n"
+    "or run() arguments. Every bundle logs to MLflow by itself (one store per run: --mlflow_tracking_uri URI or\n"
+    "MLFLOW_TRACKING_URI), so MONAI's --tracking mlflow is refused: it would add a second handler and store.\n"
+    "Examples:\n"
+    "  python -m attok_monai.bundle run --config bundles/fundus_dr --epochs 20\n"
+    "  python -m attok_monai.bundle run --config bundles/fundus_dr evaluate --data_root /data/medmnist --split test\n"
+    "  python -m attok_monai.bundle run --config bundles/fundus_dr --extra baseline"
 )
 
 
 def _value(text: str) -> Any:
-    """Parse an override the way MONAI's fire-based CLI does for simple literals. ``None`` becomes ``None`` (which
-    ``monai.bundle.run`` then drops, as with its own CLI); ``none``/``null`` stay strings, which every optional path
-    key of the bundles reads as "none" (``attok_monai.bundle.runs.optional``)."""
-    low = text.lower()
-    if low in ("true", "false"):
-        return low == "true"
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text
+    """An override value as MONAI's fire-based CLI parses it (plus JSON's lower-case ``true``/``false``)."""
+    from fire.parser import DefaultParseValue
+
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    return DefaultParseValue(text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """``python -m attok_monai.bundle run --config BUNDLE_DIR [train|evaluate|inference] [--extra NAME ...]``."""
+    top = argparse.ArgumentParser(
+        prog="python -m attok_monai.bundle", description="Run a MONAI bundle by its folder (short form of "
+        "python -m monai.bundle run --config_file BUNDLE/configs/<workflow>.json ...).",
+    )
+    sub = top.add_subparsers(dest="command", required=True, metavar="run")
+    run = sub.add_parser(
+        "run", help="run a bundle workflow", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Run train.json, evaluate.json or inference.json of a bundle folder, merged with any --extra configs.",
+    )
+    run.add_argument("--config", required=True, metavar="BUNDLE_DIR", help="the bundle folder (holding configs/)")
+    run.add_argument("workflow", nargs="?", choices=WORKFLOWS, help="which configs/<workflow>.json (default train)")
+    run.add_argument("--workflow", dest="workflow_opt", choices=WORKFLOWS, help=argparse.SUPPRESS)
+    run.add_argument("--extra", action="append", default=[], metavar="NAME",
+                     help="also merge configs/NAME.json (repeatable), e.g. --extra baseline")
+    return top
+
+
+def _overrides(rest: list[str]) -> dict[str, Any]:
+    """``--key value`` / ``--key=value`` / bare ``--flag`` pairs -> {key: parsed value}."""
+    out: dict[str, Any] = {}
+    i = 0
+    while i < len(rest):
+        arg = rest[i]
+        if not arg.startswith("--") or len(arg) == 2:
+            raise ValueError(f"unexpected argument {arg!r}: overrides are --key value pairs")
+        key, eq, val = arg[2:].partition("=")
+        if eq:
+            out[key] = _value(val)
+        elif i + 1 < len(rest) and not rest[i + 1].startswith("--"):
+            out[key] = _value(rest[i + 1])
+            i += 1
+        else:
+            out[key] = True  # a bare flag, as fire reads it
+        i += 1
+    return out
+
+
+def _split(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Our own arguments (for argparse) and the override pairs (for MONAI). A token after an override key is its
+    value, so argparse never mistakes an override's value for the workflow."""
+    ours: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        key = arg.split("=", 1)[0]
+        if key in ("--config", "--extra", "--workflow"):
+            ours.append(arg)
+            if "=" not in arg and i + 1 < len(argv):
+                ours.append(argv[i + 1])
+                i += 1
+        elif arg.startswith("--") and arg != "--help":
+            rest.append(arg)
+            if "=" not in arg and i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+                rest.append(argv[i + 1])
+                i += 1
+        else:
+            ours.append(arg)  # -h, the workflow, or a stray word that argparse reports
+        i += 1
+    return ours, rest
 
 
 def bundle_run_args(argv: list[str]) -> dict[str, Any]:
     """Turn the short command line (after ``run``) into ``monai.bundle.run`` keyword arguments.
 
     Raises:
-        ValueError: no ``--config``, a folder that is not a bundle, or an unknown workflow.
+        ValueError: a folder that is not a bundle, a missing config, or a malformed override.
+        SystemExit: argparse's own errors (no ``--config``, an unknown workflow) and ``-h``.
     """
-    bundle: str | None = None
-    workflow = "train"
-    extras: list[str] = []
-    overrides: dict[str, Any] = {}
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
-        if arg.startswith("--"):
-            key, eq, val = arg[2:].partition("=")
-            if not eq:
-                if i + 1 >= len(argv) or argv[i + 1].startswith("--"):
-                    raise ValueError(f"option --{key} needs a value.\n{USAGE}")
-                val = argv[i + 1]
-                i += 1
-            if key == "config":
-                bundle = val
-            elif key == "extra":
-                extras.append(val)
-            elif key == "workflow":
-                workflow = val
-            else:
-                overrides[key] = _value(val)
-        elif arg in WORKFLOWS:
-            workflow = arg
-        else:
-            raise ValueError(f"unexpected argument {arg!r}.\n{USAGE}")
-        i += 1
-    if bundle is None:
-        raise ValueError(f"--config BUNDLE_DIR is required.\n{USAGE}")
-    if workflow not in WORKFLOWS:
-        raise ValueError(f"workflow must be one of {WORKFLOWS}, got {workflow!r}.")
-    root = Path(bundle)
+    ours, rest = _split(argv)
+    ns = build_parser().parse_args(["run", *ours])
+    workflow = ns.workflow or ns.workflow_opt or "train"
+    overrides = _overrides(rest)
+    if "tracking" in overrides:
+        raise ValueError(
+            "--tracking is not needed: every bundle logs to MLflow by itself (set --mlflow_tracking_uri URI or "
+            "MLFLOW_TRACKING_URI); MONAI's --tracking mlflow would add a second MLflow handler and store."
+        )
+    root = Path(ns.config)
     configs = root / "configs"
     main_cfg = configs / f"{workflow}.json"
     if not root.is_dir() or not configs.is_dir():
@@ -76,7 +127,7 @@ def bundle_run_args(argv: list[str]) -> dict[str, Any]:
     if not main_cfg.is_file():
         raise ValueError(f"bundle {root} has no {main_cfg.relative_to(root)} (workflow {workflow!r}).")
     config_files = [str(main_cfg)]
-    for name in extras:
+    for name in ns.extra:
         extra = configs / (name if name.endswith(".json") else f"{name}.json")
         if not extra.is_file():
             raise ValueError(f"bundle {root} has no extra config {extra.relative_to(root)}.")
@@ -93,17 +144,14 @@ def bundle_run_args(argv: list[str]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help"):
-        print(USAGE)
-        return 0
-    if argv[0] != "run":
-        print(f"unknown command {argv[0]!r}.\n{USAGE}", file=sys.stderr)
+    parser = build_parser()
+    if not argv or argv[0] != "run":
+        parser.parse_args(argv)  # prints help (-h) or argparse's usage error and exits
         return 2
     try:
         kwargs = bundle_run_args(argv[1:])
     except ValueError as e:
-        print(f"attok_monai.bundle: {e}", file=sys.stderr)
-        return 2
+        parser.exit(2, f"attok_monai.bundle: {e}\n")
     from monai.bundle import run
 
     run(**kwargs)
