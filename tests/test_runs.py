@@ -96,6 +96,47 @@ def test_baseline_ablation_after_training_in_the_same_checkout(bundle, data_root
     assert (tmp_path / "ev2" / "predictions.csv").read_text() == (d2 / "val" / "predictions.csv").read_text()
     assert (tmp_path / "ev2" / "predictions.csv").read_text() != (d1 / "val" / "predictions.csv").read_text()
 
+    # MLflow: training runs tagged (code version, seed, library versions) and FINISHED; the evaluation run names
+    # the training run of the model it scored (provenance.json in the model folder)
+    from mlflow.tracking import MlflowClient
+
+    train_runs = {r.info.run_name: r for e in MlflowClient(f"sqlite:///{tmp_path}/mlruns.db").search_experiments()
+                  for r in MlflowClient(f"sqlite:///{tmp_path}/mlruns.db").search_runs([e.experiment_id])}
+    first_run = train_runs[d1.name]
+    assert first_run.info.status == "FINISHED" and train_runs[d2.name].info.status == "FINISHED"
+    tags = first_run.data.tags
+    assert tags["seed"] == "0" and tags["task"] == "train" and tags["version.torch"] == torch.__version__
+    assert len(tags["mlflow.source.git.commit"]) in (40, len("unknown"))
+    prov = json.loads((d1 / "model" / "provenance.json").read_text())
+    assert prov["run_id"] == first_run.info.run_id
+    ev_client = MlflowClient(f"sqlite:///{tmp_path}/eval.db")
+    ev_runs = [r for e in ev_client.search_experiments() for r in ev_client.search_runs([e.experiment_id])]
+    linked = {r.data.tags.get("training_run_id") for r in ev_runs}
+    assert first_run.info.run_id in linked and train_runs[d2.name].info.run_id in linked
+    assert all(r.info.status == "FINISHED" and r.data.tags["task"] == "evaluate" for r in ev_runs)
+
+
+def test_failed_run_is_marked_failed(bundle, data_root, tmp_path):
+    from ignite.engine import Events
+    from mlflow.tracking import MlflowClient
+
+    files = str(bundle / "configs" / "train.json")
+    wf = ConfigWorkflow(config_file=files, workflow_type="train", bundle_root=str(bundle),
+                        **_overrides(data_root, tmp_path, epochs=1))
+    wf.initialize()
+    trainer = wf.parser.get_parsed_content("train#trainer")
+
+    def boom(engine):
+        raise RuntimeError("disk full")
+
+    trainer.add_event_handler(Events.ITERATION_COMPLETED(once=2), boom)
+    with pytest.raises(RuntimeError) as err:  # MONAI wraps it in "Failed to evaluate ConfigExpression"
+        wf.run()
+    assert "disk full" in str(err.value.__cause__ or err.value.__context__)
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns.db")
+    runs = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])]
+    assert [r.info.status for r in runs] == ["FAILED"] and "disk full" in runs[0].data.tags["error"]
+
 
 def test_same_seed_same_model_whatever_is_validated_or_plotted(bundle, data_root, tmp_path):
     a = _run(bundle, ["train.json"], **_overrides(data_root, tmp_path, tsne=True, val_batch_size=16))

@@ -111,7 +111,8 @@ class EvalReportHandler(EpochOutputCollector):
                 ax.text(c, r, int(cm[r, c]), ha="center", va="center", fontsize=8)
         ax.set_xlabel("open-ended answer")
         ax.set_ylabel("label")
-        ax.set_title(f"Confusion matrix (open accuracy {metrics['open_accuracy']:.3f})")
+        ax.set_title(f"Confusion matrix, {self.prefix} split, n = {int(cm.sum())} "
+                     f"(open accuracy {metrics['open_accuracy']:.3f})")
         _save_fig(fig, self.output_dir / "confusion_matrix.png")
         plt.close(fig)
         if self.tsne and data["n"] > k + 5:
@@ -128,15 +129,30 @@ class EvalReportHandler(EpochOutputCollector):
         perplexity = float(min(30, max(2, (len(points) - 1) // 3)))
         emb = TSNE(2, perplexity=perplexity, init="pca", random_state=0).fit_transform(points)
         labels = np.asarray(data["label"])
-        fig, ax = plt.subplots(figsize=(6, 5))
+        fig, ax = plt.subplots(figsize=(9, 6))
         cmap = plt.get_cmap("tab10")
         for j, name in enumerate(names):
             sel = labels == j
             ax.scatter(emb[: len(visual)][sel, 0], emb[: len(visual)][sel, 1], s=8, color=cmap(j % 10), alpha=0.6,
                        label=name)
-            ax.scatter(*emb[len(visual) + j], marker="*", s=260, color=cmap(j % 10), edgecolor="k")
-        ax.legend(fontsize=7, loc="best")
-        ax.set_title("t-SNE: visual tokens (dots) and attribute tokens (stars)")
+        # every attribute token drawn last and labelled with its clinical name; labels fan out around their star,
+        # so tokens that t-SNE puts on one spot stay readable (and the title says when they do)
+        stars = emb[len(visual):]
+        span = float(np.ptp(emb, axis=0).max()) or 1.0
+        for j, name in enumerate(names):
+            ax.scatter(*stars[j], marker="*", s=260, color=cmap(j % 10), edgecolor="k", zorder=3)
+            angle = 2 * np.pi * j / max(1, len(names))
+            ax.annotate(name, stars[j], xytext=(40 * np.cos(angle), 40 * np.sin(angle)), textcoords="offset points",
+                        fontsize=7, ha="center", zorder=4, arrowprops={"arrowstyle": "-", "lw": 0.6},
+                        bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": cmap(j % 10), "alpha": 0.85})
+        near = len(stars) > 1 and float(np.linalg.norm(stars[:, None] - stars[None], axis=-1).max()) < 0.05 * span
+        ax.margins(0.2)  # room for the labels around the stars
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="visual tokens by label",
+                  title_fontsize=7)
+        ax.set_xlabel("t-SNE 1")
+        ax.set_ylabel("t-SNE 2")
+        ax.set_title(f"t-SNE ({self.prefix}, n = {len(visual)}): visual tokens (dots), attribute tokens (stars)"
+                     + ("\nall attribute tokens fall on one spot" if near else ""), fontsize=9)
         _save_fig(fig, self.output_dir / "tsne.png")
         plt.close(fig)
         del torch
