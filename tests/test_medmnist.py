@@ -13,7 +13,6 @@ import pytest
 import torch
 from conftest import require
 
-from attok_monai.data import medmnist as mm
 from attok_monai.data.medmnist import (
     MEDMNIST_INFO,
     SplitNotFoundError,
@@ -169,7 +168,7 @@ def test_ensure_present_file_not_rejected(medmnist_dir: Path):
         raise AssertionError("must not download a present file")
 
     mp = pytest.MonkeyPatch()
-    mp.setattr(mm, "_download", no_network)
+    mp.setattr("monai.apps.utils._download_with_progress", no_network)
     try:
         assert ensure_medmnist("retinamnist", medmnist_dir) == path  # shared copy: MD5 differs, still accepted
         with pytest.raises(ValueError, match="differs from the official bd4c0672f1bba3e3a89f0e4e876791e4"):
@@ -179,10 +178,10 @@ def test_ensure_present_file_not_rejected(medmnist_dir: Path):
 
 
 def test_ensure_offline_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    def offline(url, dst, timeout=60.0):
+    def offline(url, filepath, progress=True):  # MONAI's download_url's network call
         raise urllib.error.URLError("Name or service not known")
 
-    monkeypatch.setattr(mm, "_download", offline)
+    monkeypatch.setattr("monai.apps.utils._download_with_progress", offline)
     with pytest.raises(FileNotFoundError) as err:
         ensure_medmnist("octmnist", tmp_path, size=128)
     msg = str(err.value)
@@ -195,7 +194,7 @@ def test_ensure_offline_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     def must_not_run(*a, **k):
         raise AssertionError("download=False must not download")
 
-    monkeypatch.setattr(mm, "_download", must_not_run)
+    monkeypatch.setattr("monai.apps.utils._download_with_progress", must_not_run)
     with pytest.raises(FileNotFoundError, match=r"download=False\)\. Put the official file at .*pneumoniamnist\.npz"):
         ensure_medmnist("pneumoniamnist", tmp_path / "nowhere", download=False)
 
@@ -206,11 +205,11 @@ def test_ensure_fake_download_md5(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     good_md5 = hashlib.md5(payload.read_bytes()).hexdigest()
     calls = []
 
-    def fake_download(url, dst, timeout=60.0):
+    def fake_download(url, filepath, progress=True):  # MONAI's download_url's network call
         calls.append(url)
-        shutil.copyfile(payload, dst)
+        shutil.copyfile(payload, filepath)
 
-    monkeypatch.setattr(mm, "_download", fake_download)
+    monkeypatch.setattr("monai.apps.utils._download_with_progress", fake_download)
     root = tmp_path / "root"
     # wrong MD5 (the official one): rejected, nothing left behind
     with pytest.raises(ValueError, match="expected 28209eda62fecd6e6a2d98b1501bb15f"):

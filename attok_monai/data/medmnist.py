@@ -16,11 +16,8 @@ Example::
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
-import tempfile
-import urllib.request
 import zipfile
 from collections.abc import Hashable, Mapping, Sequence
 from functools import lru_cache
@@ -29,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from monai.apps.utils import check_hash
 from monai.config import KeysCollection
 from monai.transforms import Compose, EnsureTyped, MapTransform, Resized, ScaleIntensityRanged, Transform
 
@@ -214,26 +212,14 @@ def medmnist_file_info(name: str, size: int | None = None) -> dict[str, str]:
     return dict(MEDMNIST_INFO[base]["files"][size])
 
 
-def _md5(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+def _download(url: str, dst: Path, md5: str) -> None:
+    """MONAI's ``download_url``: download into its own temp folder, check the MD5 there, then move to ``dst`` (a
+    temp name beside the final file, renamed by the caller: MONAI's move across file systems is a copy that could
+    be seen half-done, and it leaves nothing on a hash mismatch). Raises ``HashCheckError`` (a ``ValueError``) on a
+    wrong MD5 and ``OSError``/``RuntimeError`` when offline."""
+    from monai.apps.utils import download_url
 
-
-def _chmod_default(path: str | os.PathLike) -> None:
-    """Give a ``mkstemp`` file (mode 0600) the permissions a normally created file would have."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
-
-
-def _download(url: str, dst: Path, timeout: float = 60.0) -> None:
-    """Stream ``url`` into the (already created) file ``dst``. Raises ``OSError`` (incl. ``URLError``) when offline."""
-    with urllib.request.urlopen(url, timeout=timeout) as response, open(dst, "wb") as f:  # noqa: S310 (https only)
-        while block := response.read(1 << 20):
-            f.write(block)
+    download_url(url, dst, hash_val=md5, hash_type="md5", progress=False)
 
 
 def ensure_medmnist(
@@ -242,7 +228,6 @@ def ensure_medmnist(
     size: int = 28,
     download: bool = True,
     verify_md5: bool = False,
-    timeout: float = 60.0,
 ) -> Path:
     """Return the path of the MedMNIST file ``name`` (optionally ``_<size>``) under ``root``, downloading it if asked.
 
@@ -259,8 +244,8 @@ def ensure_medmnist(
     root = Path(root)
     path = root / info["file"]
     if path.is_file():
-        if verify_md5 and (digest := _md5(path)) != info["md5"]:
-            raise ValueError(f"{path}: MD5 {digest} differs from the official {info['md5']} ({info['url']})")
+        if verify_md5 and not check_hash(path, info["md5"], "md5"):
+            raise ValueError(f"{path}: MD5 differs from the official {info['md5']} ({info['url']})")
         return path
     how = (
         f"Put the official file at {path}: download {info['url']} (MD5 {info['md5']}), "
@@ -268,21 +253,19 @@ def ensure_medmnist(
     )
     if not download:
         raise FileNotFoundError(f"MedMNIST file not found: {path} (download=False). {how}")
+    from monai.apps.utils import HashCheckError
+
     root.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{info['file']}.", suffix=".part", dir=root)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = root / f".{info['file']}.{os.getpid()}.part"
     try:
         try:
-            _download(info["url"], tmp, timeout=timeout)
-        except OSError as e:  # URLError, timeouts, DNS failures: offline
-            raise FileNotFoundError(f"MedMNIST file not found: {path}; download failed ({e}). {how}") from e
-        digest = _md5(tmp)
-        if digest != info["md5"]:
+            _download(info["url"], tmp, info["md5"])
+        except HashCheckError as e:
             raise ValueError(
-                f"downloaded {info['url']} has MD5 {digest}, expected {info['md5']}; nothing was written to {path}"
-            )
-        _chmod_default(tmp)
+                f"downloaded {info['url']} has the wrong MD5, expected {info['md5']}; nothing was written to {path}"
+            ) from e
+        except (OSError, RuntimeError) as e:  # URLError, timeouts, DNS failures: offline
+            raise FileNotFoundError(f"MedMNIST file not found: {path}; download failed ({e}). {how}") from e
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -30,11 +29,11 @@ from monai.transforms import Compose, RandFlip, RandScaleCrop, Resize
 
 from attok_monai.data.medmnist import (
     MEDMNIST_INFO,
-    _chmod_default,
     available_splits,
     load_medmnist_split,
     parse_medmnist_name,
 )
+from attok_monai.fileio import atomic_write
 
 __all__ = ["balanced_augment", "class_counts", "crop_flip_transform", "main", "offline_augment"]
 
@@ -223,18 +222,14 @@ def offline_augment(
                 arrays[key] = npz[key]
             elif f"{split}_images" not in arrays:
                 arrays.update({f"{split}_{k}": v for k, v in result.items()})
-    output_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{output_path.name}.", suffix=".part", dir=output_path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
             (np.savez_compressed if compress else np.savez)(f, **arrays)
-        with zipfile.ZipFile(tmp_name) as zf:  # a complete archive before it takes the final name
+        with zipfile.ZipFile(tmp) as zf:  # a complete archive before it takes the final name
             if zf.testzip() is not None:
-                raise OSError(f"{tmp_name}: written archive is corrupt")
-        _chmod_default(tmp_name)
-        os.replace(tmp_name, output_path)
-    finally:
-        Path(tmp_name).unlink(missing_ok=True)
+                raise OSError(f"{tmp}: written archive is corrupt")
+
+    atomic_write(output_path, write)
     after = class_counts(result["labels"], num_classes)
     log(
         f"{output_path.name} {split}: {len(result['labels'])} images ({int(result['augmented'].sum())} augmented), "

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import time
 from collections.abc import Sequence
@@ -21,7 +20,6 @@ from attok_monai.networks.nets import AttTokGPTv, CompactGPTvBackbone, build_wor
 __all__ = [
     "build_compact_attok",
     "build_hf_attok",
-    "warmup_cosine",
     "RunStatsHandler",
     "SavePretrainedHandler",
     "device_info",
@@ -94,19 +92,6 @@ def build_hf_attok(
     return AttTokGPTv(backbone, AttributeVocabulary.coerce(vocabulary), **attok_kwargs)
 
 
-def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_fraction: float = 0.1):
-    """LambdaLR: linear warm-up over the first ``warmup_fraction`` of steps, then cosine decay to 0 (paper A.1)."""
-    warm = max(1, int(total_steps * warmup_fraction))
-
-    def f(step: int) -> float:
-        if step < warm:
-            return (step + 1) / warm
-        t = min(1.0, (step - warm) / max(1, total_steps - warm))
-        return 0.5 * (1.0 + math.cos(math.pi * t))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, f)
-
-
 def device_info(device: torch.device | str) -> dict[str, str]:
     """Device, world size and the versions of the libraries that shape a run (logged with every run)."""
     from importlib.metadata import PackageNotFoundError, version
@@ -124,7 +109,8 @@ def device_info(device: torch.device | str) -> dict[str, str]:
 
 
 def file_md5(path: str | os.PathLike) -> str:
-    """MD5 of a data file (logged to MLflow so a run names the exact data it saw)."""
+    """MD5 of a data file (logged to MLflow so a run names the exact data it saw). MONAI's ``check_hash`` only
+    compares against a known value; this computes the value to log."""
     h = hashlib.md5()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -136,7 +122,11 @@ class RunStatsHandler:
     """Per-epoch ``samples_per_s``, ``tokens_per_s`` (LLM tokens, visual tokens included), ``epoch_time_s`` and
     ``peak_memory_mb`` (CUDA: ``max_memory_allocated``; CPU: peak RSS) into ``engine.state.metrics``, so MLflow's
     epoch log records them. Under ``torch.distributed`` the counts are per rank (multiply by the world size for the
-    job's throughput); the GPU name is in the run parameters (:func:`device_info`)."""
+    job's throughput); the GPU name is in the run parameters (:func:`device_info`).
+
+    Why not ignite's ``Timer``/``Frequency`` or MLflow's system metrics: ``Frequency`` counts one quantity per
+    ``RunningAverage`` and needs the batch size from the output anyway, tokens/s needs the step's own token count,
+    and MLflow's system metrics sample in a background thread (and need psutil/pynvml) rather than per epoch."""
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.EPOCH_STARTED, self._start)
@@ -258,7 +248,12 @@ def print_summary(metrics_file: str | os.PathLike, mlflow_handler: Any = None, t
 
 def find_bundle_root(default: str = ".") -> str:
     """The bundle folder of the running config: ``--bundle_root`` wins (a config override), else the parent of
-    the ``configs`` folder named by ``--config_file`` on the command line, else ``default``."""
+    the ``configs`` folder named by ``--config_file`` on the command line, else ``default``.
+
+    Why not MONAI's own: MONAI 1.6 sets no ``bundle_root`` from ``--config_file`` (model-zoo bundles write
+    ``"bundle_root": "."`` and expect to be run from inside the bundle folder); the README's command runs from the
+    repository root, so the folder is read off the command line here. Our short CLI and tests pass ``bundle_root``
+    explicitly, which wins."""
     import sys
 
     argv = sys.argv
