@@ -10,7 +10,7 @@ from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, r
 
 from attok_monai.attributes import AttributeVocabulary
 
-__all__ = ["parse_prediction", "classification_metrics", "per_class_table"]
+__all__ = ["parse_prediction", "classification_metrics", "per_class_table", "calibration"]
 
 
 def parse_prediction(vocabulary: AttributeVocabulary, text: str) -> int:
@@ -74,3 +74,37 @@ def per_class_table(
     p_cm = np.where(p < 0, k, p)
     cm = confusion_matrix(y, p_cm, labels=list(range(k + 1)))[:k]
     return rows, cm
+
+
+def calibration(labels: Sequence[int], probabilities: np.ndarray, n_bins: int = 15) -> dict[str, object]:
+    """Expected and maximum calibration error of the top-class probability (equal-width confidence bins).
+
+    Args:
+        labels: (N,) true class indices.
+        probabilities: (N, K) class probabilities (rows sum to 1).
+        n_bins: number of confidence bins over [0, 1].
+
+    Returns:
+        ``{"ece", "mce", "bins": [{"lower", "upper", "count", "confidence", "accuracy"}, ...]}``; ECE is the
+        count-weighted mean |accuracy - confidence| over non-empty bins (Guo et al., ICML 2017).
+    """
+    probs = np.asarray(probabilities, dtype=np.float64)
+    y = np.asarray(labels)
+    if probs.ndim != 2 or len(probs) != len(y):
+        raise ValueError(f"calibration: probabilities must be (N, K) for N={len(y)} labels, got {probs.shape}.")
+    conf = probs.max(1)
+    correct = (probs.argmax(1) == y).astype(np.float64)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    which = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, n_bins - 1)
+    bins, ece, mce = [], 0.0, 0.0
+    for b in range(n_bins):
+        sel = which == b
+        n = int(sel.sum())
+        c = float(conf[sel].mean()) if n else float("nan")
+        a = float(correct[sel].mean()) if n else float("nan")
+        if n:
+            gap = abs(a - c)
+            ece += gap * n / max(1, len(y))
+            mce = max(mce, gap)
+        bins.append({"lower": float(edges[b]), "upper": float(edges[b + 1]), "count": n, "confidence": c, "accuracy": a})
+    return {"ece": float(ece) if len(y) else float("nan"), "mce": float(mce) if len(y) else float("nan"), "bins": bins}

@@ -50,3 +50,17 @@ def test_binary_auc_and_length_mismatch():
     assert m["auc"] == pytest.approx(1.0)
     with pytest.raises(ValueError, match="labels but"):
         classification_metrics([0, 1], [0], None, 2)
+
+
+def test_calibration_ece_hand_computed():
+    import numpy as np
+
+    from attok_monai.metrics import calibration
+
+    # two samples at confidence 0.9 (one right), two at 0.6 (both right): |0.5-0.9|*2/4 + |1.0-0.6|*2/4 = 0.4
+    probs = np.array([[0.9, 0.1], [0.9, 0.1], [0.4, 0.6], [0.6, 0.4]])
+    out = calibration([0, 1, 1, 0], probs, n_bins=10)
+    assert out["ece"] == pytest.approx(0.4) and out["mce"] == pytest.approx(0.4)
+    assert sum(b["count"] for b in out["bins"]) == 4
+    perfect = calibration([0, 1], np.array([[1.0, 0.0], [0.0, 1.0]]))
+    assert perfect["ece"] == pytest.approx(0.0)

@@ -223,7 +223,7 @@ def print_summary(metrics_file: str | os.PathLike, mlflow_handler: Any = None, t
         return {}
     metrics = json.loads(metrics_file.read_text())["metrics"]
     keys = ["open_accuracy", "closed_accuracy", "open_macro_f1", "open_balanced_accuracy", "auc",
-            "retrieval_accuracy", "num_samples"]
+            "retrieval_accuracy", "ece", "num_samples"]
     print(f"\n[attok] {title} metrics:")
     for k in keys:
         if k in metrics:

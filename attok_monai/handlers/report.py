@@ -17,7 +17,7 @@ from ignite.engine import Engine, Events
 
 from attok_monai.engines.steps import gather_eval_outputs
 from attok_monai.fileio import atomic_write, atomic_write_text, rows_to_csv
-from attok_monai.metrics import classification_metrics, per_class_table
+from attok_monai.metrics import calibration, classification_metrics, per_class_table
 
 __all__ = ["EpochOutputCollector", "EvalReportHandler"]
 
@@ -49,8 +49,8 @@ class EpochOutputCollector:
 
 class EvalReportHandler(EpochOutputCollector):
     """Args:
-    output_dir: folder for ``metrics.json``, ``per_class.csv``, ``confusion_matrix.png``, ``tsne.png``,
-        ``predictions.csv``.
+    output_dir: folder for ``metrics.json`` (with ECE/MCE of the class probabilities), ``per_class.csv``,
+        ``confusion_matrix.png``, ``reliability.png``, ``tsne.png``, ``predictions.csv``.
     network: the :class:`AttTokGPTv` (for class names and attribute tokens in the t-SNE plot).
     tsne: whether to draw the t-SNE of visual tokens and attribute tokens (paper Figure 5).
     prefix: metric name prefix in ``metrics.json`` (e.g. ``"val"``).
@@ -65,7 +65,10 @@ class EvalReportHandler(EpochOutputCollector):
         self.last_metrics: dict[str, float] = {}
 
     def report(self, engine: Engine) -> dict[str, float]:
-        return self.write(gather_eval_outputs(self.outputs), dict(engine.state.metrics))
+        metrics = self.write(gather_eval_outputs(self.outputs), dict(engine.state.metrics))
+        for key in ("ece", "mce"):  # into the engine's metrics, so MLflow's epoch log records them
+            engine.state.metrics[f"{self.prefix}_{key}"] = metrics[key]
+        return metrics
 
     def write(self, data: dict[str, Any], engine_metrics: dict[str, Any] | None = None) -> dict[str, float]:
         import matplotlib
@@ -87,6 +90,8 @@ class EvalReportHandler(EpochOutputCollector):
                     continue
                 metrics[f"{source}_{key}"] = val
         metrics["auc"] = metrics.pop("open_auc", float("nan"))
+        calib = calibration(labels, data["probs"])  # of the class probabilities (attribute-token softmax)
+        metrics["ece"], metrics["mce"] = calib["ece"], calib["mce"]
         self.output_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.output_dir / "metrics.json", json.dumps(
             {"metrics": metrics, "engine_metrics": {k2: v for k2, v in (engine_metrics or {}).items()
@@ -115,9 +120,30 @@ class EvalReportHandler(EpochOutputCollector):
                      f"(open accuracy {metrics['open_accuracy']:.3f})")
         _save_fig(fig, self.output_dir / "confusion_matrix.png")
         plt.close(fig)
+        self._reliability(calib, int(data["n"]), plt)
         if self.tsne and data["n"] > k + 5:
             self._tsne(data, names, plt)
         return metrics
+
+    def _reliability(self, calib: dict[str, Any], n: int, plt) -> None:
+        """Reliability diagram: accuracy vs confidence of the top class per bin, with the bin counts."""
+        bins = [b for b in calib["bins"] if b["count"]]
+        fig, ax = plt.subplots(figsize=(5, 5))
+        width = calib["bins"][0]["upper"] - calib["bins"][0]["lower"]
+        ax.bar([b["lower"] for b in bins], [b["accuracy"] for b in bins], width=width, align="edge",
+               edgecolor="k", alpha=0.7, label="accuracy")
+        for b in bins:
+            ax.text(b["lower"] + width / 2, min(0.97, b["accuracy"] + 0.02), str(b["count"]), ha="center", fontsize=6)
+        ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("confidence (top-class probability)")
+        ax.set_ylabel("accuracy")
+        ax.legend(fontsize=7, loc="upper left")
+        ax.set_title(f"Reliability, {self.prefix} split, n = {n}: ECE {calib['ece']:.3f}, MCE {calib['mce']:.3f}",
+                     fontsize=9)
+        _save_fig(fig, self.output_dir / "reliability.png")
+        plt.close(fig)
 
     def _tsne(self, data: dict[str, Any], names: list[str], plt) -> None:
         import torch
