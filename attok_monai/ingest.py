@@ -58,6 +58,7 @@ from attok_monai.data.manifest import (
     write_private_map,
 )
 from attok_monai.data.pseudonym import MissingSaltError, file_key, pseudonymise, resolve_salt, salt_check
+from attok_monai.errors import InputError
 
 __all__ = ["IngestReport", "ingest", "main", "DICOM_KEYS"]
 
@@ -135,24 +136,24 @@ def _load_labels(
     try:
         df = pd.read_csv(labels_csv, dtype=str, keep_default_na=False)
     except pd.errors.EmptyDataError:
-        raise ValueError(f"label CSV {labels_csv} is empty; expected a header line with the columns "
+        raise InputError(f"label CSV {labels_csv} is empty; expected a header line with the columns "
                          f"{[key_column, *label_columns]} and one row per image.") from None
     except (OSError, ValueError) as e:
-        raise ValueError(f"cannot read the label CSV {labels_csv}: {type(e).__name__}: {e}") from None
+        raise InputError(f"cannot read the label CSV {labels_csv}: {type(e).__name__}: {e}") from None
     missing = [c for c in (key_column, *label_columns) if c not in df.columns]
     if missing:
-        raise ValueError(f"label CSV {labels_csv}: missing column(s) {missing}; it has {list(df.columns)}.")
+        raise InputError(f"label CSV {labels_csv}: missing column(s) {missing}; it has {list(df.columns)}.")
     if df.empty:
-        raise ValueError(f"label CSV {labels_csv} has a header but no rows; expected one row per image.")
+        raise InputError(f"label CSV {labels_csv} has a header but no rows; expected one row per image.")
     table: dict[str, dict[str, str]] = {}
     first_line: dict[str, int] = {}
     for i, rec in enumerate(df[[key_column, *label_columns]].itertuples(index=False), start=2):
         key = str(rec[0]).strip()
         if not key:
-            raise ValueError(f"label CSV {labels_csv}, line {i}: empty key in column {key_column!r}.")
+            raise InputError(f"label CSV {labels_csv}, line {i}: empty key in column {key_column!r}.")
         labels = {c: str(v).strip() for c, v in zip(label_columns, rec[1:])}
         if key in table and table[key] != labels:
-            raise ValueError(f"label CSV {labels_csv}: lines {first_line[key]} and {i} give the same key different "
+            raise InputError(f"label CSV {labels_csv}: lines {first_line[key]} and {i} give the same key different "
                              "labels.")
         table[key] = labels
         first_line.setdefault(key, i)

@@ -139,7 +139,7 @@ def test_evaluate_and_inference_from_saved_model(trained, data_root, tmp_path):
                     model_dir=str(tmp / "models" / "pretrained"), checkpoint=str(tmp / "models" / "model_best.pt"))
     inf.run()
     lines = out.read_text().splitlines()
-    assert len(lines) == 4 and lines[0].startswith("id,question,answer,attribute,diagnosis,probability")
+    assert len(lines) == 4 and lines[0].startswith("id,file,question,answer,attribute,diagnosis,probability")
     assert lines[1].startswith("img0.png,")
 
 

@@ -8,6 +8,7 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pydicom
 import pytest
 from pydicom.encaps import encapsulate
@@ -160,3 +161,186 @@ def test_label_csv_errors_are_one_line_naming_the_file(tmp_path, capsys, text, m
                  "--salt-file", str(_salt_file(tmp_path))]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and str(csv_path) in err and "Traceback" not in err
+
+
+# ------------------------------------------------------------------------------------------------ inference
+def _fundus_like(rng: np.random.Generator, size: int = 28) -> np.ndarray:
+    """A reddish disc on black, roughly what a fundus photograph looks like at 28 px."""
+    yy, xx = np.mgrid[:size, :size]
+    disc = ((yy - size / 2) ** 2 + (xx - size / 2) ** 2) < (size * 0.45) ** 2
+    img = np.zeros((size, size, 3), np.uint8)
+    img[disc] = (np.array([190, 90, 40]) + rng.integers(-20, 20, 3)).clip(0, 255)
+    return img
+
+
+@pytest.fixture(scope="module")
+def fundus_model(tmp_path_factory):
+    """The fundus bundle's network (untrained weights) with visual prototypes set from fundus-like images, saved
+    as a model folder, and its domain threshold calibrated on other fundus-like images."""
+    import torch
+    from monai.bundle import ConfigParser
+
+    from attok_monai.engines.inference import calibrate_domain_threshold, inference_transforms
+    from tests.test_fundus_bundle import CONFIGS
+
+    tmp = tmp_path_factory.mktemp("fundus_model")
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / "train.json"))
+    parser["bundle_root"] = str(tmp)
+    net = parser.get_parsed_content("network_def").eval()
+    templates = parser.get_parsed_content("templates")
+    rng = np.random.default_rng(0)
+    imgs = torch.stack([torch.from_numpy(_fundus_like(rng)).permute(2, 0, 1).float() / 255 for _ in range(20)])
+    with torch.no_grad():
+        raw, _ = net.visual_tokens(imgs)
+    net.book.update_prototypes(raw, torch.arange(20) % 5)
+    model_dir = tmp / "pretrained"
+    net.save_pretrained(model_dir)
+    (model_dir / "templates.json").write_text(json.dumps(templates.to_dict()))
+    from PIL import Image
+
+    val = []
+    for i in range(20):
+        p = tmp / "val" / f"v{i}.png"
+        p.parent.mkdir(exist_ok=True)
+        Image.fromarray(_fundus_like(rng)).save(p)
+        val.append({"image": str(p), "id": p.name})
+    cal = calibrate_domain_threshold(net, val, inference_transforms(28), output_dir=model_dir)
+    assert (model_dir / "domain.json").is_file() and cal["num_images"] == 20 and cal["threshold"] > 0
+    return model_dir
+
+
+def _mixed_folder(folder: Path) -> dict[str, Path]:
+    """A folder as a hospital user might hand it over: PNG, JPEG, NIfTI and DICOM side by side, under a folder
+    named by the PatientID, with broken files of every kind."""
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    d = folder / PID
+    d.mkdir(parents=True)
+    Image.fromarray(_fundus_like(rng, 40)).save(d / "fundus.png")
+    Image.fromarray(_fundus_like(rng, 36)).save(d / "fundus2.jpg", quality=95)
+    jpg = (d / "fundus2.jpg").read_bytes()
+    (d / "cut.jpg").write_bytes(jpg[: len(jpg) // 2])  # truncated JPEG
+    import nibabel as nib
+
+    nib.save(nib.Nifti1Image(rng.random((20, 24, 3)).astype(np.float32), np.eye(4)), d / "slice.nii.gz")
+    fundus_dcm = _write_dicom(d / "op.dcm", _fundus_like(rng, 32), "RGB", modality="OP",
+                              extra={"BodyPartExamined": "EYE"})
+    chest = _write_dicom(d / f"{STUDY}.dcm", _grad(32, 32), modality="CR", extra={"BodyPartExamined": "CHEST"})
+    data = (d / "op.dcm").read_bytes()
+    (d / "trunc1.dcm").write_bytes(data[: len(data) - 200])
+    (d / "trunc2.dcm").write_bytes(data[: len(data) // 3])
+    (d / "text.dcm").write_text("this is a text file named .dcm\n")
+    bad = _write_dicom(d / "undecodable.dcm", _grad(), sop_uid=generate_uid())
+    ds = pydicom.dcmread(d / "undecodable.dcm")
+    ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+    ds.PixelData = encapsulate([b"\xff\xd8 not a jpeg " * 4])
+    ds.save_as(d / "undecodable.dcm")
+    (d / "notes.txt").write_text("clinical notes for Doe^Jane^PHIMARKER\n")
+    return {"secrets": [PID, STUDY, fundus_dcm, chest, bad, *PHI], "chest": d / f"{STUDY}.dcm"}
+
+
+def test_inference_mixed_folder_skips_reports_and_flags_domain(fundus_model, tmp_path, monkeypatch, capsys):
+    from attok_monai.data.pseudonym import file_key
+    from tests.test_fundus_bundle import _workflow
+
+    t = _mixed_folder(tmp_path / "in")
+    monkeypatch.setenv("ATTOK_SALT", SALT)
+    out = tmp_path / "out" / "pred.csv"
+    inf = _workflow("inference.json", tmp_path, input_dir=str(tmp_path / "in"), output_file=str(out),
+                    model_dir=str(fundus_model), checkpoint="none")
+    inf.run()
+    printed = capsys.readouterr().out
+    import csv
+
+    rows = list(csv.DictReader(out.open()))
+    skip = list(csv.DictReader((tmp_path / "out" / "pred.skipped.csv").open()))
+    # every file is accounted for: 5 answered (png, jpg, nii.gz, two readable DICOMs), 6 skipped with a reason
+    assert len(rows) == 5 and len(skip) == 6
+    key = {p: file_key(f"{PID}/{p}", SALT) for p in (
+        "fundus.png", "fundus2.jpg", "slice.nii.gz", "op.dcm", f"{STUDY}.dcm", "cut.jpg", "trunc1.dcm", "trunc2.dcm",
+        "text.dcm", "undecodable.dcm", "notes.txt")}
+    assert {r["file"] for r in rows} == {key[p] for p in ("fundus.png", "fundus2.jpg", "slice.nii.gz", "op.dcm",
+                                                          f"{STUDY}.dcm")}
+    assert all(r["id"] == r["file"] for r in rows)
+    reasons = {s["file"]: s["reason"] for s in skip}
+    assert "truncated" in reasons[key["cut.jpg"]]
+    assert all("less than expected" in reasons[key[p]] for p in ("trunc1.dcm", "trunc2.dcm"))
+    assert "not a DICOM file" in reasons[key["text.dcm"]]
+    assert "pixel decoding failed" in reasons[key["undecodable.dcm"]]
+    assert "not a supported image format" in reasons[key["notes.txt"]]
+    # the chest radiograph DICOM is flagged out of domain by its header; the fundus DICOM is not
+    by_key = {r["file"]: r for r in rows}
+    chest = by_key[key[f"{STUDY}.dcm"]]
+    assert chest["header_in_domain"] == "False" and chest["in_domain"] == "False"
+    assert "Modality CR" in chest["domain_note"] and "BodyPartExamined CHEST" in chest["domain_note"]
+    assert by_key[key["op.dcm"]]["header_in_domain"] == "True"
+    assert by_key[key["fundus.png"]]["header_in_domain"] == "" and by_key[key["fundus.png"]]["prototype_distance"]
+    summary = [ln for ln in printed.splitlines() if ln.startswith("[attok] inference:")]
+    assert len(summary) == 1 and "11 file(s): 5 answered, 6 skipped" in summary[0]
+    assert "1 by DICOM header" in summary[0]
+    # no identifier in any output
+    text = out.read_text() + (tmp_path / "out" / "pred.skipped.csv").read_text() + printed.replace(str(tmp_path), "")
+    for secret in t["secrets"]:
+        assert secret not in text, secret
+
+
+def test_inference_prototype_distance_flags_far_images(fundus_model):
+    import torch
+
+    from attok_monai.engines.factory import load_pretrained
+    from attok_monai.engines.inference import load_domain_threshold, prototype_distance
+
+    net = load_pretrained(fundus_model).eval()
+    thr = load_domain_threshold(fundus_model)
+    rng = np.random.default_rng(5)
+    fundus = torch.stack([torch.from_numpy(_fundus_like(rng)).permute(2, 0, 1).float() / 255 for _ in range(8)])
+    yy, xx = np.mgrid[:28, :28]
+    grey = [np.repeat(((np.sin(xx / (2 + k)) + 1) * 0.5)[None], 3, 0) for k in range(4)]  # stripes: no fundus
+    tile = [np.stack([np.full((28, 28), 0.9), rng.random((28, 28)) * 0.5, np.full((28, 28), 0.8)]) for _ in range(4)]
+    other = torch.from_numpy(np.stack(grey + tile)).float()
+    d_in, d_out = prototype_distance(net, fundus), prototype_distance(net, other)
+    assert float((d_in <= thr).float().mean()) >= 0.75
+    assert bool((d_out > thr).all()), (d_out, thr)
+
+
+def test_inference_without_salt_names_relative_paths_and_warns(fundus_model, tmp_path, monkeypatch):
+    from PIL import Image
+
+    from attok_monai.engines.inference import image_datalist
+
+    monkeypatch.delenv("ATTOK_SALT", raising=False)
+    (tmp_path / "in" / "a").mkdir(parents=True)
+    Image.fromarray(_fundus_like(np.random.default_rng(0))).save(tmp_path / "in" / "a" / "x.png")
+    (tmp_path / "in" / "b.dcm").write_text("text")
+    with pytest.warns(UserWarning, match="may hold patient identifiers"):
+        items = image_datalist(tmp_path / "in")
+    assert [it["id"] for it in items] == ["a/x.png", "b.dcm"]  # every file, in path order, named by its path
+
+
+def test_inference_fails_only_when_nothing_readable_or_above_threshold(fundus_model, tmp_path, monkeypatch,
+                                                                         capsys):
+    from PIL import Image
+
+    from attok_monai.bundle.cli import main as bundle_main
+    from tests.test_fundus_bundle import BUNDLE
+
+    monkeypatch.setenv("ATTOK_SALT", SALT)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.dcm").write_text("text")
+    (folder / "b.dcm").write_bytes(b"")
+    args = ["run", "--config", str(BUNDLE), "inference", "--input_dir", str(folder), "--output_file",
+            str(tmp_path / "p.csv"), "--model_dir", str(fundus_model), "--checkpoint", "absent.pt"]
+    assert bundle_main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "none of the 2 input file(s) could be read" in err[0] and "Traceback" not in err[0]
+    assert (tmp_path / "p.skipped.csv").is_file() and not (tmp_path / "p.csv").exists()
+    Image.fromarray(_fundus_like(np.random.default_rng(0))).save(folder / "ok.png")
+    assert bundle_main(args) == 0  # 1 of 3 readable: answered, 2 skipped
+    assert len((tmp_path / "p.csv").read_text().splitlines()) == 2
+    assert bundle_main([*args, "--max_skipped_fraction", "0.5"]) == 2
+    assert "more than max_skipped_fraction 0.5" in capsys.readouterr().err
+    with pytest.raises(Exception, match="max_skipped_fraction"):
+        bundle_main([*args, "--max_skipped_fraction", "0.5", "--debug"])

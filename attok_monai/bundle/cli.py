@@ -14,6 +14,7 @@ USAGE = (
     "usage: python -m attok_monai.bundle run --config BUNDLE_DIR [train|evaluate|inference] "
     "[--extra NAME ...] [--key value ...]\n"
     "  --extra NAME   also merge configs/NAME.json (e.g. --extra baseline for the ablation baseline)\n"
+    "  --debug        show the full traceback of an input error (default: one short message)\n"
     "  other --key value pairs are passed to monai.bundle.run unchanged (config overrides, --tracking mlflow, ...)"
 )
 
@@ -99,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     if argv[0] != "run":
         print(f"unknown command {argv[0]!r}.\n{USAGE}", file=sys.stderr)
         return 2
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
     try:
         kwargs = bundle_run_args(argv[1:])
     except ValueError as e:
@@ -106,5 +109,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from monai.bundle import run
 
-    run(**kwargs)
+    from attok_monai.errors import user_error
+
+    try:
+        run(**kwargs)
+    except Exception as e:
+        err = None if debug else user_error(e)
+        if err is None:
+            raise
+        print(f"attok_monai.bundle: error: {err} (--debug shows the traceback)", file=sys.stderr)
+        return 2
     return 0

@@ -369,7 +369,14 @@ def read_dicom_frame(path: str | os.PathLike, frame: FrameRule | None = None) ->
 
 def _read_dicom_frame(path: str | os.PathLike, frame: FrameRule | None = None) -> tuple[np.ndarray, dict[str, Any]]:
     try:
-        ds = pydicom.dcmread(path, force=True)
+        try:
+            ds = pydicom.dcmread(path)
+        except InvalidDicomError:  # no DICM preamble: a raw data set, or not DICOM at all
+            ds = pydicom.dcmread(path, force=True)
+            if not any(k in ds for k in ("SOPInstanceUID", "SOPClassUID", "Rows")):
+                raise ImageReadError(path, "not a DICOM file (no DICM preamble and no DICOM image elements)") from None
+    except ImageReadError:
+        raise
     except FileNotFoundError:
         raise ImageReadError(path, "file not found") from None
     except Exception as e:

@@ -31,6 +31,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from attok_monai.errors import InputError
 from attok_monai.fileio import atomic_write_text
 
 __all__ = [
@@ -88,10 +89,10 @@ def read_private_map(path: str | os.PathLike) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"private path map {path}: cannot be read ({type(e).__name__}); expected the "
+        raise InputError(f"private path map {path}: cannot be read ({type(e).__name__}); expected the "
                          "*.paths.private.json written by the ingest.") from None
     if not isinstance(data, dict) or not isinstance(data.get("files"), dict):
-        raise ValueError(f"private path map {path}: expected a JSON object with a 'files' mapping.")
+        raise InputError(f"private path map {path}: expected a JSON object with a 'files' mapping.")
     return data
 
 
@@ -131,7 +132,7 @@ def read_manifest(path: str | os.PathLike) -> list[dict[str, Any]]:
                         try:
                             row[k] = int(row[k])
                         except ValueError:
-                            raise ValueError(f"{path}, line {i}: field {k!r} is not an integer.") from None
+                            raise InputError(f"{path}, line {i}: field {k!r} is not an integer.") from None
                 rows.append(_check_row(row, path, i))
     else:
         with open(path, encoding="utf-8") as f:
@@ -141,14 +142,14 @@ def read_manifest(path: str | os.PathLike) -> list[dict[str, Any]]:
                 try:
                     row = json.loads(line)
                 except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}, line {i}: not valid JSON ({e.msg}).") from None
+                    raise InputError(f"{path}, line {i}: not valid JSON ({e.msg}).") from None
                 rows.append(_check_row(row, path, i))
     return rows
 
 
 def _check_row(row: Any, path: Path, line: int) -> dict[str, Any]:
     if not isinstance(row, dict) or not row.get("id") or not row.get("image"):
-        raise ValueError(f"{path}, line {line}: expected a row with non-empty 'id' and 'image'.")
+        raise InputError(f"{path}, line {line}: expected a row with non-empty 'id' and 'image'.")
     return row
 
 
@@ -215,19 +216,19 @@ def load_manifest(
         else:
             labels = row.get("labels") or {}
             if label_column not in labels:
-                raise ValueError(f"{path}: row {row['id']} has no label column {label_column!r} "
+                raise InputError(f"{path}: row {row['id']} has no label column {label_column!r} "
                                  f"(columns: {sorted(labels)}).")
             text = labels[label_column]
         text = None if text in (None, "") else str(text)
         label: Any = text
         if text is None and require_label:
-            raise ValueError(f"{path}: row {row['id']} has no label.")
+            raise InputError(f"{path}: row {row['id']} has no label.")
         if vocab is not None and text is not None:
             parts = [t.strip() for t in text.split(label_sep)] if label_sep and label_sep in text else [text]
             try:
                 idx = [vocab.index_of_label(t) for t in parts if t]
             except ValueError as e:
-                raise ValueError(f"{path}: row {row['id']}: {e}") from None
+                raise InputError(f"{path}: row {row['id']}: {e}") from None
             label = idx if len(parts) > 1 else idx[0]
         image = _resolve_image(row, files, path, map_file, pmap is not None)
         items.append({
@@ -248,9 +249,9 @@ def _resolve_image(row: dict[str, Any], files: dict[str, str], manifest: Path, m
     if "/" in ref or "\\" in ref or "." in ref:  # an older manifest: a path
         return Path(ref)
     if not have_map:
-        raise ValueError(f"{manifest}: row {row['id']} names its image by key; the private path map {map_file.name} "
+        raise InputError(f"{manifest}: row {row['id']} names its image by key; the private path map {map_file.name} "
                          "that resolves keys is not there (copy it beside the manifest or pass private_map=...).")
-    raise ValueError(f"{manifest}: row {row['id']}: image key {ref} is not in the private path map {map_file.name}.")
+    raise InputError(f"{manifest}: row {row['id']}: image key {ref} is not in the private path map {map_file.name}.")
 
 
 def _walk(folder: Path) -> Iterable[Path]:
@@ -286,7 +287,7 @@ def dicom_folder_datalist(
 
     folder = Path(folder)
     if not folder.is_dir():
-        raise ValueError(f"dicom_folder_datalist: {folder} is not a folder.")
+        raise InputError(f"dicom_folder_datalist: {folder} is not a folder.")
     items: list[dict[str, Any]] = []
     for p in _walk(folder):
         try:

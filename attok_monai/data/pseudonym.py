@@ -17,13 +17,15 @@ import hashlib
 import hmac
 import os
 
+from attok_monai.errors import InputError
+
 __all__ = ["MissingSaltError", "pseudonymise", "file_key", "resolve_salt", "salt_check", "MIN_SALT_LENGTH"]
 
 MIN_SALT_LENGTH = 8
 _CHECK_MESSAGE = "attok-monai salt check v1"
 
 
-class MissingSaltError(ValueError):
+class MissingSaltError(InputError):
     """Raised when no (or too short a) salt is available: pseudonymisation refuses to run without one."""
 
 

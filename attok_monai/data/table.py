@@ -49,6 +49,7 @@ from monai.data import Dataset
 from attok_monai.attributes import AttributeVocabulary
 from attok_monai.data.image_transforms import image_load_transforms
 from attok_monai.data.splits import SplitInfo, make_or_load_split
+from attok_monai.errors import InputError
 from attok_monai.fileio import atomic_write_text
 
 __all__ = [
@@ -70,7 +71,7 @@ _FALSE = {"0", "0.0", "false", "f", "no", "n", ""}
 _MAX_LISTED = 10
 
 
-class DatasetTableError(ValueError):
+class DatasetTableError(InputError):
     """Bad rows in an image table. ``problems`` holds every :class:`RowProblem`; the message lists the first ones."""
 
     def __init__(self, message: str, problems: Sequence[RowProblem] = ()) -> None:
@@ -210,6 +211,8 @@ def read_table(path: str | os.PathLike, sep: str | None = None) -> pd.DataFrame:
         if sep is None:
             sep = "\t" if suffix in (".tsv", ".tab") else ","
         return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, na_filter=False, skip_blank_lines=False)
+    except pd.errors.EmptyDataError:
+        raise DatasetTableError(f"image table {path} is empty; expected a header line and one row per image.") from None
     except (pd.errors.ParserError, json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DatasetTableError(f"image table {path}: cannot be parsed ({e}).") from e
 
@@ -472,6 +475,8 @@ def load_table(
         rows_of_items.append(n)
 
     n_rows = len(records) - blank
+    if n_rows == 0:
+        raise DatasetTableError(f"{source} has a header but no rows; expected one row per image.")
     if problems and report_path is not None:
         _write_report(report_path, problems)
     if problems and on_error == "raise":
