@@ -344,3 +344,76 @@ def test_inference_fails_only_when_nothing_readable_or_above_threshold(fundus_mo
     assert "more than max_skipped_fraction 0.5" in capsys.readouterr().err
     with pytest.raises(Exception, match="max_skipped_fraction"):
         bundle_main([*args, "--max_skipped_fraction", "0.5", "--debug"])
+
+
+# ------------------------------------------------------------------------------------------ training data
+def _jpeg_items(folder: Path, n: int = 6) -> list[dict]:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    items = []
+    for i in range(n):
+        p = folder / f"img{i}.jpg"
+        Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(p, quality=95)
+        items.append({"image": str(p), "label": i % 2, "id": f"s{i}"})
+    data = Path(items[2]["image"]).read_bytes()
+    Path(items[2]["image"]).write_bytes(data[: len(data) // 2])  # truncated JPEG, label 0
+    return items
+
+
+def test_training_dataset_skips_a_truncated_jpeg_with_a_report(tmp_path, caplog):
+    from attok_monai.data.image_transforms import image_load_transforms
+    from attok_monai.data.robust import ReadGuardCacheDataset
+
+    items = _jpeg_items(tmp_path / "images")
+    report = tmp_path / "run" / "train_skipped.csv"
+    with caplog.at_level("WARNING", logger="attok_monai.data"):
+        ds = ReadGuardCacheDataset(items, image_load_transforms(size=16), skip_report=report, cache_rate=1.0)
+    assert len(ds) == 6 and list(ds.skipped) == [2]
+    lines = report.read_text().splitlines()
+    assert lines[0] == "id,reason" and lines[1].startswith("s2,") and "truncated" in lines[1]
+    assert str(tmp_path) not in report.read_text()  # named by id, not by path
+    assert any("s2" in r.getMessage() and "truncated" in r.getMessage() for r in caplog.records)
+    sub = ds[2]  # served by the next readable item of the same label (keeps a class-balanced sampler valid)
+    assert sub["id"] == "s4" and sub["label"] == 0 and tuple(sub["image"].shape) == (3, 16, 16)
+    # not cached (cache_rate 0): the same, found when the item is first read
+    lazy = ReadGuardCacheDataset(items, image_load_transforms(size=16), skip_report=tmp_path / "lazy.csv",
+                                 cache_rate=0.0)
+    assert lazy[2]["id"] == "s4" and "s2," in (tmp_path / "lazy.csv").read_text()
+    # a threshold set by the user: more unreadable than allowed stops with one message
+    from attok_monai.errors import InputError
+
+    with pytest.raises(InputError, match="1 of 6 images unreadable, more than max_skipped_fraction 0.1"):
+        ReadGuardCacheDataset(items, image_load_transforms(size=16), skip_report=report, max_skipped_fraction=0.1)
+
+
+@pytest.mark.parametrize("text, match", [
+    ("", "is empty; expected a header line"),
+    ("image_id,dx,lesion_id\n", "has a header but no rows"),
+])
+def test_table_csv_errors_name_the_file(tmp_path, text, match):
+    from attok_monai.data.table import DatasetTableError
+    from attok_monai.data.table_source import table_splits
+
+    table = tmp_path / "labels.csv"
+    table.write_text(text)
+    vocab = AttributeVocabulary.from_label_map("derma", {"nv": "nevus", "mel": "melanoma"})
+    spec = {"table": str(table), "id_column": "image_id", "image_dir": "images", "extension": ".jpg",
+            "label_columns": "dx", "group_column": "lesion_id"}
+    with pytest.raises(DatasetTableError, match=match) as e:
+        table_splits(vocab, spec, split_file=tmp_path / "split.csv")
+    assert str(table) in str(e.value)
+
+
+def test_bundle_cli_user_errors_are_one_line(tmp_path, capsys):
+    from attok_monai.bundle.cli import main as bundle_main
+
+    bundle = Path(__file__).resolve().parents[1] / "bundles" / "derma_isic"
+    (tmp_path / "HAM10000_metadata.csv").write_text("image_id,dx,lesion_id\nISIC_1,nv,L1\nISIC_2,zzz,L2\n")
+    (tmp_path / "images").mkdir()
+    rc = bundle_main(["run", "--config", str(bundle), "--data_root", str(tmp_path), "--output_dir",
+                      str(tmp_path / "run"), "--epochs", "1"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err and "ConfigExpression" not in err
+    assert "HAM10000_metadata.csv" in err and "unknown_label" in err and "'zzz'" in err
