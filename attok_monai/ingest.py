@@ -75,7 +75,7 @@ class IngestReport:
 
     ``skipped``: ``[{"file": the file's key, "reason": str}, ...]``; ``unmatched_labels``: ``[{"line": CSV line,
     "reason": str}, ...]`` for label rows that no file matched; ``files_without_label``: files that matched no label
-    row (each also in ``skipped`` unless unlabelled files are kept).
+    row, by key (each also in ``skipped`` unless unlabelled files are kept).
     """
 
     root: str
@@ -89,7 +89,7 @@ class IngestReport:
     rows: int = 0
     skipped: list[dict[str, str]] = field(default_factory=list)
     unmatched_labels: list[dict[str, Any]] = field(default_factory=list)
-    files_without_label: int = 0
+    files_without_label: list[str] = field(default_factory=list)
     label_rows: int = 0
     salt_check: str = ""
     options: dict[str, Any] = field(default_factory=dict)
@@ -103,7 +103,7 @@ class IngestReport:
         d["counts"] = {"scanned": self.scanned, "kept": self.kept, "added": self.added, "rows": self.rows,
                        "skipped": len(self.skipped), "label_rows": self.label_rows,
                        "labels_matching_no_file": len(self.unmatched_labels),
-                       "files_matching_no_label": self.files_without_label}
+                       "files_matching_no_label": len(self.files_without_label)}
         reasons: dict[str, int] = {}
         for s in self.skipped:
             reasons[s["reason"]] = reasons.get(s["reason"], 0) + 1
@@ -336,7 +336,7 @@ def ingest(
         if labels is not None:
             k = str(get_key(h, rel) or "").strip()
             if not k:
-                report.files_without_label += 1
+                report.files_without_label.append(fkey)
                 if unlabelled == "skip":
                     skip(fkey, f"no {key.split(':')[0]} value to join the labels on")
                     continue
@@ -344,7 +344,7 @@ def ingest(
                 row_labels = labels[k]
                 matched_labels.add(k)
             else:
-                report.files_without_label += 1
+                report.files_without_label.append(fkey)
                 if unlabelled == "skip":
                     skip(fkey, f"no row in the label CSV for this file's {key.split(':')[0]}")
                     continue
@@ -407,7 +407,7 @@ def ingest(
     atomic_write_text(rep_path, json.dumps(report.to_dict(), indent=2) + "\n")
     logger.info("ingest: %d scanned, %d kept, %d rows added, %d skipped, %d label rows matching no file, "
                 "%d files matching no label", report.scanned, report.kept, report.added, len(report.skipped),
-                len(report.unmatched_labels), report.files_without_label)
+                len(report.unmatched_labels), len(report.files_without_label))
     return report
 
 
@@ -482,7 +482,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"  skipped {n:6d}: {reason}")
     if rep.label_rows:
         print(f"labels:   {rep.label_rows} rows, {len(rep.unmatched_labels)} matching no file (CSV lines in the "
-              f"report), {rep.files_without_label} file(s) matching no label row")
+              f"report), {len(rep.files_without_label)} file(s) matching no label row")
     return 0
 
 

@@ -94,6 +94,7 @@ def test_pacs_tree_manifest_and_report_hold_no_identifier(tmp_path, capsys):
     # labels matching no file and files matching no label are counted and listed
     assert report["counts"]["labels_matching_no_file"] == 1 and report["unmatched_labels"][0]["line"] == 5
     assert report["counts"]["files_matching_no_label"] == 1  # the symlinked file
+    assert [files[k] for k in report["files_without_label"]] == [f"{PID}/{STUDY}/{SERIES}/{good[3]}.dcm"]
     assert "1 matching no file" in printed
     assert len(rows) == 3
     # training resolves keys through the map

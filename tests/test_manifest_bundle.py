@@ -45,6 +45,14 @@ def test_manifest_training_and_dicom_inference(tmp_path, monkeypatch):
                     model_dir=str(tmp_path / "models" / "pretrained"), checkpoint="none")
     inf.run()
     assert len(out.read_text().splitlines()) == 31
+    # the out-of-domain threshold was set on the validation part at the end of training and is used by inference
+    domain = json.loads((tmp_path / "models" / "pretrained" / "domain.json").read_text())
+    assert domain["num_images"] == 6 and domain["threshold"] > 0
+    import csv
+
+    rows = list(csv.DictReader(out.open()))
+    assert all(r["prototype_distance"] != "" and r["in_domain"] in ("True", "False") for r in rows)
+    assert all(r["header_in_domain"] == "True" for r in rows)  # Modality OP: a fundus photograph
     written = [manifest, tmp_path / "run" / "val" / "predictions.csv", out]
     text = "".join(p.read_text() for p in written)
     for phi in [*PHI, "PID-PHI-"]:

@@ -129,11 +129,13 @@ class _HeaderFieldsd(MapTransform):
         return d
 
 
-def inference_transforms(size: int, channels: int = 3) -> Compose:
+def inference_transforms(size: int, channels: int = 3, file_timeout: float | None = 60.0) -> Compose:
     """Any 2D source -> float32 (channels, size, size) in [0, 1]: longest side to ``size``, centred zero padding.
-    The item also gets ``modality`` and ``body_part`` (DICOM header values; ``""`` for other formats)."""
+    The item also gets ``modality`` and ``body_part`` (DICOM header values; ``""`` for other formats). A file whose
+    reading takes longer than ``file_timeout`` seconds fails (main process only), so one pathological file cannot
+    hang a run."""
     return Compose([
-        LoadDicomFramed(keys="image"),
+        LoadDicomFramed(keys="image", timeout=file_timeout),
         _HeaderFieldsd(keys="image"),
         ToChannelsd(keys="image", channels=channels),
         Resized(keys="image", spatial_size=size, size_mode="longest", mode="area"),
