@@ -176,12 +176,12 @@ def _fundus_like(rng: np.random.Generator, size: int = 28) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def fundus_model(tmp_path_factory):
-    """The fundus bundle's network (untrained weights) with visual prototypes set from fundus-like images, saved
-    as a model folder, and its domain threshold calibrated on other fundus-like images."""
-    import torch
+    """The fundus bundle's network (untrained weights) saved as a model folder, with its domain calibrated on
+    fundus-like validation images."""
     from monai.bundle import ConfigParser
 
-    from attok_monai.engines.inference import calibrate_domain_threshold, inference_transforms
+    from attok_monai.engines.domain import calibrate_domain
+    from attok_monai.engines.inference import inference_transforms
     from tests.test_fundus_bundle import CONFIGS
 
     tmp = tmp_path_factory.mktemp("fundus_model")
@@ -191,10 +191,6 @@ def fundus_model(tmp_path_factory):
     net = parser.get_parsed_content("network_def").eval()
     templates = parser.get_parsed_content("templates")
     rng = np.random.default_rng(0)
-    imgs = torch.stack([torch.from_numpy(_fundus_like(rng)).permute(2, 0, 1).float() / 255 for _ in range(20)])
-    with torch.no_grad():
-        raw, _ = net.visual_tokens(imgs)
-    net.book.update_prototypes(raw, torch.arange(20) % 5)
     model_dir = tmp / "pretrained"
     net.save_pretrained(model_dir)
     (model_dir / "templates.json").write_text(json.dumps(templates.to_dict()))
@@ -205,9 +201,10 @@ def fundus_model(tmp_path_factory):
         p = tmp / "val" / f"v{i}.png"
         p.parent.mkdir(exist_ok=True)
         Image.fromarray(_fundus_like(rng)).save(p)
-        val.append({"image": str(p), "id": p.name})
-    cal = calibrate_domain_threshold(net, val, inference_transforms(28), output_dir=model_dir)
+        val.append({"image": str(p), "id": p.name, "label": i % 5})
+    cal = calibrate_domain(net, val, inference_transforms(28), output_dir=model_dir)
     assert (model_dir / "domain.json").is_file() and cal["num_images"] == 20 and cal["threshold"] > 0
+    assert len(cal["prototypes"]) == 5 and len(cal["scale"]) == len(cal["prototypes"][0])
     return model_dir
 
 
@@ -290,18 +287,19 @@ def test_inference_mixed_folder_skips_reports_and_flags_domain(fundus_model, tmp
 def test_inference_prototype_distance_flags_far_images(fundus_model):
     import torch
 
+    from attok_monai.engines.domain import load_domain_calibration, prototype_distance
     from attok_monai.engines.factory import load_pretrained
-    from attok_monai.engines.inference import load_domain_threshold, prototype_distance
 
     net = load_pretrained(fundus_model).eval()
-    thr = load_domain_threshold(fundus_model)
+    cal = load_domain_calibration(fundus_model)
+    thr = cal["threshold"]
     rng = np.random.default_rng(5)
     fundus = torch.stack([torch.from_numpy(_fundus_like(rng)).permute(2, 0, 1).float() / 255 for _ in range(8)])
     yy, xx = np.mgrid[:28, :28]
     grey = [np.repeat(((np.sin(xx / (2 + k)) + 1) * 0.5)[None], 3, 0) for k in range(4)]  # stripes: no fundus
     tile = [np.stack([np.full((28, 28), 0.9), rng.random((28, 28)) * 0.5, np.full((28, 28), 0.8)]) for _ in range(4)]
     other = torch.from_numpy(np.stack(grey + tile)).float()
-    d_in, d_out = prototype_distance(net, fundus), prototype_distance(net, other)
+    d_in, d_out = prototype_distance(net, fundus, cal), prototype_distance(net, other, cal)
     assert float((d_in <= thr).float().mean()) >= 0.75
     assert bool((d_out > thr).all()), (d_out, thr)
 

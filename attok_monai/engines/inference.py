@@ -9,21 +9,15 @@ Every output row and skip-report row names its file by a stable key: the pseudon
 (:func:`attok_monai.data.pseudonym.file_key`, the same key an ingest manifest uses) when a salt is set
 (``ATTOK_SALT``), else the relative path itself, with a warning that it may hold identifiers.
 
-Domain check per image (counted in the summary, columns ``header_in_domain`` / ``prototype_distance`` /
-``in_domain``):
-
-- a DICOM whose ``Modality`` or ``BodyPartExamined`` contradicts the bundle's declared domain (``metadata.json`` key
-  ``domain``: ``{"modality": text, "dicom_modalities": [...], "body_parts": [...]}``) is flagged;
-- an image whose mean visual token is far from every visual prototype of the embedding book (cosine distance above a
-  threshold calibrated on the validation part, :func:`calibrate_domain_threshold`, stored as ``domain.json`` in the
-  model folder) is flagged.
-
-``in_domain`` is false when either check flags the image (empty when neither check could run).
+Domain check per image (:mod:`attok_monai.engines.domain`; counted in the summary; columns ``header_in_domain``,
+``prototype_distance``, ``in_domain``, ``domain_note``): a DICOM whose ``Modality`` or ``BodyPartExamined`` contradicts
+the bundle's declared domain is flagged, and so is an image farther from every visual prototype than the threshold
+set on the validation part (``domain.json`` in the model folder). ``in_domain`` is false when either check flags the
+image, empty when neither could run.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import warnings
@@ -33,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from monai.data import Dataset
 from monai.transforms import Compose, EnsureTyped, MapTransform, Resized, SpatialPadd
 
@@ -43,23 +36,13 @@ from attok_monai.data.instructions import InstructionTemplates, attok_collate
 from attok_monai.data.load2d import LoadDicomFramed
 from attok_monai.data.nifti import NIFTI_SUFFIXES
 from attok_monai.data.pseudonym import file_key
+from attok_monai.engines.domain import header_in_domain, prototype_distance
 from attok_monai.errors import InputError
 from attok_monai.fileio import atomic_write_text, rows_to_csv, write_rows
 from attok_monai.metrics import parse_prediction
 
-__all__ = [
-    "IMAGE_SUFFIXES",
-    "NOT_IMAGE_SUFFIXES",
-    "bundle_domain",
-    "calibrate_domain_threshold",
-    "header_in_domain",
-    "image_datalist",
-    "inference_transforms",
-    "load_domain_threshold",
-    "prototype_distance",
-    "run_inference",
-    "skip_report_path",
-]
+__all__ = ["IMAGE_SUFFIXES", "NOT_IMAGE_SUFFIXES", "image_datalist", "inference_transforms", "run_inference",
+           "skip_report_path"]
 
 logger = logging.getLogger("attok_monai.inference")
 
@@ -178,97 +161,6 @@ def skip_report_path(output_file: str | os.PathLike) -> Path:
     return p.with_name(p.name.rsplit(".", 1)[0] + ".skipped.csv")
 
 
-# ------------------------------------------------------------------------------------------------ domain checks
-def bundle_domain(bundle_root: str | os.PathLike) -> dict[str, Any]:
-    """The ``domain`` the bundle's ``configs/metadata.json`` declares (``{}`` when none):
-    ``{"modality": "fundus photography", "dicom_modalities": ["OP", ...], "body_parts": ["EYE", ...]}``."""
-    meta = Path(bundle_root) / "configs" / "metadata.json"
-    if not meta.is_file():
-        return {}
-    return dict(json.loads(meta.read_text(encoding="utf-8")).get("domain") or {})
-
-
-def header_in_domain(modality: str, body_part: str, domain: Mapping[str, Any] | None) -> tuple[bool | None, str]:
-    """``(in domain?, why not)`` of a DICOM header against a bundle's domain; ``(None, "")`` when there is nothing
-    to check (not a DICOM, no declared domain). An empty header value never contradicts."""
-    if not domain or not (modality or body_part):
-        return None, ""
-    modalities = [m.upper() for m in domain.get("dicom_modalities") or []]
-    parts = [b.upper() for b in domain.get("body_parts") or []]
-    why = []
-    if modality and modalities and modality.upper() not in modalities:
-        why.append(f"Modality {modality.upper()} is not one of {modalities}")
-    if body_part and parts and body_part.upper() not in parts:
-        why.append(f"BodyPartExamined {body_part.upper()} is not one of {parts}")
-    if not (modalities or parts):
-        return None, ""
-    return (not why), "; ".join(why)
-
-
-@torch.no_grad()
-def prototype_distance(network: Any, images: torch.Tensor) -> torch.Tensor | None:
-    """(B,) cosine distance (``1 - cos``, in [0, 2]) of each image's mean visual token (before ACC, as the book's
-    prototypes are built, eq. 5) to the nearest initialised visual prototype; None when the network has no book
-    or no prototype."""
-    book = getattr(network, "book", None)
-    if book is None or not bool(book.prototype_initialized.any()):
-        return None
-    raw, _ = network.visual_tokens(images)
-    v = F.normalize(raw.float().mean(1), dim=-1)
-    protos = F.normalize(book.prototypes[book.prototype_initialized].float().to(v.device), dim=-1)
-    return (1.0 - v @ protos.t()).min(dim=1).values
-
-
-@torch.no_grad()
-def calibrate_domain_threshold(
-    network: Any, datalist: Sequence[Mapping[str, Any]], transform: Any, output_dir: str | os.PathLike | None = None,
-    quantile: float = 0.99, margin: float = 1.1, batch_size: int = 32, device: str | torch.device = "cpu",
-) -> dict[str, Any]:
-    """Set the prototype-distance threshold on validation images: ``margin`` x the ``quantile`` of their distances
-    (:func:`prototype_distance`), so that about ``1 - quantile`` of in-domain images would be flagged before the
-    margin. Written to ``output_dir/domain.json`` (when given) for :func:`load_domain_threshold`.
-
-    Returns:
-        ``{"threshold", "quantile", "margin", "num_images", "distance_median", "distance_max"}``.
-
-    Raises:
-        InputError: the network has no visual prototype or no validation image is readable.
-    """
-    from monai.data import DataLoader
-
-    network = network.to(device).eval()
-    loader = DataLoader(_GuardedDataset(list(datalist), transform), batch_size=batch_size, shuffle=False,
-                        collate_fn=_split_collate)
-    dists = []
-    for good, _ in loader:
-        if good is None:
-            continue
-        d = prototype_distance(network, good["image"].to(device).float())
-        if d is None:
-            raise InputError("calibrate_domain_threshold: the model has no visual prototype (no embedding book).")
-        dists.append(d.cpu())
-    if not dists:
-        raise InputError("calibrate_domain_threshold: no validation image could be read.")
-    allv = torch.cat(dists)
-    q = float(torch.quantile(allv, quantile))
-    out = {"metric": "cosine distance of the mean visual token to the nearest visual prototype",
-           "threshold": round(q * margin, 6), "quantile": quantile, "margin": margin, "num_images": int(allv.numel()),
-           "distance_median": round(float(allv.median()), 6), "distance_max": round(float(allv.max()), 6)}
-    if output_dir is not None:
-        atomic_write_text(Path(output_dir) / "domain.json", json.dumps(out, indent=2) + "\n")
-    return out
-
-
-def load_domain_threshold(model_dir: str | os.PathLike | None) -> float | None:
-    """The threshold of ``model_dir/domain.json`` (None when the model has not been calibrated)."""
-    if model_dir is None:
-        return None
-    p = Path(model_dir) / "domain.json"
-    if not p.is_file():
-        return None
-    return float(json.loads(p.read_text(encoding="utf-8"))["threshold"])
-
-
 # ---------------------------------------------------------------------------------------------------- the run
 def _short(reason: str) -> str:
     """The reason's category for the summary (the text before the first ':' or '(')."""
@@ -280,7 +172,7 @@ def run_inference(
     network: Any, templates: InstructionTemplates, datalist: list[dict], transform: Any,
     output_file: str | os.PathLike, batch_size: int = 32, device: str | torch.device = "cpu",
     max_new_tokens: int = 16, max_skipped_fraction: float | None = None, domain: Mapping[str, Any] | None = None,
-    domain_threshold: float | None = None, num_workers: int = 0,
+    domain_calibration: Mapping[str, Any] | None = None, num_workers: int = 0,
 ) -> list[dict[str, Any]]:
     """Answer the open-ended question for every readable image; write the answers (CSV for ``.csv``, else JSON) and,
     when a file was skipped, the skip report ``<output stem>.skipped.csv`` (``file,reason``), atomically; print and
@@ -294,8 +186,10 @@ def run_inference(
         output_file: where the answers go.
         max_skipped_fraction: fail (after writing) when more than this share of the files is skipped (None: never,
             unless nothing is readable).
-        domain: the bundle's declared domain (:func:`bundle_domain`) for the DICOM header check.
-        domain_threshold: prototype-distance threshold (:func:`load_domain_threshold`); None: no prototype check.
+        domain: the bundle's declared domain (:func:`~attok_monai.engines.domain.bundle_domain`) for the DICOM
+            header check.
+        domain_calibration: :func:`~attok_monai.engines.domain.load_domain_calibration` of the model folder; None:
+            no prototype check.
 
     Returns:
         the answer rows ``{"id", "file", "question", "answer", "attribute", "diagnosis", "probability",
@@ -321,15 +215,16 @@ def run_inference(
         prompts = [question] * images.shape[0]
         answers = network.generate(images, prompts, max_new_tokens)
         probs = network.class_probabilities(images, prompts).float().cpu()
-        dist = prototype_distance(network, images) if domain_threshold is not None else None
+        dist = prototype_distance(network, images, domain_calibration) if domain_calibration else None
+        threshold = float(domain_calibration["threshold"]) if domain_calibration else None
         for i, answer in enumerate(answers):
             k = parse_prediction(vocab, answer)
             header_ok, note = header_in_domain(good["modality"][i], good["body_part"][i], domain)
             proto = float(dist[i]) if dist is not None else None
-            proto_ok = None if proto is None else proto <= domain_threshold
+            proto_ok = None if proto is None else proto <= threshold
             if proto_ok is False:
                 note = "; ".join(filter(None, [note, f"far from every visual prototype ({proto:.3f} > "
-                                                     f"{domain_threshold:.3f})"]))
+                                                     f"{threshold:.3f})"]))
             checks = [c for c in (header_ok, proto_ok) if c is not None]
             row = {
                 "id": good["id"][i],
@@ -362,7 +257,7 @@ def run_inference(
     summary = (f"[attok] inference: {total} file(s): {len(rows)} answered, {len(skipped)} skipped"
                + (f" ({', '.join(f'{n} {r}' for r, n in why.most_common())})" if skipped else "")
                + f"; out of domain: {flagged_header} by DICOM header, {flagged_proto} by prototype distance"
-               + ("" if domain_threshold is not None else " (no calibrated threshold)")
+               + ("" if domain_calibration else " (no calibration in the model folder)")
                + (f"; answers: {output_file}" if rows else "")
                + (f"; skip report: {skip_file}" if skipped else ""))
     print(summary)
