@@ -456,6 +456,7 @@ def _build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--verify", action="store_true", help="kept for compatibility: decoding is the default")
     ap.add_argument("--no-dicomdir", action="store_true", help="walk the folder even when ROOT/DICOMDIR exists")
     ap.add_argument("--file-timeout", type=float, default=30.0, help="seconds per file (0: no limit)")
+    ap.add_argument("--debug", action="store_true", help="show the traceback of an input error")
     return ap
 
 
@@ -472,6 +473,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             use_dicomdir=not args.no_dicomdir, file_timeout=args.file_timeout or None, private_map=args.private_map,
         )
     except (ValueError, OSError) as e:
+        if args.debug:
+            raise
         print(f"ingest: error: {e}", file=sys.stderr)
         return 2
     print(f"manifest: {rep.manifest} ({rep.rows} rows: {rep.kept} kept, {rep.added} added)")
