@@ -18,7 +18,6 @@ from attok_monai.data.dicom import PydicomReader2D, read_dicom_frame, scan_dicom
 from attok_monai.data.image2d import ImageReadError, select_indices, time_limit
 from attok_monai.data.load2d import LoadDicomFramed, read_image_2d
 from attok_monai.data.manifest import (
-    dicom_folder_datalist,
     load_manifest,
     private_map_path,
     read_manifest,
@@ -294,10 +293,15 @@ def test_dicomdir_and_folder_datalist(tmp_path):
     assert len({r["series_key"] for r in rows if r["modality"] in ("CT", "MR")}) == sum(
         r["modality"] in ("CT", "MR") for r in rows)  # one slice per CT/MR series
 
-    items = dicom_folder_datalist(root / "98892003", salt=None)
-    assert [it["id"] for it in items] == [f"{i:06d}" for i in range(len(items))] and len(items) == 17
-    keyed = dicom_folder_datalist(root / "98892003", salt=SALT)
-    assert all(len(it["id"]) == 32 for it in keyed)
+    from attok_monai.engines.inference import image_datalist
+
+    with pytest.warns(UserWarning, match="may hold patient identifiers"):
+        items = image_datalist(root / "98892003")
+    folder_files = sorted(p.relative_to(root / "98892003").as_posix() for p in (root / "98892003").rglob("*")
+                          if p.is_file())
+    assert [it["id"] for it in items] == folder_files and len(items) == 17  # every file, named by its path
+    keyed = image_datalist(root / "98892003", salt=SALT)
+    assert all(len(it["id"]) == 16 for it in keyed) and len({it["id"] for it in keyed}) == 17
     pid = pydicom.dcmread(items[0]["image"]).PatientID
     assert all(pid not in it["id"] for it in keyed)
 

@@ -27,7 +27,7 @@ import csv
 import io
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,6 @@ __all__ = [
     "read_private_map",
     "write_private_map",
     "load_manifest",
-    "dicom_folder_datalist",
     "atomic_write_text",
 ]
 
@@ -252,55 +251,3 @@ def _resolve_image(row: dict[str, Any], files: dict[str, str], manifest: Path, m
         raise InputError(f"{manifest}: row {row['id']} names its image by key; the private path map {map_file.name} "
                          "that resolves keys is not there (copy it beside the manifest or pass private_map=...).")
     raise InputError(f"{manifest}: row {row['id']}: image key {ref} is not in the private path map {map_file.name}.")
-
-
-def _walk(folder: Path) -> Iterable[Path]:
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            if not name.startswith("."):
-                yield Path(dirpath) / name
-
-
-def dicom_folder_datalist(
-    folder: str | os.PathLike,
-    salt: str | None = None,
-    frames: str | int = "middle",
-    timeout: float | None = 30.0,
-) -> list[dict[str, Any]]:
-    """Data list for inference on a folder of DICOM files (recursive; header-only scan; no labels).
-
-    Args:
-        folder: the folder.
-        salt: when given, ``id`` is the pseudonymised SOP instance key (``-f<frame>`` appended for several frames
-            of one file); without it, ``id`` is a running index ``"000000"``, ``"000001"``, ... in sorted path order.
-            Never the PatientID.
-        frames: frame rule for multi-frame files (``"middle"``, ``"all"``, ``"every:K"``, ...).
-        timeout: seconds per file for the header scan.
-
-    Returns:
-        ``[{"image": absolute path, "frame": int, "id": str}, ...]``; files that are not DICOM images are left out.
-    """
-    from attok_monai.data.dicom import scan_dicom
-    from attok_monai.data.image2d import ImageReadError, select_indices, time_limit
-    from attok_monai.data.pseudonym import pseudonymise
-
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise InputError(f"dicom_folder_datalist: {folder} is not a folder.")
-    items: list[dict[str, Any]] = []
-    for p in _walk(folder):
-        try:
-            with time_limit(timeout, p):
-                h = scan_dicom(p)
-        except ImageReadError:
-            continue
-        idx = select_indices(h.n_frames, frames)
-        for f in idx:
-            if salt:
-                key = pseudonymise(h.sop_instance_uid or f"path:{p.relative_to(folder).as_posix()}", salt)
-                item_id = key if len(idx) == 1 else f"{key}-f{f}"
-            else:
-                item_id = f"{len(items):06d}"
-            items.append({"image": str(p.resolve()), "frame": f, "id": item_id})
-    return items
