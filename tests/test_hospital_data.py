@@ -416,3 +416,21 @@ def test_bundle_cli_user_errors_are_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and "Traceback" not in err and "ConfigExpression" not in err
     assert "HAM10000_metadata.csv" in err and "unknown_label" in err and "'zzz'" in err
+
+
+def test_rerun_remembers_matched_labels_and_unknown_labels_name_the_row(tmp_path):
+    root = tmp_path / "archive"
+    uids = [_write_dicom(root / f"{i}.dcm", _grad() + i) for i in range(2)]
+    csv_path = tmp_path / "labels.csv"
+    csv_path.write_text(f"SOPInstanceUID,dx\n{uids[0]},normal\n{uids[1]},sarcoma\n")
+    out = tmp_path / "m.jsonl"
+    rep = ingest(root, csv_path, label_column="dx", out=out, salt=SALT)
+    assert rep.added == 2 and not rep.unmatched_labels
+    rep = ingest(root, csv_path, label_column="dx", out=out, salt=SALT)  # nothing new: both rows still matched
+    assert rep.kept == 2 and not rep.unmatched_labels
+    vocab = AttributeVocabulary.from_label_map("xray", {"normal": "normal", "pneumonia": "pneumonia"})
+    from attok_monai.errors import InputError
+
+    with pytest.raises(InputError, match=r"m.jsonl: row [0-9a-f]{32}: .*sarcoma") as e:
+        load_manifest(out, vocabulary=vocab)
+    assert "\n" not in str(e.value)
