@@ -434,3 +434,21 @@ def test_rerun_remembers_matched_labels_and_unknown_labels_name_the_row(tmp_path
     with pytest.raises(InputError, match=r"m.jsonl: row [0-9a-f]{32}: .*sarcoma") as e:
         load_manifest(out, vocabulary=vocab)
     assert "\n" not in str(e.value)
+
+
+def test_class_folders_say_how_many_non_image_files_they_leave_out(tmp_path, caplog):
+    from PIL import Image
+
+    from attok_monai.data.table import load_table
+
+    for cls in ("nv", "mel"):
+        (tmp_path / cls).mkdir()
+        Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / cls / "a.png")
+    (tmp_path / "nv" / "notes.txt").write_text("x")
+    (tmp_path / "mel" / "Doe_Jane_PHIMARKER").write_text("x")
+    vocab = AttributeVocabulary.from_label_map("derma", {"nv": "nevus", "mel": "melanoma"})
+    with caplog.at_level("WARNING", logger="attok_monai.data"):
+        res = load_table(vocab, class_folders=str(tmp_path))
+    assert len(res.items) == 2
+    msg = " ".join(r.getMessage() for r in caplog.records)
+    assert "2 file(s) without an image suffix" in msg and "'.txt': 1" in msg and "PHIMARKER" not in msg

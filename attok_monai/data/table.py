@@ -36,6 +36,7 @@ import csv
 import hashlib
 import io
 import json
+import logging
 import os
 import warnings
 from collections.abc import Mapping, Sequence
@@ -51,6 +52,8 @@ from attok_monai.data.image_transforms import image_load_transforms
 from attok_monai.data.splits import SplitInfo, make_or_load_split
 from attok_monai.errors import InputError
 from attok_monai.fileio import atomic_write_text
+
+logger = logging.getLogger("attok_monai.data")
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -240,10 +243,13 @@ def _folder_table(spec: TableSpec) -> tuple[pd.DataFrame, TableSpec]:
         return sorted(d for d in p.iterdir() if d.is_dir() and not d.name.startswith("."))
 
     rows = []
+    ignored: dict[str, int] = {}
     for split_dir in subdirs(root) if spec.split_folders else [None]:
         base = split_dir if split_dir is not None else root
         for class_dir in subdirs(base):
             for f in sorted(class_dir.rglob("*")):
+                if f.is_file() and not f.name.startswith(".") and f.suffix.lower() not in exts:
+                    ignored[f.suffix.lower() or "(none)"] = ignored.get(f.suffix.lower() or "(none)", 0) + 1
                 if f.is_file() and not f.name.startswith(".") and f.suffix.lower() in exts:
                     rows.append(
                         {
@@ -252,6 +258,9 @@ def _folder_table(spec: TableSpec) -> tuple[pd.DataFrame, TableSpec]:
                             "split": split_dir.name if split_dir is not None else "",
                         }
                     )
+    if ignored:  # said, not silently dropped (no names: only the count per suffix)
+        logger.warning("class folders %s: %d file(s) without an image suffix %s left out: %s", root.name,
+                       sum(ignored.values()), sorted(exts), dict(sorted(ignored.items())))
     if not rows:
         raise DatasetTableError(
             f"class folder root {root}: no image files with suffixes {sorted(exts)} in "
