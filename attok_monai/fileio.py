@@ -13,16 +13,16 @@ from pathlib import Path
 __all__ = ["atomic_write", "atomic_write_text", "rows_to_csv", "write_rows"]
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
-    """Call ``write(tmp_path)`` on a temp file beside ``path``, then rename it to ``path`` (mode 0644).
-    On any error the temp file is removed and ``path`` is left as it was."""
+def atomic_write(path: str | os.PathLike, write: Callable[[str], None], mode: int = 0o644) -> None:
+    """Call ``write(tmp_path)`` on a temp file beside ``path``, then rename it to ``path`` (permissions ``mode``,
+    default 0644; 0600 for private files). On any error the temp file is removed and ``path`` is left as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         write(tmp)
-        os.chmod(tmp, 0o644)
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -30,14 +30,14 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
         raise
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` (UTF-8) to ``path`` completely or not at all."""
+def atomic_write_text(path: str | os.PathLike, text: str, mode: int = 0o644) -> None:
+    """Write ``text`` (UTF-8) to ``path`` completely or not at all (permissions ``mode``)."""
 
     def write(tmp: str) -> None:
         with open(tmp, "w", encoding="utf-8", newline="") as f:
             f.write(text)
 
-    atomic_write(path, write)
+    atomic_write(path, write, mode)
 
 
 def rows_to_csv(fields: Sequence[str], rows: Sequence[dict]) -> str:

@@ -17,7 +17,12 @@ from attok_monai.attributes import AttributeVocabulary
 from attok_monai.data.dicom import PydicomReader2D, read_dicom_frame, scan_dicom
 from attok_monai.data.image2d import ImageReadError, select_indices, time_limit
 from attok_monai.data.load2d import LoadDicomFramed, read_image_2d
-from attok_monai.data.manifest import dicom_folder_datalist, load_manifest, read_manifest
+from attok_monai.data.manifest import (
+    load_manifest,
+    private_map_path,
+    read_manifest,
+    read_private_map,
+)
 from attok_monai.data.pseudonym import MissingSaltError, pseudonymise
 from attok_monai.ingest import ingest, main
 
@@ -78,8 +83,11 @@ def test_pydicom_test_files_ingest_and_read(tmp_path, capsys):
     rep = ingest(PYDICOM_TEST_FILES, out=out, salt=SALT, unlabelled="keep", use_dicomdir=False, file_timeout=20)
     all_files = {p.relative_to(PYDICOM_TEST_FILES).as_posix() for p in PYDICOM_TEST_FILES.rglob("*") if p.is_file()}
     rows = read_manifest(out)
+    paths = read_private_map(private_map_path(out))["files"]
+    for r in rows:
+        r["image"] = paths[r["image"]]
     in_manifest = {r["image"] for r in rows}
-    skipped = {s["file"]: s["reason"] for s in rep.skipped}
+    skipped = {paths[s["file"]]: s["reason"] for s in rep.skipped}
     assert in_manifest | set(skipped) == all_files
     assert not in_manifest & set(skipped)
     assert all(reason for reason in skipped.values())
@@ -279,15 +287,21 @@ def test_dicomdir_and_folder_datalist(tmp_path):
     root = PYDICOM_TEST_FILES / "dicomdirtests"
     rep = ingest(root, out=tmp_path / "m.jsonl", salt=SALT, unlabelled="keep", series_slices="middle")
     rows = read_manifest(tmp_path / "m.jsonl")
-    assert rows and all(not r["image"].startswith("TINY_ALPHA") for r in rows)  # only what DICOMDIR lists
+    paths = read_private_map(private_map_path(tmp_path / "m.jsonl"))["files"]
+    assert rows and all(not paths[r["image"]].startswith("TINY_ALPHA") for r in rows)  # only what DICOMDIR lists
     assert not any("not a DICOM" in s["reason"] for s in rep.skipped)
     assert len({r["series_key"] for r in rows if r["modality"] in ("CT", "MR")}) == sum(
         r["modality"] in ("CT", "MR") for r in rows)  # one slice per CT/MR series
 
-    items = dicom_folder_datalist(root / "98892003", salt=None)
-    assert [it["id"] for it in items] == [f"{i:06d}" for i in range(len(items))] and len(items) == 17
-    keyed = dicom_folder_datalist(root / "98892003", salt=SALT)
-    assert all(len(it["id"]) == 32 for it in keyed)
+    from attok_monai.engines.inference import image_datalist
+
+    with pytest.warns(UserWarning, match="may hold patient identifiers"):
+        items = image_datalist(root / "98892003")
+    folder_files = sorted(p.relative_to(root / "98892003").as_posix() for p in (root / "98892003").rglob("*")
+                          if p.is_file())
+    assert [it["id"] for it in items] == folder_files and len(items) == 17  # every file, named by its path
+    keyed = image_datalist(root / "98892003", salt=SALT)
+    assert all(len(it["id"]) == 16 for it in keyed) and len({it["id"] for it in keyed}) == 17
     pid = pydicom.dcmread(items[0]["image"]).PatientID
     assert all(pid not in it["id"] for it in keyed)
 

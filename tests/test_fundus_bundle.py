@@ -124,8 +124,43 @@ def test_evaluate_and_inference_from_saved_model(trained, data_root, tmp_path):
                     model_dir=str(tmp / "run" / "model"), checkpoint=str(tmp / "models" / "model_best.pt"))
     inf.run()
     lines = out.read_text().splitlines()
-    assert len(lines) == 4 and lines[0].startswith("id,question,answer,attribute,diagnosis,probability")
+    assert len(lines) == 4 and lines[0].startswith("id,file,question,answer,attribute,diagnosis,probability")
     assert lines[1].startswith("img0.png,")
+
+
+def test_chest_radiographs_and_slide_tiles_are_flagged_out_of_domain(trained, data_root, tmp_path):
+    """The domain threshold set on the validation part at the end of training flags real images of other modalities
+    (PneumoniaMNIST chest radiographs, LC25000 lung slide tiles) and passes held-out fundus photographs."""
+    import csv
+    import glob
+
+    from PIL import Image
+
+    require(data_root / "medmnist" / "pneumoniamnist.npz")
+    tmp, _ = trained
+    model_dir = tmp / "run" / "model"
+    assert json.loads((model_dir / "domain.json").read_text())["num_images"] == 24  # limit_val
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    retina = np.load(data_root / "medmnist" / "retinamnist.npz")["train_images"][400:420]  # not trained on
+    chest = np.load(data_root / "medmnist" / "pneumoniamnist.npz")["val_images"][:20]
+    for i in range(20):
+        Image.fromarray(retina[i]).save(folder / f"fundus_{i:02d}.png")
+        Image.fromarray(chest[i]).save(folder / f"chest_{i:02d}.png")
+    tiles = sorted(glob.glob(str(data_root / "lc25000_lung" / "images" / "**" / "*.jp*g"), recursive=True))[:10]
+    for i, f in enumerate(tiles):
+        Image.open(f).convert("RGB").resize((64, 64)).save(folder / f"tile_{i:02d}.png")
+    out = tmp_path / "pred.csv"
+    inf = _workflow("inference.json", tmp, input_dir=str(folder), output_file=str(out), model_dir=str(model_dir),
+                    checkpoint=str(tmp / "models" / "model_best.pt"))
+    inf.run()
+    rows = list(csv.DictReader(out.open()))
+    flagged = {kind: np.mean([r["in_domain"] == "False" for r in rows if r["file"].startswith(kind)])
+               for kind in ("fundus", "chest", "tile")}
+    print(f"\nout-of-domain share flagged: {flagged}")
+    assert flagged["chest"] >= 0.9 and flagged["fundus"] <= 0.2, flagged
+    if tiles:
+        assert flagged["tile"] >= 0.9, flagged
 
 
 def test_metadata_has_required_keys():

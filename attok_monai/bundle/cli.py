@@ -26,7 +26,8 @@ EPILOG = (
     "Examples:\n"
     "  python -m attok_monai.bundle run --config bundles/fundus_dr --epochs 20\n"
     "  python -m attok_monai.bundle run --config bundles/fundus_dr evaluate --data_root /data/medmnist --split test\n"
-    "  python -m attok_monai.bundle run --config bundles/fundus_dr --extra baseline"
+    "  python -m attok_monai.bundle run --config bundles/fundus_dr --extra baseline\n"
+    "A user error (missing or empty file, unknown label, bad column) is one line; --debug shows the traceback."
 )
 
 
@@ -55,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workflow", dest="workflow_opt", choices=WORKFLOWS, help=argparse.SUPPRESS)
     run.add_argument("--extra", action="append", default=[], metavar="NAME",
                      help="also merge configs/NAME.json (repeatable), e.g. --extra baseline")
+    run.add_argument("--debug", action="store_true", help="show the full traceback of an input error")
     return top
 
 
@@ -92,7 +94,9 @@ def _split(argv: list[str]) -> tuple[list[str], list[str]]:
             if "=" not in arg and i + 1 < len(argv):
                 ours.append(argv[i + 1])
                 i += 1
-        elif arg.startswith("--") and arg != "--help":
+        elif arg in ("--debug", "--help"):
+            ours.append(arg)
+        elif arg.startswith("--"):
             rest.append(arg)
             if "=" not in arg and i + 1 < len(argv) and not argv[i + 1].startswith("--"):
                 rest.append(argv[i + 1])
@@ -148,11 +152,22 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] != "run":
         parser.parse_args(argv)  # prints help (-h) or argparse's usage error and exits
         return 2
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
     try:
         kwargs = bundle_run_args(argv[1:])
     except ValueError as e:
         parser.exit(2, f"attok_monai.bundle: {e}\n")
     from monai.bundle import run
 
-    run(**kwargs)
+    from attok_monai.errors import user_error
+
+    try:
+        run(**kwargs)
+    except Exception as e:
+        err = None if debug else user_error(e)
+        if err is None:
+            raise
+        print(f"attok_monai.bundle: error: {err} (--debug shows the traceback)", file=sys.stderr)
+        return 2
     return 0

@@ -52,7 +52,10 @@ from attok_monai.data.image2d import (
     to_unit_image,
 )
 
-__all__ = ["DicomHeader", "quiet_pydicom", "scan_dicom", "read_dicom_frame", "PydicomReader2D", "is_dicomdir", "dicomdir_files"]
+__all__ = [
+    "DicomHeader", "quiet_pydicom", "scan_dicom", "read_dicom_frame", "verify_dicom_frames", "PydicomReader2D",
+    "is_dicomdir", "dicomdir_files",
+]
 
 _DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
 _DEFLATED = "1.2.840.10008.1.2.1.99"
@@ -94,6 +97,7 @@ class DicomHeader:
     bits_stored: int = 0
     transfer_syntax: str = ""
     instance_number: int | None = None
+    body_part: str = ""
     sop_instance_uid: str = field(default="", repr=False)
     series_instance_uid: str = field(default="", repr=False)
     study_instance_uid: str = field(default="", repr=False)
@@ -198,6 +202,7 @@ def _scan_dicom(path: str | os.PathLike) -> DicomHeader:
         photometric=_text(ds, "PhotometricInterpretation").upper(),
         bits_stored=_int(ds, "BitsStored") or 0,
         instance_number=_int(ds, "InstanceNumber", None),
+        body_part=_text(ds, "BodyPartExamined").upper(),
         sop_instance_uid=_text(ds, "SOPInstanceUID"),
         series_instance_uid=_text(ds, "SeriesInstanceUID"),
         study_instance_uid=_text(ds, "StudyInstanceUID"),
@@ -351,7 +356,8 @@ def read_dicom_frame(path: str | os.PathLike, frame: FrameRule | None = None) ->
         frame: frame index or rule for multi-frame files (None = ``"middle"``).
 
     Returns:
-        ``(image, meta)`` with ``meta`` = ``{"frame", "n_frames", "modality", "photometric", "spatial_shape"}``
+        ``(image, meta)`` with ``meta`` = ``{"frame", "n_frames", "modality", "body_part", "photometric",
+        "spatial_shape"}``
         (no identifying header values).
 
     Raises:
@@ -363,7 +369,14 @@ def read_dicom_frame(path: str | os.PathLike, frame: FrameRule | None = None) ->
 
 def _read_dicom_frame(path: str | os.PathLike, frame: FrameRule | None = None) -> tuple[np.ndarray, dict[str, Any]]:
     try:
-        ds = pydicom.dcmread(path, force=True)
+        try:
+            ds = pydicom.dcmread(path)
+        except InvalidDicomError:  # no DICM preamble: a raw data set, or not DICOM at all
+            ds = pydicom.dcmread(path, force=True)
+            if not any(k in ds for k in ("SOPInstanceUID", "SOPClassUID", "Rows")):
+                raise ImageReadError(path, "not a DICOM file (no DICM preamble and no DICOM image elements)") from None
+    except ImageReadError:
+        raise
     except FileNotFoundError:
         raise ImageReadError(path, "file not found") from None
     except Exception as e:
@@ -380,10 +393,31 @@ def _read_dicom_frame(path: str | os.PathLike, frame: FrameRule | None = None) -
         "frame": idx,
         "n_frames": n,
         "modality": _text(ds, "Modality"),
+        "body_part": _text(ds, "BodyPartExamined").upper(),
         "photometric": _text(ds, "PhotometricInterpretation").upper(),
         "spatial_shape": np.asarray(img.shape[1:]),
     }
     return img, meta
+
+
+def verify_dicom_frames(path: str | os.PathLike, frames: Sequence[int]) -> None:
+    """Decode the given frames of a DICOM file (the file read once), as a check that they can be read.
+
+    Raises:
+        ImageReadError: naming the file and the full reason (every line of a decoder's message).
+    """
+    with quiet_pydicom():
+        try:
+            ds = pydicom.dcmread(path, force=True)
+        except Exception as e:
+            raise ImageReadError(path, f"unreadable DICOM: {safe_reason(e)}") from None
+        for f in frames:
+            try:
+                dataset_frame_to_image(ds, f)
+            except ImageReadError:
+                raise
+            except Exception as e:
+                raise ImageReadError(path, f"pixel decoding failed: {safe_reason(e)}") from None
 
 
 class PydicomReader2D(Frame2DReader, ImageReader):

@@ -45,11 +45,12 @@ class ImageReadError(RuntimeError):
         super().__init__(f"{self.path}: {reason}")
 
 
-def safe_reason(exc: BaseException, limit: int = 160) -> str:
-    """``ExceptionType: first line of the message`` with quoted substrings blanked out (quoted text in library
-    messages may be a header value) and shortened to ``limit`` characters."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    text = re.sub(r"'[^']*'|\"[^\"]*\"", "'...'", text)
+def safe_reason(exc: BaseException, limit: int = 600) -> str:
+    """``ExceptionType: message`` with every line of the message kept (joined by `` | ``; decoder errors list one
+    line per plugin tried), quoted substrings blanked out (quoted text in library messages may be a header value or
+    a path) and shortened to ``limit`` characters."""
+    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+    text = re.sub(r"'[^']*'|\"[^\"]*\"", "'...'", " | ".join(lines))
     out = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
     return out if len(out) <= limit else out[: limit - 3] + "..."
 

@@ -4,16 +4,21 @@ A manifest is JSONL (one JSON object per line) or CSV (chosen by the file extens
 frame), with the fields ``MANIFEST_FIELDS``:
 
 - ``id``: pseudonymised SOP instance key (``<key>-f<frame>`` when a file gives one row per frame);
-- ``image``: the file path, relative to the archive root (default; POSIX separators) or absolute
-  (``absolute_paths=True``); the report beside the manifest records which, and the root;
+- ``image``: the file's pseudonymised key (:func:`attok_monai.data.pseudonym.file_key`, 16 hex), never a path: paths
+  (and folder names such as ``PatientID/StudyInstanceUID/...``) may identify a patient. The key-to-path map is the
+  separate **private** file ``<manifest stem>.paths.private.json`` (:func:`private_map_path`) holding the archive
+  root and each key's path relative to it (POSIX separators; symlinks kept as the link's own path), or absolute
+  with ``absolute_paths=True``. The user keeps it beside the archive, never shares or logs it;
+  :func:`load_manifest` resolves keys through it. Manifests of older versions with paths in ``image`` still load;
 - ``frame`` / ``n_frames``; ``label`` (the first label column's text, "" when unlabelled) and ``labels``
   (``{column: text}``; CSV: one ``labels.<column>`` column each);
 - ``modality``, ``photometric``, ``rows``, ``columns``;
 - ``patient_key`` / ``study_key`` / ``series_key`` / ``instance_key``: salted HMAC-SHA256 pseudonyms
-  (:func:`attok_monai.data.pseudonym.pseudonymise`); no raw identifier is stored.
+  (:func:`attok_monai.data.pseudonym.pseudonymise`); ``label_key``: pseudonym of the label CSV key the row was
+  joined on (lets a re-run tell which label rows are matched); no raw identifier is stored.
 
-The report ``<manifest stem>.report.json`` beside it holds the root, the path mode, the counts, the salt
-fingerprint and every skipped file with its reason.
+The report ``<manifest stem>.report.json`` beside it holds the path mode, the counts, the salt fingerprint and every
+skipped file (by key) with its reason; no path.
 """
 
 from __future__ import annotations
@@ -22,10 +27,11 @@ import csv
 import io
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from attok_monai.errors import InputError
 from attok_monai.fileio import atomic_write_text
 
 __all__ = [
@@ -33,14 +39,16 @@ __all__ = [
     "read_manifest",
     "write_manifest",
     "report_path",
+    "private_map_path",
+    "read_private_map",
+    "write_private_map",
     "load_manifest",
-    "dicom_folder_datalist",
     "atomic_write_text",
 ]
 
 MANIFEST_FIELDS = (
     "id", "image", "frame", "n_frames", "label", "labels", "modality", "photometric", "rows", "columns",
-    "patient_key", "study_key", "series_key", "instance_key",
+    "patient_key", "study_key", "series_key", "instance_key", "label_key",
 )
 _INT_FIELDS = ("frame", "n_frames", "rows", "columns")
 
@@ -55,6 +63,36 @@ def report_path(manifest: str | os.PathLike) -> Path:
     """``<folder>/<manifest stem>.report.json``."""
     manifest = Path(manifest)
     return manifest.with_name(manifest.name.rsplit(".", 1)[0] + ".report.json")
+
+
+def private_map_path(manifest: str | os.PathLike) -> Path:
+    """``<folder>/<manifest stem>.paths.private.json``: the key-to-path map of a manifest (private: it holds paths)."""
+    manifest = Path(manifest)
+    return manifest.with_name(manifest.name.rsplit(".", 1)[0] + ".paths.private.json")
+
+
+def write_private_map(path: str | os.PathLike, root: str | os.PathLike, files: dict[str, str], path_mode: str) -> None:
+    """Write the private key-to-path map ``{"root", "path_mode", "files": {key: path}}`` atomically, mode 0600."""
+    payload = {"private": "holds file paths that may identify patients: keep beside the archive, never share",
+               "root": str(root), "path_mode": path_mode, "files": dict(sorted(files.items()))}
+    atomic_write_text(path, json.dumps(payload, indent=1, ensure_ascii=False) + "\n", mode=0o600)
+
+
+def read_private_map(path: str | os.PathLike) -> dict[str, Any]:
+    """The map written by :func:`write_private_map` (``{"root": str, "path_mode": str, "files": {key: path}}``).
+
+    Raises:
+        ValueError: naming the file when it is not such a map.
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise InputError(f"private path map {path}: cannot be read ({type(e).__name__}); expected the "
+                         "*.paths.private.json written by the ingest.") from None
+    if not isinstance(data, dict) or not isinstance(data.get("files"), dict):
+        raise InputError(f"private path map {path}: expected a JSON object with a 'files' mapping.")
+    return data
 
 
 def write_manifest(path: str | os.PathLike, rows: Sequence[dict[str, Any]]) -> None:
@@ -93,7 +131,7 @@ def read_manifest(path: str | os.PathLike) -> list[dict[str, Any]]:
                         try:
                             row[k] = int(row[k])
                         except ValueError:
-                            raise ValueError(f"{path}, line {i}: field {k!r} is not an integer.") from None
+                            raise InputError(f"{path}, line {i}: field {k!r} is not an integer.") from None
                 rows.append(_check_row(row, path, i))
     else:
         with open(path, encoding="utf-8") as f:
@@ -103,18 +141,19 @@ def read_manifest(path: str | os.PathLike) -> list[dict[str, Any]]:
                 try:
                     row = json.loads(line)
                 except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}, line {i}: not valid JSON ({e.msg}).") from None
+                    raise InputError(f"{path}, line {i}: not valid JSON ({e.msg}).") from None
                 rows.append(_check_row(row, path, i))
     return rows
 
 
 def _check_row(row: Any, path: Path, line: int) -> dict[str, Any]:
     if not isinstance(row, dict) or not row.get("id") or not row.get("image"):
-        raise ValueError(f"{path}, line {line}: expected a row with non-empty 'id' and 'image'.")
+        raise InputError(f"{path}, line {line}: expected a row with non-empty 'id' and 'image'.")
     return row
 
 
 def _root_for(manifest: Path, root: str | os.PathLike | None) -> Path:
+    """Root of the path-style rows of an older manifest: ``root``, else the one its report recorded, else its folder."""
     if root is not None:
         return Path(root)
     rep = report_path(manifest)
@@ -135,8 +174,9 @@ def load_manifest(
     root: str | os.PathLike | None = None,
     label_sep: str | None = ";",
     require_label: bool = False,
+    private_map: str | os.PathLike | None = None,
 ) -> list[dict[str, Any]]:
-    """A manifest as a data list of the data contract.
+    """A manifest as a data list of the data contract; image keys are resolved to paths through the private map.
 
     Args:
         path: the manifest (JSONL or CSV).
@@ -144,20 +184,25 @@ def load_manifest(
             label texts become indices via ``vocabulary.index_of_label``; a text containing ``label_sep`` becomes
             a multi-label list of indices. Without it the label text is kept as is.
         label_column: ``"label"`` (the primary label) or the name of one label column of the CSV it came from.
-        root: folder that relative image paths are relative to; default: the root recorded in the report beside
-            the manifest, else the manifest's folder.
+        root: folder that relative image paths are relative to; default: the root recorded in the private map (or,
+            for an older manifest, in its report), else the manifest's folder.
         label_sep: separator of several labels in one cell (None: never split).
         require_label: raise when a row has no label (else the item's ``label`` is None).
+        private_map: the key-to-path map (default: :func:`private_map_path` of the manifest).
 
     Returns:
         ``[{"image": absolute path str, "frame": int, "label": int | list[int] | str | None, "id": str,
         "group": pseudonymised patient key or None, "modality": str}, ...]``.
 
     Raises:
-        ValueError: naming the manifest, the row id and the problem (unknown label, missing label column).
+        ValueError: naming the manifest, the row id and the problem (unknown label, missing label column, a key
+            that the private map does not hold, no private map).
     """
     path = Path(path)
-    base = _root_for(path, root)
+    map_file = Path(private_map) if private_map is not None else private_map_path(path)
+    pmap = read_private_map(map_file) if map_file.is_file() else None
+    files: dict[str, str] = pmap["files"] if pmap else {}
+    base = Path(root) if root is not None else (Path(pmap["root"]) if pmap and pmap.get("root") else _root_for(path, None))
     vocab = None
     if vocabulary is not None:
         from attok_monai.attributes import AttributeVocabulary
@@ -170,23 +215,23 @@ def load_manifest(
         else:
             labels = row.get("labels") or {}
             if label_column not in labels:
-                raise ValueError(f"{path}: row {row['id']} has no label column {label_column!r} "
+                raise InputError(f"{path}: row {row['id']} has no label column {label_column!r} "
                                  f"(columns: {sorted(labels)}).")
             text = labels[label_column]
         text = None if text in (None, "") else str(text)
         label: Any = text
         if text is None and require_label:
-            raise ValueError(f"{path}: row {row['id']} has no label.")
+            raise InputError(f"{path}: row {row['id']} has no label.")
         if vocab is not None and text is not None:
             parts = [t.strip() for t in text.split(label_sep)] if label_sep and label_sep in text else [text]
             try:
                 idx = [vocab.index_of_label(t) for t in parts if t]
             except ValueError as e:
-                raise ValueError(f"{path}: row {row['id']}: {e}") from None
+                raise InputError(f"{path}: row {row['id']}: {e}") from None
             label = idx if len(parts) > 1 else idx[0]
-        image = Path(row["image"])
+        image = _resolve_image(row, files, path, map_file, pmap is not None)
         items.append({
-            "image": str(image if image.is_absolute() else (base / image).resolve()),
+            "image": os.path.abspath(image if image.is_absolute() else base / image),
             "frame": int(row.get("frame") or 0),
             "label": label,
             "id": str(row["id"]),
@@ -196,53 +241,13 @@ def load_manifest(
     return items
 
 
-def _walk(folder: Path) -> Iterable[Path]:
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            if not name.startswith("."):
-                yield Path(dirpath) / name
-
-
-def dicom_folder_datalist(
-    folder: str | os.PathLike,
-    salt: str | None = None,
-    frames: str | int = "middle",
-    timeout: float | None = 30.0,
-) -> list[dict[str, Any]]:
-    """Data list for inference on a folder of DICOM files (recursive; header-only scan; no labels).
-
-    Args:
-        folder: the folder.
-        salt: when given, ``id`` is the pseudonymised SOP instance key (``-f<frame>`` appended for several frames
-            of one file); without it, ``id`` is a running index ``"000000"``, ``"000001"``, ... in sorted path order.
-            Never the PatientID.
-        frames: frame rule for multi-frame files (``"middle"``, ``"all"``, ``"every:K"``, ...).
-        timeout: seconds per file for the header scan.
-
-    Returns:
-        ``[{"image": absolute path, "frame": int, "id": str}, ...]``; files that are not DICOM images are left out.
-    """
-    from attok_monai.data.dicom import scan_dicom
-    from attok_monai.data.image2d import ImageReadError, select_indices, time_limit
-    from attok_monai.data.pseudonym import pseudonymise
-
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise ValueError(f"dicom_folder_datalist: {folder} is not a folder.")
-    items: list[dict[str, Any]] = []
-    for p in _walk(folder):
-        try:
-            with time_limit(timeout, p):
-                h = scan_dicom(p)
-        except ImageReadError:
-            continue
-        idx = select_indices(h.n_frames, frames)
-        for f in idx:
-            if salt:
-                key = pseudonymise(h.sop_instance_uid or f"path:{p.relative_to(folder).as_posix()}", salt)
-                item_id = key if len(idx) == 1 else f"{key}-f{f}"
-            else:
-                item_id = f"{len(items):06d}"
-            items.append({"image": str(p.resolve()), "frame": f, "id": item_id})
-    return items
+def _resolve_image(row: dict[str, Any], files: dict[str, str], manifest: Path, map_file: Path, have_map: bool) -> Path:
+    ref = str(row["image"])
+    if ref in files:
+        return Path(files[ref])
+    if "/" in ref or "\\" in ref or "." in ref:  # an older manifest: a path
+        return Path(ref)
+    if not have_map:
+        raise InputError(f"{manifest}: row {row['id']} names its image by key; the private path map {map_file.name} "
+                         "that resolves keys is not there (copy it beside the manifest or pass private_map=...).")
+    raise InputError(f"{manifest}: row {row['id']}: image key {ref} is not in the private path map {map_file.name}.")

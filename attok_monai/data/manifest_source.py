@@ -7,6 +7,7 @@ from typing import Any
 
 from attok_monai.data.manifest import load_manifest
 from attok_monai.data.splits import grouped_stratified_split
+from attok_monai.errors import InputError
 
 __all__ = ["manifest_datalist"]
 
@@ -26,17 +27,17 @@ def manifest_datalist(
     """
     items = load_manifest(manifest, vocabulary=vocabulary, require_label=require_label)
     if not items:
-        raise ValueError(f"manifest {manifest} has no labelled rows.")
+        raise InputError(f"manifest {manifest} has no labelled rows.")
     if split is None:
         return items
     if all("split" in it and it["split"] for it in items):
         chosen = [it for it in items if it["split"] == split]
         if not chosen:
-            raise ValueError(f"manifest {manifest} has no rows of split {split!r}.")
+            raise InputError(f"manifest {manifest} has no rows of split {split!r}.")
         return chosen
     parts = grouped_stratified_split(
         [it["label"] for it in items], [it.get("group") for it in items], fractions or {"train": 0.8, "val": 0.2}, seed
     )
     if split not in parts:
-        raise ValueError(f"split {split!r} is not one of {sorted(parts)} for manifest {manifest}.")
+        raise InputError(f"split {split!r} is not one of {sorted(parts)} for manifest {manifest}.")
     return [items[i] | {"split": split} for i in parts[split]]

@@ -17,13 +17,15 @@ import hashlib
 import hmac
 import os
 
-__all__ = ["MissingSaltError", "pseudonymise", "resolve_salt", "salt_check", "MIN_SALT_LENGTH"]
+from attok_monai.errors import InputError
+
+__all__ = ["MissingSaltError", "pseudonymise", "file_key", "resolve_salt", "salt_check", "MIN_SALT_LENGTH"]
 
 MIN_SALT_LENGTH = 8
 _CHECK_MESSAGE = "attok-monai salt check v1"
 
 
-class MissingSaltError(ValueError):
+class MissingSaltError(InputError):
     """Raised when no (or too short a) salt is available: pseudonymisation refuses to run without one."""
 
 
@@ -47,6 +49,14 @@ def pseudonymise(value: object, salt: str | bytes, length: int = 32) -> str:
         raise ValueError("pseudonymise: empty value.")
     key = salt.encode("utf-8") if isinstance(salt, str) else salt
     return hmac.new(key, text.encode("utf-8"), hashlib.sha256).hexdigest()[:length]
+
+
+def file_key(relative_path: str, salt: str | bytes) -> str:
+    """The stable pseudonymised key of one file: 16 hex characters of the salted HMAC of ``"path:" + relative_path``
+    (POSIX separators, relative to the archive or input folder). Manifests, reports and inference outputs name a
+    file by this key; only the private key-to-path map (:func:`attok_monai.data.manifest.write_private_map`) holds
+    the path."""
+    return pseudonymise(f"path:{relative_path}", salt, length=16)
 
 
 def salt_check(salt: str | bytes) -> str:

@@ -36,6 +36,7 @@ import csv
 import hashlib
 import io
 import json
+import logging
 import os
 import warnings
 from collections.abc import Mapping, Sequence
@@ -49,7 +50,10 @@ from monai.data import Dataset
 from attok_monai.attributes import AttributeVocabulary
 from attok_monai.data.image_transforms import image_load_transforms
 from attok_monai.data.splits import SplitInfo, make_or_load_split
+from attok_monai.errors import InputError
 from attok_monai.fileio import atomic_write_text
+
+logger = logging.getLogger("attok_monai.data")
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -70,7 +74,7 @@ _FALSE = {"0", "0.0", "false", "f", "no", "n", ""}
 _MAX_LISTED = 10
 
 
-class DatasetTableError(ValueError):
+class DatasetTableError(InputError):
     """Bad rows in an image table. ``problems`` holds every :class:`RowProblem`; the message lists the first ones."""
 
     def __init__(self, message: str, problems: Sequence[RowProblem] = ()) -> None:
@@ -210,6 +214,8 @@ def read_table(path: str | os.PathLike, sep: str | None = None) -> pd.DataFrame:
         if sep is None:
             sep = "\t" if suffix in (".tsv", ".tab") else ","
         return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, na_filter=False, skip_blank_lines=False)
+    except pd.errors.EmptyDataError:
+        raise DatasetTableError(f"image table {path} is empty; expected a header line and one row per image.") from None
     except (pd.errors.ParserError, json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DatasetTableError(f"image table {path}: cannot be parsed ({e}).") from e
 
@@ -237,10 +243,13 @@ def _folder_table(spec: TableSpec) -> tuple[pd.DataFrame, TableSpec]:
         return sorted(d for d in p.iterdir() if d.is_dir() and not d.name.startswith("."))
 
     rows = []
+    ignored: dict[str, int] = {}
     for split_dir in subdirs(root) if spec.split_folders else [None]:
         base = split_dir if split_dir is not None else root
         for class_dir in subdirs(base):
             for f in sorted(class_dir.rglob("*")):
+                if f.is_file() and not f.name.startswith(".") and f.suffix.lower() not in exts:
+                    ignored[f.suffix.lower() or "(none)"] = ignored.get(f.suffix.lower() or "(none)", 0) + 1
                 if f.is_file() and not f.name.startswith(".") and f.suffix.lower() in exts:
                     rows.append(
                         {
@@ -249,6 +258,9 @@ def _folder_table(spec: TableSpec) -> tuple[pd.DataFrame, TableSpec]:
                             "split": split_dir.name if split_dir is not None else "",
                         }
                     )
+    if ignored:  # said, not silently dropped (no names: only the count per suffix)
+        logger.warning("class folders %s: %d file(s) without an image suffix %s left out: %s", root.name,
+                       sum(ignored.values()), sorted(exts), dict(sorted(ignored.items())))
     if not rows:
         raise DatasetTableError(
             f"class folder root {root}: no image files with suffixes {sorted(exts)} in "
@@ -472,6 +484,8 @@ def load_table(
         rows_of_items.append(n)
 
     n_rows = len(records) - blank
+    if n_rows == 0:
+        raise DatasetTableError(f"{source} has a header but no rows; expected one row per image.")
     if problems and report_path is not None:
         _write_report(report_path, problems)
     if problems and on_error == "raise":

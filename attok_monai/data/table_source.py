@@ -35,6 +35,7 @@ import pandas as pd
 from attok_monai.attributes import AttributeVocabulary
 from attok_monai.data.splits import SplitInfo
 from attok_monai.data.table import TableResult, TableSpec, load_table, read_table
+from attok_monai.errors import InputError
 
 __all__ = ["select_split", "split_params", "table_splits"]
 
@@ -51,7 +52,10 @@ def _table_columns(spec: TableSpec) -> list[str]:
         sep = spec.sep or ("\t" if path.suffix.lower() in (".tsv", ".tab") else ",")
         if not path.is_file():
             raise FileNotFoundError(f"image table not found: {path}")
-        return list(pd.read_csv(path, sep=sep, nrows=0, dtype=str).columns)
+        try:
+            return list(pd.read_csv(path, sep=sep, nrows=0, dtype=str).columns)
+        except pd.errors.EmptyDataError:
+            raise InputError(f"image table {path} is empty; expected a header line and one row per image.") from None
     return list(read_table(path, spec.sep).columns)
 
 
@@ -156,7 +160,7 @@ def select_split(result: TableResult, split: str, limit: int | None = None) -> l
     items = [it for it in result.items if it["split"] == split]
     if not items:
         have = sorted({it["split"] for it in result.items if it["split"]})
-        raise ValueError(f"the image table has no rows in split {split!r}; it has: {have or 'no splits'}.")
+        raise InputError(f"the image table has no rows in split {split!r}; it has: {have or 'no splits'}.")
     return items if limit is None else items[: int(limit)]
 
 
