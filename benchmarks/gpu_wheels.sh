@@ -25,7 +25,8 @@ MLFLOW=(
   annotated-types==0.8.0 typing-inspection==0.4.5 gitpython==3.2.1 gitdb==4.0.12 smmap==5.0.3
   importlib-metadata==9.1.0 opentelemetry-api==1.45.2 opentelemetry-sdk==1.45.2 opentelemetry-proto==1.45.2
   opentelemetry-semantic-conventions==0.66b2 python-dotenv==1.2.4 sqlparse==0.6.1 uvicorn==0.54.0
-  sqlalchemy==2.1.9 alembic==1.20.1 mako==1.4.3
+  sqlalchemy==2.1.9 alembic==1.20.1 mako==1.4.3 databricks-sdk==0.156.0 cryptography==50.0.2 cffi==2.1.1
+  pycparser==3.12
 )
 WANT=("${CORE[@]}")
 if [[ "${1:-}" != "--no-mlflow" ]]; then WANT+=("${MLFLOW[@]}"); fi

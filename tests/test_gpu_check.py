@@ -69,7 +69,8 @@ def test_tiny_check_runs_every_part_on_cpu(tiny_check):
     assert rows[56]["bundle_peak_mib"] is None and rows[56]["plain_peak_mib"] is None
     # (5) the adapter and token rows that the bundle saved load back to equal logits
     rt = report["round_trip"]
-    assert rt["perturbation_changed_logits"] and rt["logits_equal_after_load"] and rt["max_abs_diff_after_load"] == 0
+    assert rt["perturbation_changed_logits"] and rt["logits_bit_equal_after_load"] and rt["logits_equal_after_load"]
+    assert rt["max_abs_diff_after_load"] == 0 == rt["run_to_run_max_abs_diff"]
     assert {"adapter/adapter_model.safetensors", "token_rows.pt", "model.pt"} <= set(rt["files"])
     assert rt["missing_keys"] == [] and rt["unexpected_keys"] == []
     # MLflow: one finished run per size in the local store, copied beside the results
@@ -80,6 +81,25 @@ def test_tiny_check_runs_every_part_on_cpu(tiny_check):
     # the short table is printed and written
     md = (out / "out" / "gpu_check.md").read_text()
     assert "| px | visual tokens |" in md and "Round trip" in md and md.splitlines()[0] in res.stdout
+    assert "checks the logic only" in md
+
+
+def test_doc_section_only_from_a_7b_cuda_run(tiny_check, tmp_path):
+    """``--to-doc`` writes docs/benchmarks.md's section from a measured 7B CUDA report and refuses the CPU one."""
+    from benchmarks.gpu_check import doc_from_report
+
+    out, report, _ = tiny_check
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text("# Benchmarks\n")
+    with pytest.raises(SystemExit, match="not a 7B run on CUDA"):
+        doc_from_report(out / "out" / "gpu_check.json", doc)
+    assert doc.read_text() == "# Benchmarks\n"
+    as_gpu = {**report, "model_config": "7b", "device": {**report["device"], "device": "cuda:0"}}
+    (tmp_path / "gpu.json").write_text(json.dumps(as_gpu))
+    text = doc_from_report(tmp_path / "gpu.json", doc)
+    written = doc.read_text()
+    assert "<!-- BEGIN gpu_check -->" in written and "| 56 | 4 |" in written and text.strip() in written
+    assert "checks the logic only" not in text  # the disclaimer is for CPU / tiny reports
 
 
 def test_plain_inputs_equal_the_backbone_inputs(tmp_path):
