@@ -118,7 +118,8 @@ def build_random_hf_attok(
     of loaded: ``model_id`` is a folder written by :func:`write_model_folder` (config, tokenizer, image processor).
     The backbone keeps ``model_id``, so the bundle's ``save_pretrained`` writes the usual folder (adapter, token
     rows, AttTok weights, tokenizer)."""
-    from transformers import AutoImageProcessor, AutoTokenizer
+    from transformers import AutoTokenizer
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
     from attok_monai.attributes import AttributeVocabulary
     from attok_monai.networks.nets import AttTokGPTv
@@ -129,7 +130,7 @@ def build_random_hf_attok(
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model = random_base_model(model_id, dtype, attn_implementation, dev)
     tokenizer = AutoTokenizer.from_pretrained(model_id)
-    image_processor = AutoImageProcessor.from_pretrained(model_id)
+    image_processor = Qwen2VLImageProcessorPil.from_pretrained(model_id)  # the same class with or without torchvision
     _set_pixel_limits(image_processor, min_pixels, max_pixels)
     model_kwargs = {k: v for k, v in (("dtype", dtype), ("attn_implementation", attn_implementation)) if v is not None}
     with torch.device(dev):  # the AttTok modules (book, ACC, ACM) start on the model's device
@@ -487,7 +488,8 @@ def run_plain(model_dir: Path, sizes: Sequence[int], batch: int, steps: int, dev
     gradient clipping at 1, on the bundle's images and questions (:func:`bundle_samples`) with plain-text answers;
     the inputs are built inside the timed step, as the bundle's step builds them."""
     from peft import LoraConfig, get_peft_model
-    from transformers import AutoImageProcessor, AutoTokenizer
+    from transformers import AutoTokenizer
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
     from attok_monai.engines.steps import autocast_for
     from attok_monai.networks.nets.hf_qwen2vl import _set_pixel_limits, default_lora_config
@@ -504,7 +506,7 @@ def run_plain(model_dir: Path, sizes: Sequence[int], batch: int, steps: int, dev
     opt = torch.optim.AdamW(params, lr=settings["lr"], weight_decay=settings["weight_decay"])
     build_s = time.perf_counter() - t0
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    image_processor = AutoImageProcessor.from_pretrained(model_dir)
+    image_processor = Qwen2VLImageProcessorPil.from_pretrained(model_dir)
     cfg = model.get_base_model().config
     merge = cfg.vision_config.spatial_merge_size
     results = []
@@ -593,20 +595,33 @@ def _versions() -> dict[str, str]:
     return out
 
 
+def _probe_store(uri: str) -> None:
+    """Create an experiment and a run with one metric in the store at ``uri`` (raises when the store cannot work)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    run = client.create_run(client.create_experiment(f"gpu_check_probe_{os.getpid()}_{time.time_ns()}"))
+    client.log_metric(run.info.run_id, "probe", 1.0)
+    client.set_terminated(run.info.run_id)
+
+
 def _mlflow_store(work: Path) -> tuple[str | None, str]:
-    """A local tracking URI: sqlite when SQLAlchemy and Alembic are there, else MLflow's file store; None (with the
-    reason) when mlflow is not installed."""
+    """A local tracking URI that was seen to work: sqlite (needs SQLAlchemy and Alembic), else MLflow's file store;
+    None, with the reason, when mlflow is not installed or neither store works (the check then logs nothing)."""
     try:
         import mlflow  # noqa: F401
-    except ImportError as e:
-        return None, f"mlflow not installed: skipped logging ({e})"
-    try:
-        import alembic  # noqa: F401
-        import sqlalchemy  # noqa: F401
-    except ImportError:
-        os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"
-        return (work / "mlruns").as_uri(), "file store (sqlalchemy/alembic not installed)"
-    return f"sqlite:///{work / 'mlflow.db'}", "sqlite"
+    except Exception as e:  # noqa: BLE001 - ImportError, or a dependency of the wrong version
+        return None, f"mlflow not installed: skipped logging ({type(e).__name__}: {e})"
+    reasons = []
+    for uri, name in ((f"sqlite:///{work / 'mlflow.db'}", "sqlite"), ((work / "mlruns").as_uri(), "file store")):
+        if name == "file store":
+            os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"
+        try:
+            _probe_store(uri)
+            return uri, name + (f" ({'; '.join(reasons)})" if reasons else "")
+        except Exception as e:  # noqa: BLE001 - try the next store, say why
+            reasons.append(f"{name} failed: {type(e).__name__}: {e}")
+    return None, "no MLflow store worked: skipped logging (" + "; ".join(reasons) + ")"
 
 
 def _mlflow_summary(uri: str, experiment: str) -> dict:

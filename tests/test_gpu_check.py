@@ -175,6 +175,25 @@ def test_missing_mlflow_is_reported_not_fatal(tmp_path, monkeypatch):
     assert uri is None and status.startswith("mlflow not installed: skipped logging")
 
 
+def test_mlflow_store_falls_back_and_says_why(tmp_path, monkeypatch):
+    from benchmarks import gpu_check
+
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)  # restored after the test
+    real = gpu_check._probe_store
+
+    def sqlite_broken(uri):
+        if uri.startswith("sqlite"):
+            raise RuntimeError("no sqlite here")
+        real(uri)
+
+    monkeypatch.setattr(gpu_check, "_probe_store", sqlite_broken)
+    uri, status = gpu_check._mlflow_store(tmp_path)
+    assert uri == (tmp_path / "mlruns").as_uri() and status == "file store (sqlite failed: RuntimeError: no sqlite here)"
+    monkeypatch.setattr(gpu_check, "_probe_store", lambda uri: (_ for _ in ()).throw(OSError("read-only")))
+    uri, status = gpu_check._mlflow_store(tmp_path)
+    assert uri is None and status.startswith("no MLflow store worked: skipped logging") and "read-only" in status
+
+
 @pytest.mark.parametrize("script", ["gpu_check.sh", "gpu_wheels.sh"])
 def test_wrapper_scripts_parse(script):
     res = subprocess.run(["bash", "-n", str(REPO / "benchmarks" / script)], capture_output=True, text=True)
