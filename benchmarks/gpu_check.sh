@@ -8,13 +8,15 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 OUT=${OUT:-gpu_check_out}
+WHEELS=${WHEELS:-.whl}     # the carried wheels
+SITE=${SITE:-/tmp/site}    # where they are installed
 mkdir -p "$OUT"
-if compgen -G ".whl/*.whl" > /dev/null; then
-  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+if compgen -G "$WHEELS/*.whl" > /dev/null; then
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" "$WHEELS"/*.whl \
     || { echo "installing the carried wheels failed" >&2; exit 1; }
-  export PYTHONPATH="/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+  export PYTHONPATH="$SITE:$PWD${PYTHONPATH:+:$PYTHONPATH}"
 else
-  echo "no .whl/*.whl here: run 'bash benchmarks/gpu_wheels.sh' on the machine with network and carry .whl" >&2
+  echo "no $WHEELS/*.whl here: run 'bash benchmarks/gpu_wheels.sh' on the machine with network and carry .whl" >&2
   export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 fi
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
