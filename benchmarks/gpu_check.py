@@ -333,6 +333,7 @@ def run_bundle(bundle: Path, model_dir: Path, data_root: Path, work: Path, px: i
     validation pass; (5) optionally the adapter round trip on the trained network."""
     from monai.bundle import ConfigWorkflow
 
+    _free(device)  # what a failed earlier part left behind
     configs = bundle / "configs"
     run_dir = work / f"run_{px}"
     overrides = {
@@ -494,6 +495,7 @@ def run_plain(model_dir: Path, sizes: Sequence[int], batch: int, steps: int, dev
     from attok_monai.engines.steps import autocast_for
     from attok_monai.networks.nets.hf_qwen2vl import _set_pixel_limits, default_lora_config
 
+    _free(device)
     torch.manual_seed(settings["seed"])
     t0 = time.perf_counter()
     model = random_base_model(model_dir, settings["dtype"], settings["attn_implementation"], device)
@@ -586,7 +588,7 @@ def acc_cost(dim: int, k: int, batch: int, n_visual: int, device: torch.device, 
 def _versions() -> dict[str, str]:
     import importlib.metadata as md
 
-    out = {"python": platform.python_version()}
+    out = {"python": platform.python_version(), "cuda": str(torch.version.cuda)}
     for name in ("torch", "transformers", "peft", "monai", "pytorch-ignite", "mlflow-skinny", "mlflow", "sqlalchemy"):
         try:
             out[name] = md.version(name)
