@@ -842,7 +842,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--bundle", default=str(REPO / "bundles" / "fundus_dr"))
     p.add_argument("--out", required=True, help="folder for gpu_check.json, gpu_check.md (and mlflow.db)")
     p.add_argument("--work", help="scratch folder (models, runs, data; default: a temporary folder, removed)")
-    p.add_argument("--budget-s", type=float, default=450.0, help="skip the parts not started after this many s")
+    p.add_argument("--budget-s", type=float, default=400.0, help="skip the parts not started after this many s")
     args = p.parse_args(argv)
 
     start = time.perf_counter()
