@@ -216,7 +216,8 @@ def strip_components(config: dict, mlflow: bool = True) -> list[str]:
     removed: list[str] = []
     drop = {"monai.handlers.CheckpointSaver"}
     if not mlflow:
-        drop |= {"monai.handlers.MLFlowHandler", "attok_monai.engines.factory.MLflowArtifactsHandler"}
+        drop |= {"monai.handlers.MLFlowHandler", "attok_monai.engines.factory.MLflowArtifactsHandler",
+                 "attok_monai.handlers.mlflow_run.MLflowRunHandler"}
     for section in ("train", "validate"):
         handlers = config.get(section, {}).get("handlers")
         if not isinstance(handlers, list):

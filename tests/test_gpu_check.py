@@ -160,7 +160,8 @@ def test_strip_components_finds_the_checkpoint_and_mlflow_parts(name):
         assert gone in removed, gone
     handlers = config["train"]["handlers"] + config["validate"]["handlers"]
     targets = {h.get("_target_", "") for h in handlers if isinstance(h, dict)}
-    assert not any(t.endswith(("CheckpointSaver", "MLFlowHandler", "MLflowArtifactsHandler")) for t in targets)
+    assert not any(t.endswith(("CheckpointSaver", "MLFlowHandler", "MLflowArtifactsHandler", "MLflowRunHandler"))
+                   for t in targets)
     assert "@train#mlflow" not in json.dumps(handlers + config["run"] + config["finalize"])
     assert not any("checkpoint" in expr for expr in config["run"])
     assert any("trainer.run()" in expr for expr in config["run"])
