@@ -172,7 +172,7 @@ def run_inference(
     network: Any, templates: InstructionTemplates, datalist: list[dict], transform: Any,
     output_file: str | os.PathLike, batch_size: int = 32, device: str | torch.device = "cpu",
     max_new_tokens: int = 16, max_skipped_fraction: float | None = None, domain: Mapping[str, Any] | None = None,
-    domain_calibration: Mapping[str, Any] | None = None, num_workers: int = 0,
+    domain_calibration: Mapping[str, Any] | None = None, num_workers: int = 0, save_maps: bool = False,
 ) -> list[dict[str, Any]]:
     """Answer the open-ended question for every readable image; write the answers (CSV for ``.csv``, else JSON) and,
     when a file was skipped, the skip report ``<output stem>.skipped.csv`` (``file,reason``), atomically; print and
@@ -190,6 +190,9 @@ def run_inference(
             header check.
         domain_calibration: :func:`~attok_monai.engines.domain.load_domain_calibration` of the model folder; None:
             no prototype check.
+        save_maps: also write, per answered image, the ACC attention map to the predicted attribute's book over the
+            image, titled with its clinical name: ``<output stem>_maps/<id>.png`` (models with ACC only; ``map``
+            column = the PNG's name).
 
     Returns:
         the answer rows ``{"id", "file", "question", "answer", "attribute", "diagnosis", "probability",
@@ -216,6 +219,7 @@ def run_inference(
         answers = network.generate(images, prompts, max_new_tokens)
         probs = network.class_probabilities(images, prompts).float().cpu()
         dist = prototype_distance(network, images, domain_calibration) if domain_calibration else None
+        map_names = _save_maps(network, images, good["id"], probs, output_file) if save_maps else None
         threshold = float(domain_calibration["threshold"]) if domain_calibration else None
         for i, answer in enumerate(answers):
             k = parse_prediction(vocab, answer)
@@ -236,6 +240,8 @@ def run_inference(
                 "probability": round(float(probs[i, k]), 4) if k >= 0 else None,
             }
             row.update({f"p_{a.name}": round(float(probs[i, j]), 4) for j, a in enumerate(vocab)})
+            if map_names is not None:
+                row["map"] = map_names[i]
             row.update({
                 "header_in_domain": "" if header_ok is None else header_ok,
                 "prototype_distance": "" if proto is None else round(proto, 4),
@@ -269,3 +275,21 @@ def run_inference(
         raise InputError(f"inference: {len(skipped)} of {total} file(s) skipped ({len(skipped) / total:.0%}), more "
                          f"than max_skipped_fraction {max_skipped_fraction:g}; reasons in {skip_file}.")
     return rows
+
+
+def _save_maps(network: Any, images: torch.Tensor, ids: Sequence[str], probs: torch.Tensor,
+               output_file: str | os.PathLike) -> list[str]:
+    """One attention-map PNG per image (to its most probable attribute) in ``<output stem>_maps/``; their names."""
+    from attok_monai.engines.attention_maps import attention_maps, save_attention_maps
+
+    if getattr(network, "acc", None) is None:
+        raise InputError("--save_maps: this model has no ACC adapter (use_acc=False), so it has no attention maps.")
+    folder = Path(output_file).with_suffix("")
+    folder = folder.with_name(folder.name + "_maps")
+    maps, attrs = attention_maps(network, images, probs.argmax(1))
+    names = []
+    for i, key in enumerate(ids):
+        name = str(key).replace(os.sep, "__").replace("/", "__") + ".png"
+        save_attention_maps(images[i: i + 1], maps[i: i + 1], [network.vocabulary.names[int(attrs[i])]], folder / name)
+        names.append(name)
+    return names

@@ -325,6 +325,22 @@ class AttTokGPTv(nn.Module):
         return torch.stack(scores, 1).softmax(-1)
 
     @torch.no_grad()
+    def acc_attention(self, images: torch.Tensor) -> torch.Tensor:
+        """ACC's attention from each visual token to each attribute's book (eq. 6), summed over the book's three
+        tokens and averaged over heads: (B, C, H, W) -> (B, N_v, K); each token's row sums to one over the 3K book
+        tokens. The visual tokens are laid out as ``backbone.token_grid(images)`` (row-major).
+
+        Raises:
+            ValueError: the model has no ACC (``use_acc=False``).
+        """
+        if self.acc is None:
+            raise ValueError("acc_attention: this model has no ACC adapter (use_acc=False), so it has no attention maps.")
+        raw = self.backbone.encode_images(images).to(self.acc.q_proj.weight.dtype)
+        _, attn = self.acc.attention(raw, self.book.tokens(), self.book.key_padding_mask(), return_attention=True)
+        b, _, n, _ = attn.shape
+        return attn.float().mean(1).view(b, n, -1, 3).sum(-1)
+
+    @torch.no_grad()
     def retrieval_scores(self, images: torch.Tensor) -> torch.Tensor:
         """(B, K) cosine similarity of each image's mean visual token (after ACC) to the attribute tokens a_k used
         as classifier weights (paper Table 6); through theta when the model has ACM."""

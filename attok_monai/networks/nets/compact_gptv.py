@@ -174,6 +174,10 @@ class CompactGPTvBackbone(nn.Module):
         """(B, C, H, W) in [0, 1] -> (B, N_v, d) visual tokens at the LLM width."""
         return self.projector(self.vision(pixel_values))
 
+    def token_grid(self, pixel_values: torch.Tensor) -> list[tuple[int, int]]:
+        """The (rows, columns) layout of each image's visual tokens over the image (row-major): grid x grid."""
+        return [(self.vision.grid, self.vision.grid)] * pixel_values.shape[0]
+
     def build_inputs(self, prompts: Sequence[str], answers: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
         """Token ids of ``<bos> [visual] prompt <sep> [answer <eos>]``, right padded.
 

@@ -289,6 +289,12 @@ class Qwen2VLBackbone(nn.Module):
         out = self.image_processor(images=imgs, do_rescale=False, return_tensors="pt")
         return {"pixel_values": out["pixel_values"], "image_grid_thw": out["image_grid_thw"]}
 
+    def token_grid(self, images: torch.Tensor | Sequence[torch.Tensor]) -> list[tuple[int, int]]:
+        """The (rows, columns) layout of each image's merged visual tokens over the image (row-major): the
+        processor's patch grid ``image_grid_thw`` divided by the vision tower's ``spatial_merge_size``."""
+        grid = self.preprocess_images(images)["image_grid_thw"]
+        return [(int(h) // self.merge_size, int(w) // self.merge_size) for _, h, w in grid.tolist()]
+
     def apply_chat_template(self, prompt: str) -> str:
         """The chat-formatted prompt (with the image placeholder and the assistant generation prompt)."""
         messages = []
