@@ -1,10 +1,12 @@
 """Export and serving of a trained model: the image-only entry point (AttributeClassifier) passes MONAI's
 ``verify_net_in_out`` and exports with ``ckpt_export`` (TorchScript) and ``onnx_export`` through the bundle's
-``configs/export.json`` (exported == eager within tolerance)."""
+``configs/export.json`` (exported == eager within tolerance), and training logs an MLflow Model that
+``mlflow.pyfunc.load_model`` loads back and that answers a real RetinaMNIST image."""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -169,3 +171,54 @@ def test_onnx_export_round_trip(trained, data_root):
     eager = AttributeClassifier(AttTokGPTv.from_pretrained(trained.model_dir), question).eval()
     with torch.no_grad():
         np.testing.assert_allclose(onnx_probs, eager(x).numpy(), atol=1e-5, rtol=1e-4)
+
+
+# ------------------------------------------------------------------------------------------------ MLflow Model
+def test_training_logs_an_mlflow_model_that_answers_an_image(trained, data_root):
+    import mlflow
+    import pandas as pd
+    from mlflow.tracking import MlflowClient
+    from PIL import Image
+
+    from attok_monai.data.instructions import InstructionTemplates
+    from attok_monai.engines.inference import inference_transforms
+    from attok_monai.mlflow_model import encode_image
+    from attok_monai.networks.nets import AttTokGPTv
+
+    uri = f"sqlite:///{trained.tmp}/mlruns.db"
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("attok_fundus_dr")
+    (run,) = client.search_runs([exp.experiment_id])
+    (logged,) = client.search_logged_models([exp.experiment_id])
+    assert logged.source_run_id == run.info.run_id and logged.name == "mlflow_model"
+    assert logged.params["dataset"] == "retinamnist"  # the run's parameters travel with the model
+
+    npz = np.load(data_root / "medmnist" / "retinamnist.npz")
+    png = trained.tmp / "val0.png"
+    Image.fromarray(npz["val_images"][0]).save(png)
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        pyfunc = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/mlflow_model")
+        version = mlflow.register_model(f"models:/{logged.model_id}", "attok_fundus_dr")  # the registry holds it
+    finally:
+        mlflow.set_tracking_uri(previous)
+    assert int(version.version) == 1 and version.status == "READY"
+    assert [c.name for c in pyfunc.metadata.get_input_schema().inputs] == ["image", "question"]
+    out = pyfunc.predict(pd.DataFrame({"image": [encode_image(png)]}))
+    assert len(out) == 1
+    row = out.iloc[0]
+    p_cols = [c for c in out.columns if c.startswith("p_fundus_")]
+    assert len(p_cols) == 5 and abs(sum(row[c] for c in p_cols) - 1) < 1e-4
+    assert isinstance(row["answer"], str) and row["question"] == "what is the diabetic retinopathy grade of this fundus image?"
+    # the same numbers as the model folder scored directly on the same preprocessed image
+    model = AttTokGPTv.from_pretrained(trained.model_dir)
+    x = torch.as_tensor(inference_transforms(28)({"image": str(png)})["image"]).float()[None]
+    templates = InstructionTemplates.from_json(str(trained.model_dir / "templates.json"))
+    expected = model.class_probabilities(x, [templates.question("open")])[0]
+    np.testing.assert_allclose([row[c] for c in p_cols], expected.numpy(), atol=1e-5)
+    assert row["answer"] == model.generate(x, [templates.question("open")])[0]
+    # a question column asks another question
+    other = pyfunc.predict(pd.DataFrame({"image": [encode_image(png)], "question": ["what is the diagnosis of this fundus image?"]}))
+    assert other.iloc[0]["question"] == "what is the diagnosis of this fundus image?"
+    assert os.path.isdir(trained.tmp / "mlruns")  # MLflow's artifacts stayed in the tmp folder
