@@ -148,6 +148,12 @@ def test_torchscript_export_round_trip(trained, data_root):
     x = _images(data_root)  # traced with batch 1 (metadata input shape), run with batch 4
     with torch.no_grad():
         torch.testing.assert_close(ts(x), eager(x), atol=1e-5, rtol=1e-4)
+    # the run's best checkpoint (MONAI CheckpointSaver, key "network") loads too: the model folder holds those weights
+    best = trained.tmp / "best.ts"
+    ckpt_export(**_export_args(trained), filepath=str(best), use_trace=True, key_in_ckpt="network",
+                ckpt_file=str(trained.tmp / "run" / "checkpoints" / "model_best.pt"))
+    with torch.no_grad():
+        torch.testing.assert_close(torch.jit.load(str(best))(x), eager(x), atol=1e-5, rtol=1e-4)
 
 
 def test_onnx_export_round_trip(trained, data_root):
