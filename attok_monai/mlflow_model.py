@@ -28,14 +28,15 @@ import io
 import json
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import mlflow
 import pandas as pd
 
-__all__ = ["AttTokPyfuncModel", "encode_image", "log_attok_model", "pip_requirements", "MODEL_ARTIFACT"]
+__all__ = ["AttTokPyfuncModel", "encode_image", "log_attok_model", "pip_requirements", "use_tracking_uri", "MODEL_ARTIFACT"]
 
 MODEL_ARTIFACT = "model"  # key of the model folder in the MLflow Model's artifacts
 # packages the pyfunc imports at load time (attok_monai itself ships as code)
@@ -136,6 +137,28 @@ class AttTokPyfuncModel(mlflow.pyfunc.PythonModel):
         return pd.DataFrame(rows)
 
 
+@contextmanager
+def use_tracking_uri(uri: str | None) -> Iterator[None]:
+    """MLflow's fluent API (``Model.log``) on tracking URI ``uri`` inside the block (``None``: unchanged), then the
+    previous state back, the ``MLFLOW_TRACKING_URI`` environment variable included: ``mlflow.set_tracking_uri``
+    also sets that variable, and MONAI's ``MLFlowHandler`` lets it override its own ``tracking_uri``, so a leaked
+    value would send the next training run of the same process to this store."""
+    if not uri:
+        yield
+        return
+    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    try:
+        with _use_tracking_uri(uri):
+            yield
+    finally:
+        if env is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = env
+
+
 def pip_requirements() -> list[str]:
     """``name==version`` of the installed packages the pyfunc imports (no environment inference, no download)."""
     from importlib.metadata import PackageNotFoundError, version
@@ -188,10 +211,7 @@ def log_attok_model(
     model_dir = Path(model_dir)
     vocab = AttributeVocabulary.from_json(model_dir / "vocabulary.json")
     example = pd.DataFrame({"image": [encode_image(example_image)]}) if example_image else None
-    previous = mlflow.get_tracking_uri()
-    if tracking_uri:
-        mlflow.set_tracking_uri(tracking_uri)
-    try:
+    with use_tracking_uri(tracking_uri):
         client = mlflow.MlflowClient()
         run = client.get_run(run_id)
         # created here so the model belongs to the run's experiment (MLflow would use the active experiment)
@@ -213,6 +233,3 @@ def log_attok_model(
             input_example=example,
             registered_model_name=registered_model_name,
         )
-    finally:
-        if tracking_uri:
-            mlflow.set_tracking_uri(previous)

@@ -40,10 +40,12 @@ def trained(tmp_path_factory, data_root):
             output_dir=str(tmp / "run"), ckpt_dir=str(tmp / "run" / "checkpoints"),
             latest_pointer=str(tmp / "latest.json"),
         )
+        env_before = os.environ.get("MLFLOW_TRACKING_URI")
         wf.initialize()
         wf.run()
         wf.finalize()
-        yield SimpleNamespace(tmp=tmp, model_dir=tmp / "run" / "model", workflow=wf)
+        env_after = os.environ.get("MLFLOW_TRACKING_URI")
+        yield SimpleNamespace(tmp=tmp, model_dir=tmp / "run" / "model", workflow=wf, env=(env_before, env_after))
 
 
 def _images(data_root: Path, n: int = 4) -> torch.Tensor:
@@ -188,9 +190,12 @@ def test_training_logs_an_mlflow_model_that_answers_an_image(trained, data_root)
 
     from attok_monai.data.instructions import InstructionTemplates
     from attok_monai.engines.inference import inference_transforms
-    from attok_monai.mlflow_model import encode_image
+    from attok_monai.mlflow_model import encode_image, use_tracking_uri
     from attok_monai.networks.nets import AttTokGPTv
 
+    # logging the model left MLflow's tracking URI as it was (MONAI's MLFlowHandler obeys MLFLOW_TRACKING_URI, so a
+    # leaked value would send the next training run of this process to this store)
+    assert trained.env[0] == trained.env[1]
     uri = f"sqlite:///{trained.tmp}/mlruns.db"
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name("attok_fundus_dr")
@@ -202,13 +207,11 @@ def test_training_logs_an_mlflow_model_that_answers_an_image(trained, data_root)
     npz = np.load(data_root / "medmnist" / "retinamnist.npz")
     png = trained.tmp / "val0.png"
     Image.fromarray(npz["val_images"][0]).save(png)
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(uri)
-    try:
+    env_before = os.environ.get("MLFLOW_TRACKING_URI")
+    with use_tracking_uri(uri):
         pyfunc = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/mlflow_model")
         version = mlflow.register_model(f"models:/{logged.model_id}", "attok_fundus_dr")  # the registry holds it
-    finally:
-        mlflow.set_tracking_uri(previous)
+    assert os.environ.get("MLFLOW_TRACKING_URI") == env_before  # nothing leaks into later runs of this process
     assert int(version.version) == 1 and version.status == "READY"
     assert [c.name for c in pyfunc.metadata.get_input_schema().inputs] == ["image", "question"]
     out = pyfunc.predict(pd.DataFrame({"image": [encode_image(png)]}))
