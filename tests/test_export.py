@@ -220,11 +220,12 @@ def test_training_logs_an_mlflow_model_that_answers_an_image(trained, data_root)
     p_cols = [c for c in out.columns if c.startswith("p_fundus_")]
     assert len(p_cols) == 5 and abs(sum(row[c] for c in p_cols) - 1) < 1e-4
     assert isinstance(row["answer"], str) and row["question"] == "what is the diabetic retinopathy grade of this fundus image?"
-    # the same numbers as the model folder scored directly on the same preprocessed image
-    model = AttTokGPTv.from_pretrained(trained.model_dir)
-    x = torch.as_tensor(inference_transforms(28)({"image": str(png)})["image"]).float()[None]
+    # the same numbers as the model folder scored directly on the same preprocessed image (on the pyfunc's device)
+    device = pyfunc.unwrap_python_model().device
+    model = AttTokGPTv.from_pretrained(trained.model_dir).to(device)
+    x = torch.as_tensor(inference_transforms(28)({"image": str(png)})["image"]).float()[None].to(device)
     templates = InstructionTemplates.from_json(str(trained.model_dir / "templates.json"))
-    expected = model.class_probabilities(x, [templates.question("open")])[0]
+    expected = model.class_probabilities(x, [templates.question("open")])[0].cpu()
     np.testing.assert_allclose([row[c] for c in p_cols], expected.numpy(), atol=1e-5)
     assert row["answer"] == model.generate(x, [templates.question("open")])[0]
     # a question column asks another question
