@@ -217,7 +217,7 @@ def strip_components(config: dict, mlflow: bool = True) -> list[str]:
     drop = {"monai.handlers.CheckpointSaver"}
     if not mlflow:
         drop |= {"monai.handlers.MLFlowHandler", "attok_monai.engines.factory.MLflowArtifactsHandler",
-                 "attok_monai.handlers.mlflow_run.MLflowRunHandler"}
+                 "attok_monai.handlers.mlflow_run.MLflowRunHandler", "attok_monai.handlers.mlflow_model.MLflowModelHandler"}
     for section in ("train", "validate"):
         handlers = config.get(section, {}).get("handlers")
         if not isinstance(handlers, list):
