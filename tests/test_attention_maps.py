@@ -1,5 +1,6 @@
-"""ACC attention maps (issue 19): each map sums to one over the image and moves with the image content; inference
-writes one PNG per image on request; the validation sheet lands in the run folder (and so in MLflow)."""
+"""ACC attention maps and one-pass screening (issue 19): each map sums to one over the image and moves with the image
+content; inference writes one PNG per image on request; the validation sheet lands in the run folder (and so in
+MLflow); screening answers from one forward with the same probabilities as the generating command."""
 
 from __future__ import annotations
 
@@ -111,3 +112,14 @@ def test_bundle_writes_validation_sheet_and_inference_maps(tmp_path, data_root):
     wf.run()
     rows = json.loads((tmp_path / "pred.json").read_text())
     assert len(rows) == 3 and all((tmp_path / "pred_maps" / r["map"]).is_file() for r in rows)
+    # one-pass screening: the same table minus the generated text, the class from one forward, retrieval beside it
+    wf = ConfigWorkflow(config_file=str(configs / "inference.json"), workflow_type="infer", input_dir=str(folder),
+                        output_file=str(tmp_path / "screen.json"), model_dir=str(tmp_path / "run" / "model"),
+                        screen=True, **common)
+    wf.initialize()
+    wf.run()
+    screened = json.loads((tmp_path / "screen.json").read_text())
+    assert [r["id"] for r in screened] == [r["id"] for r in rows]
+    assert all("answer" not in r and r["retrieval_attribute"].startswith("<|fundus_") for r in screened)
+    for r, g in zip(screened, rows):  # the same probabilities as the generating command computes
+        assert [r[k] for k in r if k.startswith("p_")] == [g[k] for k in g if k.startswith("p_")]

@@ -173,6 +173,7 @@ def run_inference(
     output_file: str | os.PathLike, batch_size: int = 32, device: str | torch.device = "cpu",
     max_new_tokens: int = 16, max_skipped_fraction: float | None = None, domain: Mapping[str, Any] | None = None,
     domain_calibration: Mapping[str, Any] | None = None, num_workers: int = 0, save_maps: bool = False,
+    screen: bool = False,
 ) -> list[dict[str, Any]]:
     """Answer the open-ended question for every readable image; write the answers (CSV for ``.csv``, else JSON) and,
     when a file was skipped, the skip report ``<output stem>.skipped.csv`` (``file,reason``), atomically; print and
@@ -190,6 +191,10 @@ def run_inference(
             header check.
         domain_calibration: :func:`~attok_monai.engines.domain.load_domain_calibration` of the model folder; None:
             no prototype check.
+        screen: one-pass screening: no text is generated; the class is the most probable attribute of one forward
+            (the attribute-token logits at the decision position, :meth:`class_probabilities`), and the book
+            retrieval's choice is given beside it (``retrieval_attribute``, ``retrieval_score``). The table is the
+            same minus ``answer``.
         save_maps: also write, per answered image, the ACC attention map to the predicted attribute's book over the
             image, titled with its clinical name: ``<output stem>_maps/<id>.png`` (models with ACC only; ``map``
             column = the PNG's name).
@@ -216,13 +221,17 @@ def run_inference(
             continue
         images = good["image"].to(device).float()
         prompts = [question] * images.shape[0]
-        answers = network.generate(images, prompts, max_new_tokens)
         probs = network.class_probabilities(images, prompts).float().cpu()
+        if screen:
+            answers = [None] * images.shape[0]
+            retrieval = network.retrieval_scores(images).float().cpu()
+        else:
+            answers = network.generate(images, prompts, max_new_tokens)
         dist = prototype_distance(network, images, domain_calibration) if domain_calibration else None
         map_names = _save_maps(network, images, good["id"], probs, output_file) if save_maps else None
         threshold = float(domain_calibration["threshold"]) if domain_calibration else None
         for i, answer in enumerate(answers):
-            k = parse_prediction(vocab, answer)
+            k = int(probs[i].argmax()) if screen else parse_prediction(vocab, answer)
             header_ok, note = header_in_domain(good["modality"][i], good["body_part"][i], domain)
             proto = float(dist[i]) if dist is not None else None
             proto_ok = None if proto is None else proto <= threshold
@@ -234,12 +243,15 @@ def run_inference(
                 "id": good["id"][i],
                 "file": good["file"][i],
                 "question": question,
-                "answer": answer,
+                **({} if screen else {"answer": answer}),
                 "attribute": vocab.token(k) if k >= 0 else "",
                 "diagnosis": vocab.names[k] if k >= 0 else "",
                 "probability": round(float(probs[i, k]), 4) if k >= 0 else None,
             }
             row.update({f"p_{a.name}": round(float(probs[i, j]), 4) for j, a in enumerate(vocab)})
+            if screen:
+                r = int(retrieval[i].argmax())
+                row.update(retrieval_attribute=vocab.token(r), retrieval_score=round(float(retrieval[i, r]), 4))
             if map_names is not None:
                 row["map"] = map_names[i]
             row.update({
