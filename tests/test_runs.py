@@ -6,6 +6,7 @@ that differ. Tiny fundus runs on real RetinaMNIST inside a copy of the bundle fo
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -152,8 +153,10 @@ def test_same_seed_same_model_whatever_is_validated_or_plotted(bundle, data_root
 
 _KILL = textwrap.dedent("""
     import os, sys
+    import torch
     from ignite.engine import Events
     from monai.bundle import ConfigWorkflow
+    torch.set_num_threads(1)
     bundle, kill_at, overrides = sys.argv[1], int(sys.argv[2]), __import__("json").loads(sys.argv[3])
     wf = ConfigWorkflow(config_file=os.path.join(bundle, "configs", "train.json"), workflow_type="train",
                         bundle_root=bundle, **overrides)
@@ -173,6 +176,7 @@ def test_killed_run_resumed_equals_uninterrupted(bundle, data_root, tmp_path):
     proc = subprocess.run(
         [sys.executable, "-c", _KILL, str(bundle), "4", json.dumps({**kw, "run_name": "killed"})],
         cwd=REPO, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},  # as this process (bit-equal sums)
     )
     assert proc.returncode == 3, proc.stderr[-3000:]
     assert (killed_dir / "checkpoints" / "checkpoint_epoch=1.pt").is_file()
