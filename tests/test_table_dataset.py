@@ -345,3 +345,23 @@ def test_dicom_rows_verified_and_dispatched_to_a_given_reader(tmp_path):
     assert ct.shape == png.shape == (3, 32, 32) and ct.dtype == torch.float32
     assert 0.0 <= float(ct.min()) and 0.5 < float(ct.max()) <= 1.0 and float(ct.std()) > 0.05
     assert ds[0]["id"] == "ct" and ds[0]["label"] == 1
+
+
+def test_class_folders_take_dicom_and_nifti_beside_png(tmp_path):
+    """A class-per-folder tree mixing PNG, DICOM and NIfTI: every file is listed and read to (3, S, S) in [0, 1]."""
+    import nibabel as nib
+
+    from tests.test_dicom import _write_dicom
+
+    root = tmp_path / "tree"
+    _png(root / "nv" / "n1.png", "L", size=(10, 10), value=200)
+    (root / "mel").mkdir(parents=True)
+    _write_dicom(root / "mel" / "m1.dcm", (np.arange(100, dtype=np.uint16).reshape(10, 10) * 40), bits_stored=12)
+    nib.save(nib.Nifti1Image(np.random.default_rng(0).random((10, 10, 1)).astype(np.float32), np.eye(4)),
+             str(root / "mel" / "m2.nii.gz"))
+    items = table_datalist(DERMA, class_folders=str(root))
+    assert {it["id"]: it["label"] for it in items} == {"mel/m1": 4, "mel/m2.nii": 4, "nv/n1": 5}
+    ds = TableImageDataset(DERMA, class_folders=str(root), size=16)
+    for x in ds:
+        assert x["image"].shape == (3, 16, 16) and 0 <= float(x["image"].min()) <= float(x["image"].max()) <= 1
+        assert float(x["image"].max()) > 0.5

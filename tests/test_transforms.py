@@ -104,3 +104,37 @@ def test_unknown_fragment_and_bad_file(tmp_path: Path):
     with pytest.raises(ValueError, match="JSON list"):
         load_transform_fragment(bad)
     assert resolve_fragment("bad", search_dirs=[tmp_path]) == bad
+
+
+def test_load_chain_reads_dicom_and_nifti_beside_png(tmp_path):
+    """An image table may mix formats: the standard load chain reads a DICOM (no suffix too) and a NIfTI slice as it
+    reads a PNG, to (C, S, S) in [0, 1]; the PNG path is unchanged."""
+    import nibabel as nib
+    import numpy as np
+    from PIL import Image
+
+    from attok_monai.data.image_transforms import image_load_transforms
+    from attok_monai.data.load2d import read_image_2d
+    from tests.test_dicom import _write_dicom
+
+    ramp = np.tile(np.linspace(0, 255, 40, dtype=np.uint8), (30, 1))  # (H=30, W=40)
+    Image.fromarray(ramp).save(tmp_path / "a.png")
+    _write_dicom(tmp_path / "b.dcm", ramp.astype(np.uint16) * 4, bits_stored=12)
+    (tmp_path / "c").write_bytes((tmp_path / "b.dcm").read_bytes())  # a DICOM without a suffix
+    nib.save(nib.Nifti1Image(ramp.T.astype(np.float32)[..., None], np.eye(4)), str(tmp_path / "d.nii.gz"))
+    chain = image_load_transforms(size=32, channels=3)
+    out = {n: chain({"image": str(tmp_path / n)})["image"] for n in ("a.png", "b.dcm", "c", "d.nii.gz")}
+    for name, img in out.items():
+        assert tuple(img.shape) == (3, 32, 32) and img.dtype == torch.float32, name
+        assert 0.0 <= float(img.min()) and float(img.max()) <= 1.0, name
+    for name in ("b.dcm", "c"):  # the DICOM frame as read_image_2d windows it, resized like the PNG
+        assert torch.allclose(out[name], out["c"]), name
+        unit = read_image_2d(tmp_path / name)[0]
+        assert abs(float(out[name].max()) - float(unit.max())) < 0.01  # up to the resize's interpolation
+    # rows first in every format: the chain keeps the orientation the reader gives (the ramp's direction)
+    for name, img in out.items():
+        unit = torch.as_tensor(read_image_2d(tmp_path / name)[0])
+        along_w = float((unit[0, :, -1] - unit[0, :, 0]).abs().mean()) > float((unit[0, -1] - unit[0, 0]).abs().mean())
+        grad_w = float((img[0, 16, -6] - img[0, 16, 5]).abs())
+        grad_h = float((img[0, -6, 16] - img[0, 5, 16]).abs())
+        assert (grad_w > grad_h) == along_w, name

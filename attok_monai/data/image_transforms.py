@@ -1,4 +1,5 @@
-"""The standard MONAI load chain for 2D image files (JPEG, PNG, TIFF, BMP; DICOM through a given reader).
+"""The standard MONAI load chain for 2D image files (JPEG, PNG, TIFF, BMP; DICOM and NIfTI through
+:class:`MedicalFrameReader`).
 
 ``image_load_transforms(size=224)`` turns ``{"image": "/path/x.jpg", ...}`` into ``{"image": float32 tensor (C, S, S)
 in [0, 1], ...}`` (``C`` = 3 by default): LoadImaged (PIL, rows first) -> EnsureChannelFirstd -> :class:`ToChannelsd`
@@ -29,7 +30,7 @@ from monai.transforms import (
     SpatialPadd,
 )
 
-__all__ = ["ToChannelsd", "image_load_transforms", "pil_standard_mode", "pil_reader"]
+__all__ = ["ToChannelsd", "image_load_transforms", "pil_standard_mode", "pil_reader", "MedicalFrameReader"]
 
 _LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601, as PIL's convert("L")
 
@@ -50,6 +51,34 @@ def pil_standard_mode(image: Any) -> Any:
 def pil_reader() -> PILReader:
     """A PIL reader that returns arrays rows first ((H, W) or (H, W, C), like numpy/PIL), not MONAI's (W, H)."""
     return PILReader(converter=pil_standard_mode, reverse_indexing=False)
+
+
+class MedicalFrameReader(ImageReader):
+    """A MONAI ``ImageReader`` for the files PIL cannot read: DICOM (any or no suffix; one frame, windowed) and NIfTI
+    (one slice), through :func:`attok_monai.data.load2d.read_image_2d`, so an image table may mix them with
+    PNG/JPEG. The data come rows first, channels last ((H, W) or (H, W, 3)) in [0, 255], like the PIL reader's
+    8-bit output, so the rest of the chain (channels, resize, ``[0, 255] -> [0, 1]``) treats every format alike.
+    Unreadable files raise :class:`~attok_monai.data.image2d.ImageReadError` naming the file and the reason."""
+
+    def verify_suffix(self, filename: Any) -> bool:
+        from attok_monai.data.image2d import PIL_SUFFIXES, suffix_of
+
+        names = filename if isinstance(filename, (list, tuple)) else [filename]
+        return all(suffix_of(str(n)) not in PIL_SUFFIXES for n in names)
+
+    def read(self, data: Any, **kwargs: Any) -> list[tuple[np.ndarray, dict]]:
+        from attok_monai.data.load2d import read_image_2d
+
+        names = data if isinstance(data, (list, tuple)) else [data]
+        return [read_image_2d(str(n)) for n in names]
+
+    def get_data(self, img: Any) -> tuple[np.ndarray, dict]:
+        arr, _ = (img[0] if isinstance(img, list) else img)
+        a = np.asarray(arr, dtype=np.float32) * 255.0  # (C, H, W) in [0, 1] -> [0, 255]
+        a = a[0] if a.shape[0] == 1 else np.moveaxis(a, 0, -1)
+        meta = {"spatial_shape": np.asarray(a.shape[:2]), "original_channel_dim": float("nan") if a.ndim == 2 else -1,
+                "affine": np.eye(3)}
+        return a, meta
 
 
 class ToChannelsd(MapTransform):
@@ -126,7 +155,7 @@ def image_load_transforms(
     Returns:
         a :class:`monai.transforms.Compose` mapping ``{"image": path}`` to ``{"image": float32 (C, S, S) in [0, 1]}``.
     """
-    readers: list[Any] = [pil_reader()]
+    readers: list[Any] = [MedicalFrameReader(), pil_reader()]  # PIL for its suffixes, DICOM/NIfTI for the rest
     if reader is not None:
         readers += list(reader) if isinstance(reader, (list, tuple)) else [reader]  # the last is tried first
     chain: list[Any] = [

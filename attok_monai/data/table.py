@@ -48,6 +48,7 @@ import pandas as pd
 from monai.data import Dataset
 
 from attok_monai.attributes import AttributeVocabulary
+from attok_monai.data.image2d import PIL_SUFFIXES, suffix_of
 from attok_monai.data.image_transforms import image_load_transforms
 from attok_monai.data.splits import SplitInfo, make_or_load_split
 from attok_monai.errors import InputError
@@ -67,7 +68,9 @@ __all__ = [
     "table_datalist",
 ]
 
-IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".dcm", ".dicom")
+IMAGE_EXTENSIONS: tuple[str, ...] = (
+    ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".dcm", ".dicom", ".nii", ".nii.gz",
+)
 _DICOM_SUFFIXES = (".dcm", ".dicom")
 _TRUE = {"1", "1.0", "true", "t", "yes", "y"}
 _FALSE = {"0", "0.0", "false", "f", "no", "n", ""}
@@ -248,9 +251,10 @@ def _folder_table(spec: TableSpec) -> tuple[pd.DataFrame, TableSpec]:
         base = split_dir if split_dir is not None else root
         for class_dir in subdirs(base):
             for f in sorted(class_dir.rglob("*")):
-                if f.is_file() and not f.name.startswith(".") and f.suffix.lower() not in exts:
-                    ignored[f.suffix.lower() or "(none)"] = ignored.get(f.suffix.lower() or "(none)", 0) + 1
-                if f.is_file() and not f.name.startswith(".") and f.suffix.lower() in exts:
+                sfx = suffix_of(f.name)
+                if f.is_file() and not f.name.startswith(".") and sfx not in exts:
+                    ignored[sfx or "(none)"] = ignored.get(sfx or "(none)", 0) + 1
+                if f.is_file() and not f.name.startswith(".") and sfx in exts:
                     rows.append(
                         {
                             "path": f.relative_to(root).as_posix(),
@@ -288,14 +292,13 @@ def _group_key(value: str, pseudonymize: bool) -> str:
 
 
 def _verify_image(path: str) -> str | None:
-    """``None`` when the file decodes, else the reason."""
+    """``None`` when the file decodes (PNG/JPEG/TIFF/BMP by PIL; DICOM frame or NIfTI slice by ``read_image_2d``),
+    else the reason."""
     try:
-        if path.lower().endswith(_DICOM_SUFFIXES):
-            import pydicom
+        if suffix_of(path) not in PIL_SUFFIXES:
+            from attok_monai.data.load2d import read_image_2d
 
-            ds = pydicom.dcmread(path)
-            if "PixelData" not in ds:
-                return "DICOM file has no pixel data"
+            read_image_2d(path)
             return None
         from PIL import Image
 
