@@ -182,11 +182,25 @@ def test_evaluate_and_inference_from_saved_model(trained, data_root, tmp_path):
     rows = list(csv.DictReader(open(out)))
     assert len(rows) == 3 and rows[0]["image"] == images[0].name and rows[2]["question"] == "what organ is shown?"
     assert {"answer", "answer_text", "attributes", "attribute_names"} <= set(rows[0])
-    bad = tmp_path / "bad.csv"
-    bad.write_text("image,question\nmissing.jpg,is this a ct?\n")
+    # a missing image, a truncated JPEG and an empty question are skipped with their reasons; the rest is answered
+    (tmp_path / "trunc.jpg").write_bytes(images[0].read_bytes()[:300])
+    mixed = tmp_path / "mixed.csv"
+    mixed.write_text("image,question\n" + f"{images[0]},is this a ct scan?\nmissing.jpg,is this a ct?\n"
+                     + f"{tmp_path / 'trunc.jpg'},is this a ct?\n{images[1]},\n")
+    out2 = tmp_path / "answers2.csv"
+    inf = _workflow("inference.json", tmp, input_table=str(mixed), output_file=str(out2),
+                    model_dir=str(tmp / "run" / "model"))
+    inf.run()
+    assert len(list(csv.DictReader(open(out2)))) == 1
+    report = list(csv.DictReader(open(tmp_path / "answers2.skipped.csv")))
+    assert [r["id"] for r in report] == ["row3", "row4", "row5"]
+    assert "not found" in report[0]["reason"] and "empty question" in report[2]["reason"] and report[1]["reason"]
     from attok_monai.engines.vqa_inference import question_table_datalist
+    from attok_monai.errors import InputError
 
-    with pytest.raises(FileNotFoundError, match="row 2"):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("image\nmissing.jpg\n")
+    with pytest.raises(InputError, match="missing column"):
         question_table_datalist(bad)
 
 
