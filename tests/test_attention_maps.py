@@ -99,6 +99,8 @@ def test_bundle_writes_validation_sheet_and_inference_maps(tmp_path, data_root):
         wf.run()
         wf.finalize()
     assert (tmp_path / "run" / "val" / "attention_maps.png").is_file()
+    temp = json.loads((tmp_path / "run" / "model" / "temperature.json").read_text())  # fitted on validation
+    assert temp["temperature"] > 0 and temp["num_images"] == 16 and "ece_after" in temp
     assert not (tmp_path / "base" / "val" / "attention_maps.png").exists()
     folder = tmp_path / "imgs"
     folder.mkdir()
@@ -123,3 +125,11 @@ def test_bundle_writes_validation_sheet_and_inference_maps(tmp_path, data_root):
     assert all("answer" not in r and r["retrieval_attribute"].startswith("<|fundus_") for r in screened)
     for r, g in zip(screened, rows):  # the same probabilities as the generating command computes
         assert [r[k] for k in r if k.startswith("p_")] == [g[k] for k in g if k.startswith("p_")]
+    # the temperature rescales the probabilities, never the class
+    wf = ConfigWorkflow(config_file=str(configs / "inference.json"), workflow_type="infer", input_dir=str(folder),
+                        output_file=str(tmp_path / "raw.json"), model_dir=str(tmp_path / "run" / "model"),
+                        screen=True, temperature=1.0, **common)
+    wf.initialize()
+    wf.run()
+    raw = json.loads((tmp_path / "raw.json").read_text())
+    assert [r["attribute"] for r in raw] == [r["attribute"] for r in screened]

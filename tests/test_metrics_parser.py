@@ -64,3 +64,19 @@ def test_calibration_ece_hand_computed():
     assert sum(b["count"] for b in out["bins"]) == 4
     perfect = calibration([0, 1], np.array([[1.0, 0.0], [0.0, 1.0]]))
     assert perfect["ece"] == pytest.approx(0.0)
+
+
+def test_temperature_fit_recovers_and_keeps_the_class():
+    import torch
+
+    from attok_monai.handlers.temperature import apply_temperature, fit_temperature
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2000, 4, generator=g) * 3
+    labels = torch.distributions.Categorical(logits=logits).sample()  # calibrated at T = 1
+    over = torch.softmax(logits * 2.5, -1)  # an over-confident model: T should come out near 2.5
+    t = fit_temperature(over, labels)
+    assert 2.0 < t < 3.0
+    fixed = apply_temperature(over, t)
+    assert torch.equal(fixed.argmax(-1), over.argmax(-1)) and torch.allclose(fixed.sum(-1), torch.ones(2000))
+    assert apply_temperature(over, None) is over

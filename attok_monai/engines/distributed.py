@@ -123,10 +123,12 @@ def rank_zero_handlers(handlers: Sequence[Any]) -> list[Any]:
     from monai.handlers import CheckpointSaver, MLFlowHandler, StatsHandler, ValidationHandler
 
     from attok_monai.engines.factory import MLflowArtifactsHandler, SavePretrainedHandler
+    from attok_monai.handlers.domain import DomainCalibrationHandler
+    from attok_monai.handlers.temperature import TemperatureHandler
 
     rank_zero_only = (
         ValidationHandler, StatsHandler, MLFlowHandler, ProgressBar, CheckpointSaver, SavePretrainedHandler,
-        MLflowArtifactsHandler,
+        MLflowArtifactsHandler, TemperatureHandler, DomainCalibrationHandler,
     )
     return [h for h in handlers if not isinstance(h, rank_zero_only)]
 

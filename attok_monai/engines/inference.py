@@ -173,7 +173,7 @@ def run_inference(
     output_file: str | os.PathLike, batch_size: int = 32, device: str | torch.device = "cpu",
     max_new_tokens: int = 16, max_skipped_fraction: float | None = None, domain: Mapping[str, Any] | None = None,
     domain_calibration: Mapping[str, Any] | None = None, num_workers: int = 0, save_maps: bool = False,
-    screen: bool = False,
+    screen: bool = False, temperature: float | None = None,
 ) -> list[dict[str, Any]]:
     """Answer the open-ended question for every readable image; write the answers (CSV for ``.csv``, else JSON) and,
     when a file was skipped, the skip report ``<output stem>.skipped.csv`` (``file,reason``), atomically; print and
@@ -195,6 +195,8 @@ def run_inference(
             (the attribute-token logits at the decision position, :meth:`class_probabilities`), and the book
             retrieval's choice is given beside it (``retrieval_attribute``, ``retrieval_score``). The table is the
             same minus ``answer``.
+        temperature: the model folder's fitted temperature (``temperature.json``), applied to the class
+            probabilities (the predicted class is unchanged; None: the raw probabilities).
         save_maps: also write, per answered image, the ACC attention map to the predicted attribute's book over the
             image, titled with its clinical name: ``<output stem>_maps/<id>.png`` (models with ACC only; ``map``
             column = the PNG's name).
@@ -222,6 +224,10 @@ def run_inference(
         images = good["image"].to(device).float()
         prompts = [question] * images.shape[0]
         probs = network.class_probabilities(images, prompts).float().cpu()
+        if temperature is not None:
+            from attok_monai.handlers.temperature import apply_temperature
+
+            probs = apply_temperature(probs, temperature)
         if screen:
             answers = [None] * images.shape[0]
             retrieval = network.retrieval_scores(images).float().cpu()
