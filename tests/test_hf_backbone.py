@@ -295,3 +295,19 @@ def test_torchrun_two_ranks_identical_parameters(tmp_path):
     assert r0.keys() == r1.keys() and len(r0) > 10
     assert all(torch.equal(r0[k], r1[k]) for k in r0)
     assert not torch.equal(r0["__initial_lora_b__"], r0["__final_lora_b__"])  # it trained
+
+
+@pytest.mark.parametrize("kind", ["qwen2_vl", "qwen2_5_vl"])
+def test_attention_maps_on_the_merged_token_grid(kind):
+    """ACC attention maps work on the Hugging Face backbones: the visual-token grid comes from the processor's patch
+    grid over the merge size, and each map sums to one over the image."""
+    from attok_monai.engines.attention_maps import attention_maps
+
+    model = tiny_attok(kind).eval()
+    x = images(2)
+    grid = model.backbone.token_grid(x)
+    n_tokens = model.backbone.encode_images(x).shape[1]
+    assert all(gh * gw == n_tokens for gh, gw in grid)
+    maps, attrs = attention_maps(model, x, [0, 2])
+    assert maps.shape == (2, *x.shape[-2:]) and attrs.tolist() == [0, 2]
+    assert torch.allclose(maps.sum((1, 2)), torch.ones(2), atol=1e-4)
