@@ -65,10 +65,12 @@ def save_attention_maps(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    import textwrap
+
     b = images.shape[0]
     cols = max(1, min(columns, b))
     rows = (b + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.8 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.6 * rows), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     for i in range(b):
@@ -78,7 +80,7 @@ def save_attention_maps(
         ax.imshow(img, cmap="gray" if img.ndim == 2 else None, interpolation="nearest")
         m = maps[i].detach().float().cpu().numpy()
         ax.imshow(m / max(float(m.max()), 1e-12), cmap="jet", alpha=0.45, interpolation="bilinear")
-        ax.set_title(str(titles[i]), fontsize=7)
+        ax.set_title("\n".join(textwrap.fill(line, 34) for line in str(titles[i]).split("\n")), fontsize=7)
     fig.suptitle("ACC attention to the attribute's book (red = most)", fontsize=8)
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png"))
@@ -120,6 +122,6 @@ class AttentionMapSampleHandler:
         for it, k in zip(items, attrs.tolist()):
             label = it.get("label")
             label = label[0] if isinstance(label, (list, tuple)) else label
-            head = f"{names[int(label)]} -> " if label is not None and int(label) >= 0 else ""
-            titles.append(f"{head}{names[k]}")
+            head = f"label: {names[int(label)]}\n" if label is not None and int(label) >= 0 else ""
+            titles.append(f"{head}predicted: {names[k]}")
         save_attention_maps(images, maps, titles, self.output_dir / "attention_maps.png")
