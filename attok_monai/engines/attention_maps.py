@@ -63,9 +63,9 @@ def save_attention_maps(
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     import textwrap
+
+    import matplotlib.pyplot as plt
 
     b = images.shape[0]
     cols = max(1, min(columns, b))
