@@ -82,7 +82,7 @@ def save_attention_maps(
         ax.imshow(m / max(float(m.max()), 1e-12), cmap="jet", alpha=0.45, interpolation="bilinear")
         ax.set_title("\n".join(textwrap.fill(line, 34) for line in str(titles[i]).split("\n")), fontsize=7)
     fig.suptitle("ACC attention to the attribute's book (red = most)", fontsize=8)
-    fig.tight_layout()
+    fig.tight_layout(h_pad=2.0, rect=(0, 0, 1, 0.97))
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png"))
     plt.close(fig)
 
