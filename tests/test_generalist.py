@@ -147,6 +147,18 @@ def test_fundus_starts_from_generalist(generalist, data_root, tmp_path):
     q = ["what is the diagnosis of this fundus image?"] * 2
     net.eval()
     assert torch.allclose(net.class_probabilities(images, q), reloaded.class_probabilities(images, q), atol=1e-5)
+    # evaluate takes the same extra: 32 px input read from the 28 px MedMNIST file
+    ev = ConfigWorkflow(
+        config_file=[str(BUNDLES / "fundus_dr" / "configs" / c) for c in ("evaluate.json", "from_generalist.json")],
+        meta_file=str(BUNDLES / "fundus_dr" / "configs" / "metadata.json"), workflow_type="infer",
+        bundle_root=str(BUNDLES / "fundus_dr"), mlflow_tracking_uri=f"sqlite:///{tmp_path}/mlruns.db",
+        model_dir=str(saved), data_root=str(data_root / "medmnist"), download=False, limit=16,
+        output_dir=str(tmp_path / "eval"), tsne=False,
+    )
+    ev.initialize()
+    ev.run()
+    ev.finalize()
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["metrics"]["num_samples"] == 16
 
 
 def test_vqa_rad_starts_from_generalist(generalist, data_root, tmp_path):
@@ -203,5 +215,8 @@ def test_generalist_configs_parse():
     for name in ("fundus_dr", "xray_pneumonia", "pathology_crc", "derma_isic", "oct_retina", "pathology_lung", "vqa_rad"):
         parser = ConfigParser()
         parser.read_config([str(BUNDLES / name / "configs" / f) for f in ("train.json", "from_generalist.json")])
-        assert parser["network_def"]["_target_"].endswith("build_compact_from_generalist"), name
-        assert parser["image_size"] == 32 and parser["network_def"]["generalist_dir"] == "@generalist_dir", name
+        nd = parser["network_def"]
+        assert nd["_target_"].endswith("build_compact_from_generalist"), name
+        assert parser["image_size"] == 32 and nd["generalist_dir"] == "@generalist_dir", name
+        # merged into the bundle's network_def: every switch the bundle passes is kept
+        assert nd["use_acm"] == "@use_acm" and nd["vocabulary"] == "@vocabulary", name
