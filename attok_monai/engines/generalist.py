@@ -109,8 +109,8 @@ def build_compact_from_generalist(
     """A bundle's AttTok (or baseline) model started from a trained compact generalist.
 
     The arguments are those of :func:`~attok_monai.engines.factory.build_compact_attok` plus ``generalist_dir``,
-    ``image_size`` and ``channels``, so a bundle's ``network_def`` switches to it by its ``_target_`` alone and keeps
-    every AttTok switch it passes.
+    ``image_size`` and ``channels``, so a bundle's ``configs/from_generalist.json`` merges these four keys into its
+    ``network_def`` (``"+network_def"``) and keeps every AttTok switch the bundle passes.
 
     Args:
         generalist_dir: the generalist's model folder (``<run>/model`` of ``bundles/compact_generalist``).
@@ -120,8 +120,8 @@ def build_compact_from_generalist(
         image_size, channels: what the bundle feeds; must be the generalist's (its card), else a ValueError.
         max_length: text budget; the larger of this and the generalist's is kept.
         seed: seeds the modules AttTok adds (ACC, ACM projection).
-        vision, llm: not used: the architecture is the generalist's (``backbone.json`` of its folder); when given
-            and different, a warning names the difference.
+        vision, llm: not used: the architecture is the generalist's (``backbone.json`` of its folder); a warning
+            names the keys that both configs set to different values.
         attok_kwargs: ``use_attribute_tokens``, ``use_acc``, ``use_acm``, ``acc_heads``, ``gamma``, ``momentum``,
             ``tau`` (and other :class:`AttTokGPTv` switches).
     """
