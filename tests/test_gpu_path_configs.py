@@ -16,7 +16,11 @@ from monai.bundle import ConfigParser
 
 from tests.conftest import REPO, require
 
-BUNDLES = sorted(p.name for p in (REPO / "bundles").iterdir() if (p / "configs" / "train.json").is_file())
+# compact_generalist pre-trains the compact model only: the paper's setting starts from a pretrained GPTv instead
+BUNDLES = sorted(
+    p.name for p in (REPO / "bundles").iterdir()
+    if (p / "configs" / "train.json").is_file() and p.name != "compact_generalist"
+)
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -231,6 +231,18 @@ class CompactGPTvBackbone(nn.Module):
         hidden = out.last_hidden_state
         return self.llm.lm_head(hidden), hidden, out.past_key_values
 
+    def add_tokens(self, tokens: Sequence[str]) -> list[str]:
+        """Add the ``tokens`` the tokenizer lacks as special tokens (never split) and grow the LM's input embedding and
+        lm_head by as many rows; returns the tokens added (none when the tokenizer holds them all already, as in a
+        model built by :func:`~attok_monai.engines.factory.build_compact_attok`). The new rows are placeholders: the
+        wrapper (:class:`~attok_monai.networks.nets.AttTokGPTv`) sets attribute rows from their keywords' rows."""
+        tok = self.tokenizer
+        missing = [t for t in dict.fromkeys(tokens) if tok.convert_tokens_to_ids(t) in (None, tok.unk_token_id)]
+        if missing:
+            tok.add_special_tokens({"additional_special_tokens": missing}, replace_extra_special_tokens=False)
+            self.llm.resize_token_embeddings(len(tok), mean_resizing=False)
+        return missing
+
     # ------------------------------------------------------------------ persistence
     def config_dict(self) -> dict:
         return {"vision": self.vision_kwargs, "llm": self.llm_kwargs, "max_length": self.max_length}
@@ -247,3 +259,34 @@ class CompactGPTvBackbone(nn.Module):
         cfg = json.loads((directory / "backbone.json").read_text())
         tok = PreTrainedTokenizerFast.from_pretrained(directory / "tokenizer")
         return cls(tok, vision=cfg["vision"], llm=cfg["llm"], max_length=cfg["max_length"])
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> CompactGPTvBackbone:
+        """The trained backbone (vision encoder, projector, LM and tokenizer) of a model folder written by
+        :meth:`AttTokGPTv.save_pretrained <attok_monai.networks.nets.AttTokGPTv.save_pretrained>`, without the
+        wrapper's attribute modules (embedding book, ACC, ACM projection).
+
+        Raises:
+            FileNotFoundError: the folder lacks ``backbone.json``, ``tokenizer/`` or ``model.pt``.
+            ValueError: the folder holds another kind of backbone, or ``model.pt`` does not match its config.
+        """
+        directory = Path(directory)
+        for name in ("backbone.json", "tokenizer", "model.pt"):
+            if not (directory / name).exists():
+                raise FileNotFoundError(f"CompactGPTvBackbone.from_pretrained: {directory} has no {name}.")
+        kind = json.loads((directory / "backbone.json").read_text()).get("type", "compact")
+        if kind != "compact":
+            raise ValueError(
+                f"CompactGPTvBackbone.from_pretrained: {directory / 'backbone.json'} is of type {kind!r}, "
+                "expected 'compact'."
+            )
+        backbone = cls.from_config_dir(directory)
+        state = torch.load(directory / "model.pt", map_location=map_location, weights_only=True)
+        sub = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
+        result = backbone.load_state_dict(sub, strict=False)
+        if result.missing_keys or result.unexpected_keys:
+            raise ValueError(
+                f"CompactGPTvBackbone.from_pretrained: {directory / 'model.pt'} does not match {directory / 'backbone.json'}"
+                f" (missing {result.missing_keys[:3]}, unexpected {result.unexpected_keys[:3]})."
+            )
+        return backbone

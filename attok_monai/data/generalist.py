@@ -1,0 +1,268 @@
+"""The union datalist of a compact medical generalist: the *training* parts of several bundles, as plain-text
+instruction samples at one image size and channel count.
+
+Each source is a bundle folder; its ``configs/train.json`` is read with :class:`monai.bundle.ConfigParser` (bundle
+configs are data, not Python), so the generalist asks exactly the questions that bundle asks (its templates, its
+clinical names as answers, VQA-RAD's training question-answer pairs) from exactly the part that bundle trains on (its
+``train#datalist``: the given train split, VQA-RAD's image-held-out training part). Nothing here reads a validation or
+test part: a source whose items say another split, or whose ``train_split`` is not ``"train"``, is refused.
+
+The per-source pipeline is the bundle's own training preprocessing (loading, augmentation, question sampling) followed
+by :class:`GeneralistSampled`: image to ``channels x size x size`` (grey replicated to RGB, bilinear anti-aliased
+resize), the answer text set from the source's vocabulary (the clinical name; VQA answers are kept) and the attribute
+indices moved into the union vocabulary (one block per source, in source order).
+
+Example (the ``compact_generalist`` bundle)::
+
+    data = read_generalist_sources({"fundus_dr": {"data_root": "data/medmnist"}, ...}, bundles_dir="bundles",
+                                   work_dir="runs/g/sources")
+    dataset = data.dataset(image_size=32, channels=3)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from monai.transforms import Compose, MapTransform
+
+from attok_monai.attributes import AttributeVocabulary
+from attok_monai.data.instructions import InstructionTemplates
+
+__all__ = ["GeneralistSource", "GeneralistData", "GeneralistSampled", "read_bundle_source", "read_bundle_texts",
+           "read_generalist_sources"]
+
+logger = logging.getLogger("attok_monai.data")
+
+_KEEP = ("image", "question", "answer", "attributes", "kind", "source", "id")
+_LUMA = (0.299, 0.587, 0.114)
+
+
+@dataclass
+class GeneralistSource:
+    """One bundle's training part.
+
+    ``name``: the bundle folder's name; ``items``: its ``train#datalist``; ``transform``: its ``train#preprocessing``
+    (``None`` when the items are ready, e.g. VQA-RAD's preloaded images); ``vocabulary`` / ``templates``: the bundle's;
+    ``texts``: every text the tokenizer must know (templates, class names, keywords, question-answer pairs);
+    ``data_file``: the bundle's data file, if it names one; ``split``: where the items came from.
+    """
+
+    name: str
+    items: list[dict[str, Any]]
+    transform: Callable | None
+    vocabulary: AttributeVocabulary
+    templates: InstructionTemplates | None
+    texts: list[str]
+    data_file: str | None = None
+    split: str = "train"
+
+
+@dataclass
+class GeneralistData:
+    """All sources, with the union vocabulary (each source's attributes, in source order; token names stay the
+    bundles' own, so a bundle started from the generalist finds its attribute tokens under the same names)."""
+
+    sources: list[GeneralistSource]
+    extra_texts: list[str] = field(default_factory=list)
+    vocabulary: AttributeVocabulary = field(init=False)
+    offsets: dict[str, int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        if not self.sources:
+            raise ValueError("GeneralistData: no source; name at least one bundle in 'sources'.")
+        attrs, self.offsets, owner = [], {}, {}
+        for s in self.sources:
+            self.offsets[s.name] = len(attrs)
+            for a in s.vocabulary.attributes:
+                if a.name in owner:
+                    raise ValueError(
+                        f"GeneralistData: attribute token {a.token} is in both {owner[a.name]} and {s.name}; "
+                        "give the bundles different attribute modalities."
+                    )
+                owner[a.name] = s.name
+                attrs.append(replace(a, label=None, parent=None))
+        self.vocabulary = AttributeVocabulary(attrs)
+
+    @property
+    def texts(self) -> list[str]:
+        """Every text of every source and of the text-only bundles (for the word-level tokenizer)."""
+        return [t for s in self.sources for t in s.texts] + list(self.extra_texts)
+
+    def counts(self) -> dict[str, int]:
+        return {s.name: len(s.items) for s in self.sources}
+
+    def dataset(self, image_size: int = 32, channels: int = 3, cache_rate: float = 1.0) -> torch.utils.data.Dataset:
+        """The union training set: per source a :class:`monai.data.CacheDataset` (the deterministic loading steps
+        cached: the chain is flattened, so the cache reaches into the bundle's nested ``Compose``) over
+        ``source transform -> GeneralistSampled``, concatenated."""
+        from monai.data import CacheDataset, Dataset
+
+        parts = []
+        for s in self.sources:
+            finish = GeneralistSampled(s.name, s.vocabulary, self.offsets[s.name], image_size, channels)
+            if s.transform is None:
+                parts.append(Dataset(s.items, transform=finish))
+            else:
+                chain = Compose([s.transform, finish]).flatten()
+                parts.append(CacheDataset(s.items, transform=chain, cache_rate=cache_rate, progress=False))
+        return torch.utils.data.ConcatDataset(parts)
+
+    def params(self) -> dict[str, Any]:
+        """Flat MLflow params: per source the number of training items, the split read and the data file."""
+        out: dict[str, Any] = {"sources": ",".join(s.name for s in self.sources), "num_train": sum(self.counts().values()),
+                               "num_attributes": len(self.vocabulary)}
+        for s in self.sources:
+            out[f"num_train_{s.name}"] = len(s.items)
+            out[f"split_{s.name}"] = s.split
+        return out
+
+
+class GeneralistSampled(MapTransform):
+    """The last step of a source's pipeline: ``image`` (C, H, W) in [0, 1] -> (``channels``, ``size``, ``size``)
+    float32 (grey replicated to RGB, RGB to grey with BT.601 weights; bilinear anti-aliased resize), ``answer`` set to
+    the clinical names of ``attributes`` when it is ``None`` (plain text), ``attributes`` moved by ``offset`` into
+    the union vocabulary, ``kind`` (``open``/``closed``; VQA ``answer_type``) and ``source`` set; other keys dropped
+    (sources differ in their extra keys, which a batch could not collate)."""
+
+    def __init__(
+        self, source: str, vocabulary: AttributeVocabulary, offset: int, size: int = 32, channels: int = 3,
+    ) -> None:
+        super().__init__(keys=["image"])
+        if channels not in (1, 3):
+            raise ValueError(f"GeneralistSampled: channels must be 1 or 3, got {channels}.")
+        self.source, self.vocabulary, self.offset = source, vocabulary, int(offset)
+        self.size, self.channels = int(size), int(channels)
+
+    def image(self, img: Any) -> torch.Tensor:
+        x = torch.as_tensor(img).float()
+        x = x.as_tensor() if hasattr(x, "as_tensor") else x  # MetaTensor -> Tensor
+        if x.ndim != 3:
+            raise ValueError(f"GeneralistSampled: {self.source} image has shape {tuple(x.shape)}; expected (C, H, W).")
+        if x.shape[0] != self.channels:
+            if x.shape[0] == 1 and self.channels == 3:
+                x = x.repeat(3, 1, 1)
+            elif x.shape[0] == 3 and self.channels == 1:
+                x = (x * torch.tensor(_LUMA)[:, None, None]).sum(0, keepdim=True)
+            else:
+                raise ValueError(f"GeneralistSampled: {self.source} image has {x.shape[0]} channels; expected 1 or 3.")
+        if tuple(x.shape[-2:]) != (self.size, self.size):
+            x = F.interpolate(x[None], size=(self.size, self.size), mode="bilinear", align_corners=False,
+                              antialias=True)[0].clamp(0.0, 1.0)
+        return x.contiguous()
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in ("image", "question", "attributes"):
+            if key not in d:
+                raise ValueError(f"GeneralistSampled: {self.source} sample {d.get('id', '?')} has no {key!r} field.")
+        attrs = [int(a) for a in d["attributes"]]
+        answer = d.get("answer")
+        if answer is None:
+            if not attrs:
+                raise ValueError(f"GeneralistSampled: {self.source} sample {d.get('id', '?')} has no answer.")
+            answer = self.vocabulary.format_text_answer(attrs)
+        kind = d.get("kind") or str(d.get("answer_type") or "open").strip().lower()
+        out = {
+            "image": self.image(d["image"]), "question": str(d["question"]), "answer": str(answer),
+            "attributes": [a + self.offset for a in attrs], "kind": kind, "source": self.source,
+            "id": f"{self.source}/{d.get('id', '?')}",
+        }
+        return {k: out[k] for k in _KEEP}
+
+
+def _item_texts(items: Sequence[Mapping[str, Any]]) -> list[str]:
+    return [str(d[k]) for d in items for k in ("question", "answer") if d.get(k)]
+
+
+def _bundle_parser(bundle_dir: Path, overrides: Mapping[str, Any] | None, work_dir: str | os.PathLike | None):
+    from monai.bundle import ConfigParser
+
+    config = bundle_dir / "configs" / "train.json"
+    if not config.is_file():
+        raise FileNotFoundError(f"compact generalist: source bundle {bundle_dir} has no configs/train.json.")
+    parser = ConfigParser()
+    parser.read_config(str(config))
+    updates: dict[str, Any] = {"bundle_root": str(bundle_dir)}
+    if work_dir is not None:
+        updates["output_dir"] = str(work_dir)
+    updates.update(overrides or {})
+    for k, v in updates.items():
+        parser[k] = v
+    return parser
+
+
+def read_bundle_texts(bundle_dir: str | os.PathLike, overrides: Mapping[str, Any] | None = None) -> list[str]:
+    """The question templates, class names and keywords of a bundle whose data the generalist does not train on
+    (e.g. ``pathology_crc``, whose PathMNIST file is not local): its words enter the tokenizer, no data is read."""
+    parser = _bundle_parser(Path(bundle_dir), overrides, None)
+    vocabulary = AttributeVocabulary.coerce(parser.get_parsed_content("vocabulary"))
+    templates = parser.get_parsed_content("templates") if "templates" in parser else None
+    return (templates.all_texts() if templates is not None else []) + [k for a in vocabulary for k in a.keywords]
+
+
+def read_bundle_source(
+    bundle_dir: str | os.PathLike, overrides: Mapping[str, Any] | None = None, work_dir: str | os.PathLike | None = None,
+) -> GeneralistSource:
+    """One bundle's training part, read through its ``configs/train.json``.
+
+    Args:
+        bundle_dir: the bundle folder (``bundles/fundus_dr``).
+        overrides: config overrides for that bundle (e.g. ``{"data_root": ..., "limit_train": 64}``).
+        work_dir: the bundle's ``output_dir`` while it is read (where a computed split or a VQA vocabulary is
+            written); the generalist's run folder, never the bundle's own.
+
+    Raises:
+        FileNotFoundError: the bundle has no ``configs/train.json``.
+        ValueError: the bundle would give items of a split other than ``"train"``, or has no ``train#datalist``.
+    """
+    bundle_dir = Path(bundle_dir)
+    name = bundle_dir.name
+    parser = _bundle_parser(bundle_dir, overrides, work_dir)
+    config = bundle_dir / "configs" / "train.json"
+    if "train_split" in parser and parser.get_parsed_content("train_split") != "train":
+        raise ValueError(
+            f"compact generalist: source {name} has train_split {parser['train_split']!r}; the generalist reads the "
+            "training part only ('train')."
+        )
+    if "train#datalist" not in parser:
+        raise ValueError(f"compact generalist: {config} has no train#datalist.")
+    items = list(parser.get_parsed_content("train#datalist"))
+    bad = {str(d["split"]) for d in items if d.get("split") not in (None, "", "train")}
+    if bad:
+        raise ValueError(
+            f"compact generalist: source {name} gives items of split(s) {sorted(bad)}; the generalist reads the "
+            "training part only."
+        )
+    vocabulary = AttributeVocabulary.coerce(parser.get_parsed_content("vocabulary"))
+    templates = parser.get_parsed_content("templates") if "templates" in parser else None
+    transform = parser.get_parsed_content("train#preprocessing") if "train#preprocessing" in parser else None
+    texts = (templates.all_texts() if templates is not None else []) + [k for a in vocabulary for k in a.keywords]
+    texts += _item_texts(items)
+    data_file = None
+    if "data_file" in parser:
+        data_file = str(parser.get_parsed_content("data_file"))
+    logger.info("compact generalist: source %s: %d training items", name, len(items))
+    return GeneralistSource(name, items, transform, vocabulary, templates, texts, data_file, "train")
+
+
+def read_generalist_sources(
+    sources: Mapping[str, Mapping[str, Any] | None], bundles_dir: str | os.PathLike,
+    work_dir: str | os.PathLike | None = None, text_sources: Sequence[str] = (),
+) -> GeneralistData:
+    """Every source: ``{bundle name: overrides}`` read from ``bundles_dir/<name>`` (see :func:`read_bundle_source`);
+    each bundle's side files go to ``work_dir/<name>``. ``text_sources``: bundles whose texts only are read
+    (:func:`read_bundle_texts`)."""
+    bundles_dir = Path(bundles_dir)
+    out = []
+    for name, overrides in sources.items():
+        wd = None if work_dir is None else Path(work_dir) / name
+        out.append(read_bundle_source(bundles_dir / name, overrides, wd))
+    texts = [t for name in text_sources for t in read_bundle_texts(bundles_dir / name)]
+    return GeneralistData(out, texts)

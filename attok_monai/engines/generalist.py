@@ -1,0 +1,218 @@
+"""The compact medical generalist: build it, mark its saved folder, and start any bundle from it.
+
+The paper tunes a *pretrained* GPTv (Qwen2.5-VL, Lingshu) with AttTok: the attribute tokens are added to a model that
+already speaks, and each keyword embedding e_k is the mean of trained text-embedding rows. The compact miniature of
+that setting has two steps:
+
+1. ``bundles/compact_generalist``: :func:`build_compact_generalist` makes a plain-text compact GPTv (no attribute
+   tokens, no ACC, no ACM) whose word-level tokenizer covers every source bundle's texts; it is instruction-tuned on
+   the union of the sources' training parts (:mod:`attok_monai.data.generalist`) and saved with a
+   ``generalist.json`` card (:class:`GeneralistCardHandler`) that names its input size, channels and sources.
+2. any bundle with ``--extra from_generalist --generalist_dir FOLDER``: :func:`build_compact_from_generalist` loads
+   the trained backbone (vision encoder, projector, LM, tokenizer), adds the bundle's attribute tokens the tokenizer
+   lacks (embedding and lm_head grow by as many rows) and wraps it in :class:`AttTokGPTv` with the bundle's switches,
+   which sets the attribute rows and e_k from the trained rows of the keywords.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from ignite.engine import Engine, Events
+
+from attok_monai.attributes import AttributeVocabulary
+from attok_monai.data.instructions import InstructionTemplates
+from attok_monai.networks.nets import AttTokGPTv, CompactGPTvBackbone, build_word_tokenizer
+
+__all__ = [
+    "CARD_NAME",
+    "build_compact_generalist",
+    "build_compact_from_generalist",
+    "read_generalist_card",
+    "GeneralistCardHandler",
+]
+
+logger = logging.getLogger("attok_monai.engines")
+
+CARD_NAME = "generalist.json"
+CARD_KIND = "attok_compact_generalist"
+TRAIN_HINT = "train one with: python -m attok_monai.bundle run --config bundles/compact_generalist"
+
+
+def build_compact_generalist(
+    vocabulary: AttributeVocabulary | dict | str,
+    texts: Sequence[str],
+    vision: dict | None = None,
+    llm: dict | None = None,
+    max_length: int = 96,
+    seed: int | None = None,
+) -> AttTokGPTv:
+    """The generalist before training: a compact GPTv answering in plain text (``use_attribute_tokens``,
+    ``use_acc`` and ``use_acm`` off), its tokenizer built from ``texts`` (every source's templates, class names,
+    keywords and question-answer pairs). ``vocabulary`` is the union of the sources' vocabularies: it names the
+    classes (and makes the folder loadable by :meth:`AttTokGPTv.from_pretrained`); its tokens never appear in the
+    generalist's answers."""
+    vocab = AttributeVocabulary.coerce(vocabulary)
+    tokenizer = build_word_tokenizer(texts, vocab.special_tokens)
+    if seed is not None:
+        torch.manual_seed(seed)
+    backbone = CompactGPTvBackbone(tokenizer, vision=vision, llm=llm, max_length=max_length)
+    return AttTokGPTv(backbone, vocab, use_attribute_tokens=False, use_acc=False, use_acm=False)
+
+
+def read_generalist_card(directory: str | os.PathLike | None) -> dict[str, Any]:
+    """The ``generalist.json`` card of a generalist model folder.
+
+    Raises:
+        ValueError: ``directory`` is not given (with the option to set), is not a folder, or is no generalist folder.
+    """
+    if directory is None or str(directory).strip() in ("", "None"):
+        raise ValueError(f"from_generalist: set --generalist_dir to a compact generalist model folder ({TRAIN_HINT}).")
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ValueError(f"from_generalist: generalist_dir {directory} is not a folder ({TRAIN_HINT}).")
+    card_path = directory / CARD_NAME
+    if not card_path.is_file() or not (directory / "model.pt").is_file():
+        raise ValueError(
+            f"from_generalist: {directory} is not a compact generalist folder (expected {CARD_NAME} and model.pt; "
+            f"{TRAIN_HINT})."
+        )
+    try:
+        card = json.loads(card_path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"from_generalist: cannot read {card_path}: {e}") from e
+    if not isinstance(card, dict) or card.get("kind") != CARD_KIND:
+        raise ValueError(f"from_generalist: {card_path} field 'kind' is not {CARD_KIND!r}.")
+    return card
+
+
+def build_compact_from_generalist(
+    generalist_dir: str | os.PathLike | None,
+    vocabulary: AttributeVocabulary | dict | str,
+    templates: InstructionTemplates | None = None,
+    extra_texts: Sequence[str] = (),
+    image_size: int | None = None,
+    channels: int | None = None,
+    max_length: int | None = None,
+    seed: int | None = None,
+    vision: dict | None = None,
+    llm: dict | None = None,
+    **attok_kwargs: Any,
+) -> AttTokGPTv:
+    """A bundle's AttTok (or baseline) model started from a trained compact generalist.
+
+    The arguments are those of :func:`~attok_monai.engines.factory.build_compact_attok` plus ``generalist_dir``,
+    ``image_size`` and ``channels``, so a bundle's ``configs/from_generalist.json`` merges these four keys into its
+    ``network_def`` (``"+network_def"``) and keeps every AttTok switch the bundle passes.
+
+    Args:
+        generalist_dir: the generalist's model folder (``<run>/model`` of ``bundles/compact_generalist``).
+        vocabulary: the bundle's attribute vocabulary; tokens the generalist's tokenizer lacks are added.
+        templates, extra_texts: the bundle's questions and other texts; words the generalist never saw are counted
+            and logged (they read as ``<unk>``).
+        image_size, channels: what the bundle feeds; must be the generalist's (its card), else a ValueError.
+        max_length: text budget; the larger of this and the generalist's is kept.
+        seed: seeds the modules AttTok adds (ACC, ACM projection).
+        vision, llm: not used: the architecture is the generalist's (``backbone.json`` of its folder); a warning
+            names the keys that both configs set to different values.
+        attok_kwargs: ``use_attribute_tokens``, ``use_acc``, ``use_acm``, ``acc_heads``, ``gamma``, ``momentum``,
+            ``tau`` (and other :class:`AttTokGPTv` switches).
+    """
+    card = read_generalist_card(generalist_dir)
+    directory = Path(generalist_dir)
+    for key, value in (("image_size", image_size), ("channels", channels)):
+        if value is not None and card.get(key) is not None and int(value) != int(card[key]):
+            raise ValueError(
+                f"from_generalist: the generalist in {directory} was trained with {key} {card[key]}, this bundle "
+                f"feeds {value}; set --{key} {card[key]}."
+            )
+    backbone = CompactGPTvBackbone.from_pretrained(directory)
+    for name, given, used in (("vision", vision, backbone.vision_kwargs), ("llm", llm, backbone.llm_kwargs)):
+        differ = sorted(k for k, v in (given or {}).items() if k in used and used[k] != v)
+        if differ:
+            logger.warning("from_generalist: the bundle's %s %s are ignored; the generalist's are %s", name,
+                           {k: given[k] for k in differ}, {k: used[k] for k in differ})
+    if max_length is not None:
+        backbone.max_length = max(int(max_length), backbone.max_length)
+    vocab = AttributeVocabulary.coerce(vocabulary)
+    texts = (templates.all_texts() if templates is not None else []) + [k for a in vocab for k in a.keywords]
+    unknown = _unknown_words(backbone.tokenizer, list(texts) + list(extra_texts))
+    if unknown:
+        logger.warning(
+            "from_generalist: %d word(s) of this bundle are not in the generalist's tokenizer and read as <unk>: %s",
+            len(unknown), ", ".join(unknown[:10]),
+        )
+    if seed is not None:
+        torch.manual_seed(seed)
+    return AttTokGPTv(backbone, vocab, **attok_kwargs)
+
+
+def _unknown_words(tokenizer: Any, texts: Sequence[str]) -> list[str]:
+    """Words of ``texts`` (attribute tokens aside) that the word-level tokenizer maps to ``<unk>``, sorted."""
+    vocab = tokenizer.get_vocab()
+    pre = tokenizer.backend_tokenizer.pre_tokenizer
+    out: set[str] = set()
+    for text in texts:
+        plain = re.sub(r"<\|[a-z0-9_]+\|>", " ", str(text).lower())
+        out.update(w for w, _ in pre.pre_tokenize_str(plain) if w not in vocab)
+    return sorted(out)
+
+
+class GeneralistCardHandler:
+    """Writes the ``generalist.json`` card into each saved model folder when training completes (attach it after
+    :class:`~attok_monai.engines.factory.SavePretrainedHandler`), with the mean training loss of the last epoch, and
+    prints where the folder is and how a bundle starts from it.
+
+    Args:
+        directories: the model folders written by the save handler.
+        image_size, channels: the generalist's input.
+        sources: ``{bundle: number of training items}``.
+        extra: more card fields (e.g. the VQA split parameters).
+    """
+
+    def __init__(
+        self, directories: str | os.PathLike | Sequence[str | os.PathLike], image_size: int, channels: int,
+        sources: dict[str, int], extra: dict[str, Any] | None = None,
+    ) -> None:
+        dirs = [directories] if isinstance(directories, (str, os.PathLike)) else list(directories)
+        self.directories = [Path(d) for d in dirs]
+        self.card = {"kind": CARD_KIND, "image_size": int(image_size), "channels": int(channels),
+                     "sources": dict(sources), **(extra or {})}
+        self._losses: list[float] = []
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_STARTED, self._reset)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._record)
+        engine.add_event_handler(Events.COMPLETED, self)
+
+    def _reset(self, engine: Engine) -> None:
+        self._losses = []
+
+    def _record(self, engine: Engine) -> None:
+        out = engine.state.output
+        if isinstance(out, dict) and "loss" in out:
+            self._losses.append(float(out["loss"]))
+
+    def __call__(self, engine: Engine) -> None:
+        from attok_monai.fileio import atomic_write_text
+
+        card = dict(self.card)
+        card["epochs"] = int(engine.state.epoch)
+        card["iterations"] = int(engine.state.iteration)
+        if self._losses:
+            card["last_epoch_mean_loss"] = sum(self._losses) / len(self._losses)
+            engine.state.metrics["last_epoch_mean_loss"] = card["last_epoch_mean_loss"]
+        for d in self.directories:
+            atomic_write_text(d / CARD_NAME, json.dumps(card, indent=2))
+        print(f"\n[attok] compact generalist: {card['iterations']} iterations, last-epoch mean training loss "
+              f"{card.get('last_epoch_mean_loss', float('nan')):.4f}")
+        print(f"[attok] model folder: {self.directories[0]}")
+        print(f"[attok] start a bundle from it: python -m attok_monai.bundle run --config bundles/fundus_dr "
+              f"--extra from_generalist --generalist_dir {self.directories[0]}")

@@ -1,0 +1,222 @@
+"""The compact medical generalist: its bundle trains a few iterations on the union of the real shared training parts
+and saves a marked model folder; fundus_dr (a classification bundle) and vqa_rad start from that folder with
+``from_generalist.json``, adding their attribute tokens to the trained embedding."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from monai.bundle import ConfigParser, ConfigWorkflow
+
+from tests.conftest import REPO, require
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+BUNDLES = REPO / "bundles"
+GENERALIST = BUNDLES / "compact_generalist"
+SOURCES = {
+    "medmnist/retinamnist.npz", "medmnist/pneumoniamnist.npz", "ham10000/HAM10000_metadata.csv",
+    "oct_cnv/labels.csv", "lc25000_lung/labels.csv", "vqa_rad/VQA_RAD_train.json",
+}
+
+
+def _workflow(bundle: Path, configs: list[str], tmp: Path, **overrides) -> ConfigWorkflow:
+    files = [str(bundle / "configs" / c) for c in configs]
+    wf = ConfigWorkflow(
+        config_file=files[0] if len(files) == 1 else files,
+        meta_file=str(bundle / "configs" / "metadata.json"),
+        logging_file=str(bundle / "configs" / "logging.conf"),
+        workflow_type="train",
+        bundle_root=str(bundle),
+        mlflow_tracking_uri=f"sqlite:///{tmp}/mlruns.db",
+        **overrides,
+    )
+    wf.initialize()
+    return wf
+
+
+@pytest.fixture(scope="module")
+def generalist(tmp_path_factory, data_root):
+    for rel in SOURCES:
+        require(data_root / rel)
+    tmp = tmp_path_factory.mktemp("generalist")
+    wf = _workflow(
+        GENERALIST, ["train.json"], tmp, data_root=str(data_root), limit_train=12, epochs=2, epoch_length=3,
+        batch_size=8, output_dir=str(tmp / "run"), amp=False,
+    )
+    wf.run()
+    wf.finalize()
+    return tmp, tmp / "run" / "model", wf
+
+
+def test_generalist_trains_on_training_parts_logs_and_saves_a_marked_folder(generalist):
+    from mlflow.tracking import MlflowClient
+
+    tmp, model_dir, wf = generalist
+    card = json.loads((model_dir / "generalist.json").read_text())
+    assert card["kind"] == "attok_compact_generalist" and card["image_size"] == 32 and card["channels"] == 3
+    assert card["sources"] == {n: 12 for n in ("fundus_dr", "xray_pneumonia", "derma_isic", "oct_retina",
+                                               "pathology_lung", "vqa_rad")}
+    assert card["iterations"] == 6 and card["last_epoch_mean_loss"] > 0
+    for name in ("model.pt", "backbone.json", "vocabulary.json", "attok.json", "tokenizer"):
+        assert (model_dir / name).exists(), name
+    # plain text: no attribute tokens, no ACC, no ACM
+    assert json.loads((model_dir / "attok.json").read_text())["use_attribute_tokens"] is False
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp}/mlruns.db")
+    run = client.search_runs([client.get_experiment_by_name("attok_compact_generalist").experiment_id])[0]
+    p = run.data.params
+    assert p["num_train"] == "72" and p["num_train_vqa_rad"] == "12" and p["split_derma_isic"] == "train"
+    assert len(p["data_md5_fundus_dr"]) == 32 and "device_name" in p
+    assert len(client.get_metric_history(run.info.run_id, "ntp")) == 6
+    arts = {a.path for a in client.list_artifacts(run.info.run_id, "model")}
+    assert "model/generalist.json" in arts and "model/model.pt" in arts
+    # every sample of the union is a plain-text sample at 32 px RGB
+    data = wf.parser.get_parsed_content("data")
+    ds = wf.parser.get_parsed_content("train#dataset")
+    assert len(ds) == 72
+    for i in range(0, 72, 12):
+        s = ds[i]
+        assert s["image"].shape == (3, 32, 32) and 0.0 <= float(s["image"].min()) and float(s["image"].max()) <= 1.0
+        assert isinstance(s["answer"], str) and s["answer"] and s["question"]
+    # the training items are the bundles' training parts only
+    for src in data.sources:
+        assert all(d.get("split", "train") == "train" for d in src.items), src.name
+
+
+def test_source_other_than_training_part_is_refused(data_root, tmp_path):
+    from attok_monai.data.generalist import read_bundle_source
+
+    require(data_root / "medmnist" / "retinamnist.npz")
+    with pytest.raises(ValueError, match="train_split 'val'"):
+        read_bundle_source(BUNDLES / "fundus_dr", {"data_root": str(data_root / "medmnist"), "download": False,
+                                                   "train_split": "val"}, tmp_path)
+
+
+def test_generalist_tokenizer_knows_every_bundle_text(generalist):
+    from attok_monai.data.generalist import read_bundle_texts
+    from attok_monai.engines.generalist import _unknown_words
+    from attok_monai.networks.nets import CompactGPTvBackbone
+
+    _, model_dir, _ = generalist
+    tok = CompactGPTvBackbone.from_config_dir(model_dir).tokenizer
+    for name in ("fundus_dr", "xray_pneumonia", "derma_isic", "oct_retina", "pathology_lung", "pathology_crc"):
+        assert _unknown_words(tok, read_bundle_texts(BUNDLES / name)) == [], name
+
+
+def test_fundus_starts_from_generalist(generalist, data_root, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from attok_monai.networks.nets import AttTokGPTv
+
+    _, model_dir, _ = generalist
+    state = torch.load(model_dir / "model.pt", weights_only=True)
+    gen_tok = json.loads((model_dir / "tokenizer" / "tokenizer.json").read_text())["model"]["vocab"]
+    wf = _workflow(
+        BUNDLES / "fundus_dr", ["train.json", "from_generalist.json"], tmp_path, generalist_dir=str(model_dir),
+        data_root=str(data_root / "medmnist"), download=False, epochs=1, batch_size=16, val_batch_size=32,
+        limit_train=32, limit_val=16, output_dir=str(tmp_path / "run"), ckpt_dir=str(tmp_path / "models"), amp=False,
+        tsne=False,
+    )
+    net = wf.parser.get_parsed_content("network")
+    tok = net.backbone.tokenizer
+    emb = net.backbone.input_embeddings().weight.detach()
+    gen_emb = state["backbone.llm.model.embed_tokens.weight"]
+    # the generalist's trained rows are carried over: vision, LM and the word rows
+    assert torch.equal(net.backbone.vision.net.conv1.weight.detach(), state["backbone.vision.net.conv1.weight"])
+    word = gen_tok["retinopathy"]
+    assert tok.convert_tokens_to_ids("retinopathy") == word and torch.equal(emb[word], gen_emb[word])
+    # e_k is the mean of the trained rows of the keyword's words
+    first = net.vocabulary.attributes[0].keyword  # "no diabetic retinopathy"
+    ids = tok.encode(first, add_special_tokens=False)
+    assert tok.unk_token_id not in ids
+    assert torch.allclose(net.book.keyword_embeddings[0].detach(), gen_emb[ids].mean(0), atol=1e-6)
+    assert torch.allclose(emb[net.attr_ids[0]], gen_emb[ids].mean(0), atol=1e-6)
+    wf.run()
+    wf.finalize()
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlruns.db")
+    run = client.search_runs([client.get_experiment_by_name("attok_fundus_dr").experiment_id])[0]
+    assert run.data.params["backbone"] == "compact_generalist" and run.data.params["image_size"] == "32"
+    assert "val_open_accuracy" in run.data.metrics
+    # the saved model reloads (tokenizer with the added attribute tokens) to the same probabilities
+    saved = tmp_path / "run" / "model"
+    reloaded = AttTokGPTv.from_pretrained(saved)
+    images = torch.rand(2, 3, 32, 32)
+    q = ["what is the diagnosis of this fundus image?"] * 2
+    net.eval()
+    assert torch.allclose(net.class_probabilities(images, q), reloaded.class_probabilities(images, q), atol=1e-5)
+    # evaluate takes the same extra: 32 px input read from the 28 px MedMNIST file
+    ev = ConfigWorkflow(
+        config_file=[str(BUNDLES / "fundus_dr" / "configs" / c) for c in ("evaluate.json", "from_generalist.json")],
+        meta_file=str(BUNDLES / "fundus_dr" / "configs" / "metadata.json"), workflow_type="infer",
+        bundle_root=str(BUNDLES / "fundus_dr"), mlflow_tracking_uri=f"sqlite:///{tmp_path}/mlruns.db",
+        model_dir=str(saved), data_root=str(data_root / "medmnist"), download=False, limit=16,
+        output_dir=str(tmp_path / "eval"), tsne=False,
+    )
+    ev.initialize()
+    ev.run()
+    ev.finalize()
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["metrics"]["num_samples"] == 16
+
+
+def test_vqa_rad_starts_from_generalist(generalist, data_root, tmp_path):
+    _, model_dir, _ = generalist
+    require(data_root / "vqa_rad" / "VQA_RAD_train.json")
+    wf = _workflow(
+        BUNDLES / "vqa_rad", ["train.json", "from_generalist.json"], tmp_path, generalist_dir=str(model_dir),
+        data_root=str(data_root / "vqa_rad"), epochs=1, batch_size=8, val_batch_size=16, limit_train=16,
+        limit_val=8, output_dir=str(tmp_path / "run"), ckpt_dir=str(tmp_path / "models"), amp=False,
+    )
+    net = wf.parser.get_parsed_content("network")
+    gen_vocab = json.loads((model_dir / "tokenizer" / "tokenizer.json").read_text())["model"]["vocab"]
+    # the generalist holds no rad_* attribute token: vqa_rad's are added, one new row each
+    added = [t for t in net.vocabulary.special_tokens if t not in gen_vocab and t.startswith("<|rad_")]
+    assert added and len(net.backbone.tokenizer) == net.backbone.input_embeddings().weight.shape[0]
+    assert net.backbone.output_embeddings().weight.shape[0] == len(net.backbone.tokenizer)
+    assert next(iter(net.backbone.vision.parameters())).shape[1] == 3  # RGB input, as the generalist
+    wf.run()
+    wf.finalize()
+    metrics = json.loads((tmp_path / "run" / "val" / "metrics.json").read_text())["metrics"]
+    assert "overall_accuracy" in metrics
+
+
+def test_from_generalist_errors_name_the_folder(generalist, tmp_path):
+    from attok_monai.engines.generalist import build_compact_from_generalist
+
+    _, model_dir, _ = generalist
+    vocab = {"modality": "fundus", "labels": {"0": "no dr", "1": "pdr"}}
+    with pytest.raises(ValueError, match="set --generalist_dir"):
+        build_compact_from_generalist(None, vocab)
+    with pytest.raises(ValueError, match="not a compact generalist folder"):
+        build_compact_from_generalist(tmp_path, vocab)
+    with pytest.raises(ValueError, match="image_size 32"):
+        build_compact_from_generalist(model_dir, vocab, image_size=28)
+
+
+def test_add_tokens_grows_rows_and_keeps_trained_ones():
+    from attok_monai.networks.nets import CompactGPTvBackbone, build_word_tokenizer
+
+    tok = build_word_tokenizer(["a normal fundus image"])
+    bb = CompactGPTvBackbone(tok, llm={"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2,
+                                       "num_key_value_heads": 2})
+    before = bb.input_embeddings().weight.detach().clone()
+    head = bb.output_embeddings().weight.detach().clone()
+    assert bb.add_tokens(["<|x_a|>", "<|x_b|>"]) == ["<|x_a|>", "<|x_b|>"]
+    assert bb.add_tokens(["<|x_a|>"]) == []
+    n = before.shape[0]
+    assert bb.input_embeddings().weight.shape[0] == n + 2 == bb.output_embeddings().weight.shape[0]
+    assert torch.equal(bb.input_embeddings().weight[:n], before) and torch.equal(bb.output_embeddings().weight[:n], head)
+    assert bb.tokenizer.encode("<|x_b|> normal", add_special_tokens=False) == [n + 1, tok.convert_tokens_to_ids("normal")]
+
+
+def test_generalist_configs_parse():
+    for name in ("fundus_dr", "xray_pneumonia", "pathology_crc", "derma_isic", "oct_retina", "pathology_lung", "vqa_rad"):
+        parser = ConfigParser()
+        parser.read_config([str(BUNDLES / name / "configs" / f) for f in ("train.json", "from_generalist.json")])
+        nd = parser["network_def"]
+        assert nd["_target_"].endswith("build_compact_from_generalist"), name
+        assert parser["image_size"] == 32 and nd["generalist_dir"] == "@generalist_dir", name
+        # merged into the bundle's network_def: every switch the bundle passes is kept
+        assert nd["use_acm"] == "@use_acm" and nd["vocabulary"] == "@vocabulary", name
