@@ -34,9 +34,12 @@ from torch import nn
 from attok_monai.attributes import AttributeVocabulary
 from attok_monai.fileio import atomic_write
 from attok_monai.losses.acm import ACMLoss
+from attok_monai.losses.attok_loss import ACM_WEIGHTINGS
 from attok_monai.networks.blocks import ACCAdapter, EmbeddingBook
 
-__all__ = ["AttTokGPTv", "AttTokOutput"]
+__all__ = ["AttTokGPTv", "AttTokOutput", "FA_POSITIONS"]
+
+FA_POSITIONS = ("decision", "attribute")
 
 
 @dataclass
@@ -68,6 +71,15 @@ class AttTokGPTv(nn.Module):
     acc_inner_dim: ACC query/key/value width (None = d, the paper; smaller = the low-rank option, see ACCAdapter).
     momentum: EMA momentum of the visual prototypes (paper: 0.99).
     tau: ACM temperature (paper: 1).
+    fa_position: which final hidden state is f^a, the input of ACM (section 4.3 does not say):
+        ``"decision"`` (default, as before): the position whose next token is the attribute token (for the first
+        attribute, ``<|attribute_begin|>``): the vector the LM head turns into the class decision;
+        ``"attribute"``: the attribute token's own position (the state after the model has read ``a_k``).
+        Plain-text answers (no attribute tokens): the last prompt position, or the first answer token.
+    acm_bias: whether ACM's projection theta has a bias (see :class:`ACMLoss`; default True, as before).
+    acm_weighting: how the training loss weighs ACM against NTP (``"mean"``, ``"per_token"``, ``"ntp_sum"``; see
+        :class:`~attok_monai.losses.AttTokLoss`). The model does not use it; it is kept in ``hparams`` so that a
+        saved model (``attok.json``) records how it was trained. The bundles pass the same key to the loss.
     """
 
     def __init__(
@@ -82,8 +94,16 @@ class AttTokGPTv(nn.Module):
         momentum: float = 0.99,
         tau: float = 1.0,
         acc_inner_dim: int | None = None,
+        fa_position: str = "decision",
+        acm_bias: bool = True,
+        acm_weighting: str = "mean",
     ) -> None:
         super().__init__()
+        if fa_position not in FA_POSITIONS:
+            raise ValueError(f"AttTokGPTv: fa_position must be one of {FA_POSITIONS}, got {fa_position!r}.")
+        if acm_weighting not in ACM_WEIGHTINGS:
+            raise ValueError(f"AttTokGPTv: acm_weighting must be one of {ACM_WEIGHTINGS}, got {acm_weighting!r}.")
+        self.fa_position = fa_position
         self.backbone = backbone
         self.vocabulary = AttributeVocabulary.coerce(vocabulary)
         self.use_attribute_tokens = use_attribute_tokens
@@ -92,6 +112,7 @@ class AttTokGPTv(nn.Module):
         self.hparams = {
             "use_attribute_tokens": use_attribute_tokens, "use_acc": use_acc, "use_acm": use_acm,
             "acc_heads": acc_heads, "gamma": gamma, "momentum": momentum, "tau": tau, "acc_inner_dim": acc_inner_dim,
+            "fa_position": fa_position, "acm_bias": acm_bias, "acm_weighting": acm_weighting,
         }
         tok = backbone.tokenizer
         if hasattr(backbone, "add_tokens"):
@@ -106,7 +127,7 @@ class AttTokGPTv(nn.Module):
         k = len(self.vocabulary)
         self.book = EmbeddingBook(k, d, momentum=momentum)
         self.acc = ACCAdapter(d, num_heads=acc_heads, gamma=gamma, inner_dim=acc_inner_dim) if use_acc else None
-        self.acm = ACMLoss(d, tau=tau) if use_acm else None
+        self.acm = ACMLoss(d, tau=tau, bias=acm_bias) if use_acm else None
         self._init_attribute_rows()
         self.merges_visual = bool(getattr(backbone, "merges_visual", False))
         if self.merges_visual:
@@ -211,18 +232,23 @@ class AttTokGPTv(nn.Module):
         )
 
     def _attribute_positions(self, hidden, labels, prompt_lengths, attributes):
-        """f^a: the final hidden state at each position whose next token is an attribute token (with attribute
-        tokens), or at the last prompt position with the sample's first attribute (plain-text answers)."""
+        """f^a (N, d) and its attribute indices (N,). With attribute tokens: the final hidden state at each position
+        whose next token is an attribute token (``fa_position="decision"``) or at the attribute token itself
+        (``"attribute"``); plain-text answers: the last prompt position (``"decision"``) or the first answer
+        position (``"attribute"``), with the sample's first attribute.
+
+        hidden: (B, L, d); labels: (B, L) aligned with the inputs (-100 off the answer); prompt_lengths: (B,)."""
         k = self.attr_ids.numel()
+        shift = 1 if self.fa_position == "attribute" else 0
         if self.use_attribute_tokens:
             nxt = labels[:, 1:]
             pos = torch.searchsorted(self.attr_ids_sorted, nxt.clamp(min=0)).clamp(max=k - 1)
             hit = (self.attr_ids_sorted[pos] == nxt) & (nxt >= 0)
             b_idx, t_idx = hit.nonzero(as_tuple=True)
-            return hidden[b_idx, t_idx], self.attr_sort_index[pos[b_idx, t_idx]]
+            return hidden[b_idx, t_idx + shift], self.attr_sort_index[pos[b_idx, t_idx]]
         rows = [i for i, a in enumerate(attributes) if len(a)]
         b_idx = torch.tensor(rows, dtype=torch.long, device=hidden.device)
-        t_idx = prompt_lengths.to(hidden.device)[b_idx] - 1
+        t_idx = prompt_lengths.to(hidden.device)[b_idx] - 1 + shift
         tgt = torch.tensor([attributes[i][0] for i in rows], dtype=torch.long, device=hidden.device)
         return hidden[b_idx, t_idx], tgt
 
