@@ -165,7 +165,8 @@ def test_balanced_sampler_frequencies():
 def test_bundle_keys_defaults_and_tokens_only(bundle):
     cfg = json.loads((REPO / "bundles" / bundle / "configs" / "train.json").read_text())
     assert cfg["fa_position"] == "decision" and cfg["acm_bias"] is True and cfg["acm_weighting"] == "mean"
-    for key in ("fa_position", "acm_bias", "acm_weighting"):
+    assert cfg["prototype_init"] == "first_batch" and cfg["prototype_init_batches"] == 8
+    for key in ("fa_position", "acm_bias", "acm_weighting", "prototype_init", "prototype_init_batches"):
         assert cfg["network_def"][key] == f"@{key}"
         assert f"{key}=@{key}" in cfg["hyperparameters"]
     assert cfg["loss"]["acm_weighting"] == "@acm_weighting"
@@ -175,3 +176,45 @@ def test_bundle_keys_defaults_and_tokens_only(bundle):
             assert f"$import {module}" in cfg["imports"], module
     tokens = json.loads((REPO / "bundles" / bundle / "configs" / "tokens_only.json").read_text())
     assert tokens["use_attribute_tokens"] is True and tokens["use_acc"] is False and tokens["use_acm"] is False
+
+
+# ------------------------------------------------------------------ prototype_init
+def test_book_set_class_means_hand_computed():
+    from attok_monai.networks.blocks import EmbeddingBook
+
+    book = EmbeddingBook(3, 2)
+    set_ = book.set_class_means(torch.tensor([[2.0, 4.0], [0.0, 0.0], [3.0, 3.0]]), torch.tensor([2.0, 0.0, 3.0]))
+    assert set_.tolist() == [True, False, True] and book.prototype_initialized.tolist() == [True, False, True]
+    assert torch.allclose(book.prototypes, torch.tensor([[1.0, 2.0], [0.0, 0.0], [1.0, 1.0]]))
+
+
+def test_prototype_init_class_means_and_handler():
+    from ignite.engine import Engine
+
+    from attok_monai.handlers import PrototypeEMAHandler
+
+    torch.manual_seed(0)
+    images = torch.rand(6, 1, 16, 16)
+    labels = torch.tensor([0, 2, 0, 2, 2, 0])
+    loader = [{"image": images[:3], "label": labels[:3]}, {"image": images[3:], "label": labels[3:]},
+              {"image": torch.rand(2, 1, 16, 16), "label": torch.tensor([1, 1])}]  # beyond prototype_init_batches
+    net = tiny(prototype_init="class_means", prototype_init_batches=2)
+    net.train()
+    with torch.no_grad():
+        # batch-norm in training mode normalises per batch: encode the loader's batches as they come
+        raw = torch.cat([net.backbone.encode_images(images[:3]), net.backbone.encode_images(images[3:])])
+    expected = torch.stack([raw[labels == k].mean((0, 1)) for k in (0, 2)])
+    buffers = {n: b.clone() for n, b in net.backbone.named_buffers()}
+    handler = PrototypeEMAHandler(net.book, network=net, init_loader=loader)
+    handler.attach(engine := Engine(lambda e, b: {}))  # no visual tokens: no EMA step
+    engine.run([0], max_epochs=1)  # STARTED -> class means of the first 2 batches
+    assert net.book.prototype_initialized.tolist() == [True, False, True]
+    assert torch.allclose(net.book.prototypes[[0, 2]], expected, atol=1e-5)
+    assert all(torch.equal(b, buffers[n]) for n, b in net.backbone.named_buffers())  # BN statistics restored
+    assert json.loads(json.dumps(net.hparams))["prototype_init"] == "class_means"
+    # the default starts nothing: the first training batch sets each prototype, as before
+    plain = tiny()
+    PrototypeEMAHandler(plain.book, network=plain, init_loader=loader).init_prototypes()
+    assert not plain.book.prototype_initialized.any()
+    with pytest.raises(ValueError, match="prototype_init"):
+        tiny(prototype_init="zeros")

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,9 +37,10 @@ from attok_monai.losses.acm import ACMLoss
 from attok_monai.losses.attok_loss import ACM_WEIGHTINGS
 from attok_monai.networks.blocks import ACCAdapter, EmbeddingBook
 
-__all__ = ["AttTokGPTv", "AttTokOutput", "FA_POSITIONS"]
+__all__ = ["AttTokGPTv", "AttTokOutput", "FA_POSITIONS", "PROTOTYPE_INITS"]
 
 FA_POSITIONS = ("decision", "attribute")
+PROTOTYPE_INITS = ("first_batch", "class_means")
 
 
 @dataclass
@@ -80,6 +81,11 @@ class AttTokGPTv(nn.Module):
     acm_weighting: how the training loss weighs ACM against NTP (``"mean"``, ``"per_token"``, ``"ntp_sum"``; see
         :class:`~attok_monai.losses.AttTokLoss`). The model does not use it; it is kept in ``hparams`` so that a
         saved model (``attok.json``) records how it was trained. The bundles pass the same key to the loss.
+    prototype_init: how the visual prototypes start: ``"first_batch"`` (default, as before: each prototype is the
+        mean visual token of its class in the first training batch that holds the class, then eq. 5) or
+        ``"class_means"``: :meth:`init_prototypes` sets them to the class means over the first
+        ``prototype_init_batches`` training batches before the first step (``PrototypeEMAHandler`` calls it).
+    prototype_init_batches: batches for ``"class_means"``.
     """
 
     def __init__(
@@ -97,8 +103,14 @@ class AttTokGPTv(nn.Module):
         fa_position: str = "decision",
         acm_bias: bool = True,
         acm_weighting: str = "mean",
+        prototype_init: str = "first_batch",
+        prototype_init_batches: int = 8,
     ) -> None:
         super().__init__()
+        if prototype_init not in PROTOTYPE_INITS:
+            raise ValueError(f"AttTokGPTv: prototype_init must be one of {PROTOTYPE_INITS}, got {prototype_init!r}.")
+        self.prototype_init = prototype_init
+        self.prototype_init_batches = int(prototype_init_batches)
         if fa_position not in FA_POSITIONS:
             raise ValueError(f"AttTokGPTv: fa_position must be one of {FA_POSITIONS}, got {fa_position!r}.")
         if acm_weighting not in ACM_WEIGHTINGS:
@@ -113,6 +125,7 @@ class AttTokGPTv(nn.Module):
             "use_attribute_tokens": use_attribute_tokens, "use_acc": use_acc, "use_acm": use_acm,
             "acc_heads": acc_heads, "gamma": gamma, "momentum": momentum, "tau": tau, "acc_inner_dim": acc_inner_dim,
             "fa_position": fa_position, "acm_bias": acm_bias, "acm_weighting": acm_weighting,
+            "prototype_init": prototype_init, "prototype_init_batches": int(prototype_init_batches),
         }
         tok = backbone.tokenizer
         if hasattr(backbone, "add_tokens"):
@@ -151,6 +164,35 @@ class AttTokGPTv(nn.Module):
         if head is not emb:
             for k, ids in enumerate(kw_ids):
                 head[self.attr_ids[k]] = head[torch.tensor(ids)].mean(0)
+
+    @torch.no_grad()
+    def init_prototypes(self, batches: Iterable[tuple[torch.Tensor, Sequence[Sequence[int]]]]) -> torch.Tensor:
+        """Set the visual prototypes to the class means of the visual tokens (before ACC) of ``batches``.
+
+        Args:
+            batches: ``(images (B, C, H, W), attributes)`` pairs, ``attributes`` as in :meth:`forward`.
+
+        The encoder runs in training mode (the tokens eq. 5 averages during training); buffers it updates (batch-norm
+        running statistics) are restored afterwards, so the only effect is on the book. Returns the (K,) bool mask
+        of the attributes set.
+        """
+        device = self.book.prototypes.device
+        sums = torch.zeros(len(self.vocabulary), self.backbone.hidden_size, device=device)
+        counts = torch.zeros(len(self.vocabulary), device=device)
+        saved = {n: b.detach().clone() for n, b in self.backbone.named_buffers()}
+        was_training = self.training
+        self.train()
+        try:
+            for images, attributes in batches:
+                raw = self.backbone.encode_images(images.to(device).float()).float()  # (B, N_v, d)
+                w = self.book._targets_to_weights(self.visual_targets(attributes, device), raw.shape[0])  # (B, K)
+                sums += w.t() @ raw.sum(1)
+                counts += w.sum(0) * raw.shape[1]
+        finally:
+            for n, b in self.backbone.named_buffers():
+                b.copy_(saved[n])
+            self.train(was_training)
+        return self.book.set_class_means(sums, counts)
 
     # ------------------------------------------------------------------ text
     def format_answer(self, attributes: Sequence[int], text: str | None) -> str:
