@@ -218,3 +218,10 @@ def test_prototype_init_class_means_and_handler():
     assert not plain.book.prototype_initialized.any()
     with pytest.raises(ValueError, match="prototype_init"):
         tiny(prototype_init="zeros")
+
+
+def test_diagnose_mean_offdiag_cos():
+    from benchmarks.diagnose_attok import mean_offdiag_cos
+
+    x = torch.tensor([[1.0, 0.0], [0.0, 2.0], [3.0, 0.0]])  # pairs: 0, 1, 0 (each counted twice)
+    assert abs(mean_offdiag_cos(x) - 1 / 3) < 1e-6
