@@ -77,6 +77,8 @@ class AttTokGPTv(nn.Module):
         attribute, ``<|attribute_begin|>``): the vector the LM head turns into the class decision;
         ``"attribute"``: the attribute token's own position (the state after the model has read ``a_k``).
         Plain-text answers (no attribute tokens): the last prompt position, or the first answer token.
+        The class default stays ``"decision"`` so that models saved before the key existed rebuild as trained; the
+        classification bundles set ``"attribute"``, chosen by the study in ``docs/study_defaults.md``.
     acm_bias: whether ACM's projection theta has a bias (see :class:`ACMLoss`; default True, as before).
     acm_weighting: how the training loss weighs ACM against NTP (``"mean"``, ``"per_token"``, ``"ntp_sum"``; see
         :class:`~attok_monai.losses.AttTokLoss`). The model does not use it; it is kept in ``hparams`` so that a
