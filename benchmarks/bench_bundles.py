@@ -1,4 +1,4 @@
-"""AttTok ablations per bundle: baseline, +ACC, +ACM, +All over seeds, on the splits that are present.
+"""AttTok ablations per bundle: baseline, attribute tokens alone (``tokens``), +ACC, +ACM, +All over seeds, on the splits that are present.
 
 Each (bundle, variant, seed) run is a real ``python -m monai.bundle run`` of the bundle's ``configs/train.json`` with
 overrides, in a subprocess; its final validation ``metrics.json`` is collected. Finished runs are recorded in
@@ -30,11 +30,12 @@ REPO = Path(__file__).resolve().parents[1]
 STATE = REPO / "benchmarks" / ".state"
 VARIANTS = {
     "baseline": {"use_attribute_tokens": False, "use_acc": False, "use_acm": False},
+    "tokens": {"use_attribute_tokens": True, "use_acc": False, "use_acm": False},  # configs/tokens_only.json
     "acc": {"use_attribute_tokens": True, "use_acc": True, "use_acm": False},
     "acm": {"use_attribute_tokens": True, "use_acc": False, "use_acm": True},
     "all": {"use_attribute_tokens": True, "use_acc": True, "use_acm": True},
 }
-LABELS = {"baseline": "baseline (plain-text IT)", "acc": "+ACC", "acm": "+ACM", "all": "+All (AttTok)"}
+LABELS = {"baseline": "baseline (plain-text IT)", "tokens": "tokens only", "acc": "+ACC", "acm": "+ACM", "all": "+All (AttTok)"}
 # MedMNIST v2 ResNet-18 published test accuracy (Yang et al. 2023, Table 3), keyed by the dataset a run trained on:
 # only a run on that dataset (or, for HAM10000, on its images) is set next to it.
 RESNET18 = {  # dataset: (ResNet-18 (28) acc, ResNet-18 (224) acc or None, note)

@@ -26,8 +26,13 @@ class ACMLoss(_Loss):
     """Multi-positive InfoNCE of predicted attribute embeddings against the embedding book.
 
     Args:
-        dim: d, the embedding width. The loss owns theta as ``self.projection = nn.Linear(dim, dim)``.
+        dim: d, the embedding width. The loss owns theta as ``self.projection = nn.Linear(dim, dim, bias=bias)``.
         tau: temperature (the paper uses 1).
+        bias: whether theta has a bias (default True, as before). The paper does not say. With a bias, theta(x) =
+            W x + b, and when ``|b|`` dominates ``|W x|`` (it does at the start of training: the default init gives
+            ``|b| ~ 0.58`` against ``|W x| ~ 0.08`` for book tokens of norm ~0.3), every projected token points along
+            ``b`` and all cosines of eq. (8) start near 1. ``bias=False`` makes theta linear, so the cosines after
+            theta start at those of the inputs.
         reduction: ``"mean"`` (over valid rows), ``"sum"`` or ``"none"`` (per row, 0 for ignored rows).
         ignore_index: target value whose rows are ignored.
 
@@ -37,7 +42,8 @@ class ACMLoss(_Loss):
     """
 
     def __init__(
-        self, dim: int, tau: float = 1.0, reduction: LossReduction | str = LossReduction.MEAN, ignore_index: int = -100
+        self, dim: int, tau: float = 1.0, reduction: LossReduction | str = LossReduction.MEAN, ignore_index: int = -100,
+        bias: bool = True,
     ) -> None:
         super().__init__(reduction=LossReduction(reduction).value)
         if tau <= 0:
@@ -45,7 +51,7 @@ class ACMLoss(_Loss):
         self.dim = dim
         self.tau = tau
         self.ignore_index = ignore_index
-        self.projection = nn.Linear(dim, dim)
+        self.projection = nn.Linear(dim, dim, bias=bias)
 
     def project(self, x: torch.Tensor) -> torch.Tensor:
         """theta(x), (..., d) -> (..., d), in theta's dtype (inputs from a bf16 backbone; autocast may lower it)."""

@@ -39,6 +39,9 @@ class LambdaSchedule:
         return self.end + 0.5 * (self.start - self.end) * (1.0 + math.cos(math.pi * t))
 
 
+ACM_WEIGHTINGS = ("mean", "per_token", "ntp_sum")
+
+
 class AttTokLoss(_Loss):
     """Next-token prediction cross-entropy plus ``lambda * ACM``.
 
@@ -46,6 +49,19 @@ class AttTokLoss(_Loss):
         acm: the :class:`ACMLoss` (owns theta); ``None`` for NTP only (the baseline and ``+ACC`` ablations).
         lambda_weight: the current lambda; :class:`attok_monai.handlers.LambdaScheduleHandler` steps it.
         ignore_index: label value of positions without NTP loss (prompt, padding).
+        acm_weighting: how ACM is weighed against NTP (the paper writes ``L_NTP + lambda L_ACM`` without saying over
+            what each is averaged). With T answer tokens (labels != ignore_index after the shift), S answers (rows
+            with at least one such token), N predicted attribute embeddings and per-item losses ``ce_t``, ``acm_n``:
+
+            - ``"mean"`` (default, as before): ``sum(ce)/T + lambda * sum(acm)/N``. An answer has ~8 tokens and one
+              ACM term, so ACM counts as much as all answer tokens together;
+            - ``"per_token"``: ``(sum(ce) + lambda * sum(acm)) / T``: each ACM term weighs as one answer token;
+            - ``"ntp_sum"``: ``sum(ce)/S + lambda * sum(acm)/N``: NTP summed over each answer, averaged over
+              answers (same NTP:ACM ratio as ``"per_token"``, but a ~T/S times larger loss and gradient, which
+              matters under gradient clipping).
+
+            With ``acm=None`` the loss is ``sum(ce)/T`` for ``"mean"`` and ``"per_token"`` and ``sum(ce)/S`` for
+            ``"ntp_sum"``.
 
     ``forward(logits (B, L, V), labels (B, L), f_a (N, d) | None, attr_targets (N,) | None, book (K, 3, d) | None,
     book_mask=None)``: labels are aligned with the input positions and shifted here (position t predicts t+1), as in
@@ -53,15 +69,22 @@ class AttTokLoss(_Loss):
     ``lambda`` of the last call for logging.
     """
 
-    def __init__(self, acm: ACMLoss | None = None, lambda_weight: float = 1.0, ignore_index: int = -100) -> None:
+    def __init__(
+        self, acm: ACMLoss | None = None, lambda_weight: float = 1.0, ignore_index: int = -100,
+        acm_weighting: str = "mean",
+    ) -> None:
         super().__init__()
+        if acm_weighting not in ACM_WEIGHTINGS:
+            raise ValueError(f"AttTokLoss: acm_weighting must be one of {ACM_WEIGHTINGS}, got {acm_weighting!r}.")
         self.acm = acm
+        self.acm_weighting = acm_weighting
         self.lambda_weight = float(lambda_weight)
         self.ignore_index = ignore_index
         self.last_components: dict[str, float] = {}
 
     def ntp(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Eq. (4): mean cross-entropy of the shifted answer tokens."""
+        """Eq. (4): cross-entropy of the shifted answer tokens, the mean over tokens (``"ntp_sum"``: the sum over
+        each answer, the mean over answers)."""
         if logits.ndim != 3 or labels.shape != logits.shape[:2]:
             raise ValueError(
                 f"AttTokLoss: logits must be (B, L, V) and labels (B, L); got {tuple(logits.shape)} and "
@@ -71,7 +94,11 @@ class AttTokLoss(_Loss):
         shift_labels = labels[:, 1:].reshape(-1)
         if (shift_labels != self.ignore_index).sum() == 0:
             return shift_logits.sum() * 0.0
-        return F.cross_entropy(shift_logits, shift_labels, ignore_index=self.ignore_index)
+        ce = F.cross_entropy(shift_logits, shift_labels, ignore_index=self.ignore_index)
+        if self.acm_weighting == "ntp_sum":  # sum over each answer, mean over answers: mean * T / S
+            valid = labels[:, 1:] != self.ignore_index
+            ce = ce * valid.sum() / valid.any(1).sum()
+        return ce
 
     def forward(
         self,
@@ -90,6 +117,9 @@ class AttTokLoss(_Loss):
                 raise ValueError("AttTokLoss: ACM needs attr_targets and book together with f_a.")
             acm = self.acm(f_a, attr_targets, book, book_mask)
             acm_value = float(acm.detach())
+            if self.acm_weighting == "per_token":  # lambda * sum(acm) / T, with acm the mean over N terms
+                valid_acm = (attr_targets != self.acm.ignore_index).sum()
+                acm = acm * valid_acm / (labels[:, 1:] != self.ignore_index).sum().clamp(min=1)
             if self.lambda_weight != 0:
                 total = total + self.lambda_weight * acm
             else:

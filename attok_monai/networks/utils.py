@@ -61,18 +61,24 @@ def freeze_rows_except(module_or_weight: nn.Module | nn.Parameter, trainable_row
 
 
 def optimizer_param_groups(
-    model: nn.Module, weight_decay: float, no_decay: Iterable[str] = ("bias", "norm", "embedding_book")
+    model: nn.Module, weight_decay: float, no_decay: Iterable[str] = ("bias", "norm", "book")
 ) -> list[dict]:
     """AdamW parameter groups: decayed weights; and a ``weight_decay=0`` group for biases, norms, the embedding
-    book and every row-frozen weight (so that decay cannot move frozen rows). Only parameters that require grad."""
+    book and every row-frozen weight (so that decay cannot move frozen rows). Only parameters that require grad.
+
+    A parameter is exempt when it is 1-D, row-frozen, or one of the dot-separated parts of its lower-case name
+    contains an entry of ``no_decay``: with the default, ``*.bias``, ``*layernorm*``/``*norm*`` and everything under
+    a module named ``book`` (``AttTokGPTv.book``: ``a_k`` and ``e_k``, which the paper treats as token embeddings).
+    (Up to this version the default entry was ``"embedding_book"``, which matched no parameter: the book was decayed.)
+    """
     decay, no_dec = [], []
     seen: set[int] = set()
     for name, p in model.named_parameters():
         if not p.requires_grad or id(p) in seen:
             continue
         seen.add(id(p))
-        lname = name.lower()
-        if hasattr(p, "_attok_row_freeze") or p.ndim < 2 or any(s in lname for s in no_decay):
+        parts = name.lower().split(".")
+        if hasattr(p, "_attok_row_freeze") or p.ndim < 2 or any(s in part for part in parts for s in no_decay):
             no_dec.append(p)
         else:
             decay.append(p)

@@ -159,6 +159,33 @@ class EmbeddingBook(nn.Module):
         self.prototype_initialized |= present
         return present
 
+    @torch.no_grad()
+    def set_class_means(self, sums: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+        """Set the prototypes of the attributes with ``counts > 0`` to ``sums / counts`` and mark them initialised
+        (the start of the book from class means, before eq. 5 takes over). Under ``torch.distributed`` the sums and
+        counts are all-reduced first.
+
+        Args:
+            sums: (K, d) per-attribute sums of visual tokens; counts: (K,) how many tokens each sum holds.
+
+        Returns:
+            (K,) bool mask of the attributes set.
+        """
+        if sums.shape != (self.num_attributes, self.dim) or counts.shape != (self.num_attributes,):
+            raise ValueError(
+                f"EmbeddingBook.set_class_means: expected sums ({self.num_attributes}, {self.dim}) and counts "
+                f"({self.num_attributes},), got {tuple(sums.shape)} and {tuple(counts.shape)}."
+            )
+        sums, counts = sums.float().to(self.prototypes.device), counts.float().to(self.prototypes.device)
+        if dist.is_available() and dist.is_initialized():
+            packed = torch.cat([sums, counts[:, None]], dim=1)
+            dist.all_reduce(packed)
+            sums, counts = packed[:, :-1], packed[:, -1]
+        present = counts > 0
+        self.prototypes[present] = (sums[present] / counts[present, None]).to(self.prototypes.dtype)
+        self.prototype_initialized |= present
+        return present
+
     # ------------------------------------------------------------------ the book
     def tokens(self) -> torch.Tensor:
         """The (K, 3, d) book: attribute embedding, keyword embedding, visual prototype (detached buffer)."""

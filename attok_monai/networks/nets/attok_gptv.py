@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,9 +34,13 @@ from torch import nn
 from attok_monai.attributes import AttributeVocabulary
 from attok_monai.fileio import atomic_write
 from attok_monai.losses.acm import ACMLoss
+from attok_monai.losses.attok_loss import ACM_WEIGHTINGS
 from attok_monai.networks.blocks import ACCAdapter, EmbeddingBook
 
-__all__ = ["AttTokGPTv", "AttTokOutput"]
+__all__ = ["AttTokGPTv", "AttTokOutput", "FA_POSITIONS", "PROTOTYPE_INITS"]
+
+FA_POSITIONS = ("decision", "attribute")
+PROTOTYPE_INITS = ("first_batch", "class_means")
 
 
 @dataclass
@@ -68,6 +72,22 @@ class AttTokGPTv(nn.Module):
     acc_inner_dim: ACC query/key/value width (None = d, the paper; smaller = the low-rank option, see ACCAdapter).
     momentum: EMA momentum of the visual prototypes (paper: 0.99).
     tau: ACM temperature (paper: 1).
+    fa_position: which final hidden state is f^a, the input of ACM (section 4.3 does not say):
+        ``"decision"`` (default, as before): the position whose next token is the attribute token (for the first
+        attribute, ``<|attribute_begin|>``): the vector the LM head turns into the class decision;
+        ``"attribute"``: the attribute token's own position (the state after the model has read ``a_k``).
+        Plain-text answers (no attribute tokens): the last prompt position, or the first answer token.
+        The class default stays ``"decision"`` so that models saved before the key existed rebuild as trained; the
+        classification bundles set ``"attribute"``, chosen by the study in ``docs/study_defaults.md``.
+    acm_bias: whether ACM's projection theta has a bias (see :class:`ACMLoss`; default True, as before).
+    acm_weighting: how the training loss weighs ACM against NTP (``"mean"``, ``"per_token"``, ``"ntp_sum"``; see
+        :class:`~attok_monai.losses.AttTokLoss`). The model does not use it; it is kept in ``hparams`` so that a
+        saved model (``attok.json``) records how it was trained. The bundles pass the same key to the loss.
+    prototype_init: how the visual prototypes start: ``"first_batch"`` (default, as before: each prototype is the
+        mean visual token of its class in the first training batch that holds the class, then eq. 5) or
+        ``"class_means"``: :meth:`init_prototypes` sets them to the class means over the first
+        ``prototype_init_batches`` training batches before the first step (``PrototypeEMAHandler`` calls it).
+    prototype_init_batches: batches for ``"class_means"``.
     """
 
     def __init__(
@@ -82,8 +102,22 @@ class AttTokGPTv(nn.Module):
         momentum: float = 0.99,
         tau: float = 1.0,
         acc_inner_dim: int | None = None,
+        fa_position: str = "decision",
+        acm_bias: bool = True,
+        acm_weighting: str = "mean",
+        prototype_init: str = "first_batch",
+        prototype_init_batches: int = 8,
     ) -> None:
         super().__init__()
+        if prototype_init not in PROTOTYPE_INITS:
+            raise ValueError(f"AttTokGPTv: prototype_init must be one of {PROTOTYPE_INITS}, got {prototype_init!r}.")
+        self.prototype_init = prototype_init
+        self.prototype_init_batches = int(prototype_init_batches)
+        if fa_position not in FA_POSITIONS:
+            raise ValueError(f"AttTokGPTv: fa_position must be one of {FA_POSITIONS}, got {fa_position!r}.")
+        if acm_weighting not in ACM_WEIGHTINGS:
+            raise ValueError(f"AttTokGPTv: acm_weighting must be one of {ACM_WEIGHTINGS}, got {acm_weighting!r}.")
+        self.fa_position = fa_position
         self.backbone = backbone
         self.vocabulary = AttributeVocabulary.coerce(vocabulary)
         self.use_attribute_tokens = use_attribute_tokens
@@ -92,6 +126,8 @@ class AttTokGPTv(nn.Module):
         self.hparams = {
             "use_attribute_tokens": use_attribute_tokens, "use_acc": use_acc, "use_acm": use_acm,
             "acc_heads": acc_heads, "gamma": gamma, "momentum": momentum, "tau": tau, "acc_inner_dim": acc_inner_dim,
+            "fa_position": fa_position, "acm_bias": acm_bias, "acm_weighting": acm_weighting,
+            "prototype_init": prototype_init, "prototype_init_batches": int(prototype_init_batches),
         }
         tok = backbone.tokenizer
         if hasattr(backbone, "add_tokens"):
@@ -106,7 +142,7 @@ class AttTokGPTv(nn.Module):
         k = len(self.vocabulary)
         self.book = EmbeddingBook(k, d, momentum=momentum)
         self.acc = ACCAdapter(d, num_heads=acc_heads, gamma=gamma, inner_dim=acc_inner_dim) if use_acc else None
-        self.acm = ACMLoss(d, tau=tau) if use_acm else None
+        self.acm = ACMLoss(d, tau=tau, bias=acm_bias) if use_acm else None
         self._init_attribute_rows()
         self.merges_visual = bool(getattr(backbone, "merges_visual", False))
         if self.merges_visual:
@@ -130,6 +166,35 @@ class AttTokGPTv(nn.Module):
         if head is not emb:
             for k, ids in enumerate(kw_ids):
                 head[self.attr_ids[k]] = head[torch.tensor(ids)].mean(0)
+
+    @torch.no_grad()
+    def init_prototypes(self, batches: Iterable[tuple[torch.Tensor, Sequence[Sequence[int]]]]) -> torch.Tensor:
+        """Set the visual prototypes to the class means of the visual tokens (before ACC) of ``batches``.
+
+        Args:
+            batches: ``(images (B, C, H, W), attributes)`` pairs, ``attributes`` as in :meth:`forward`.
+
+        The encoder runs in training mode (the tokens eq. 5 averages during training); buffers it updates (batch-norm
+        running statistics) are restored afterwards, so the only effect is on the book. Returns the (K,) bool mask
+        of the attributes set.
+        """
+        device = self.book.prototypes.device
+        sums = torch.zeros(len(self.vocabulary), self.backbone.hidden_size, device=device)
+        counts = torch.zeros(len(self.vocabulary), device=device)
+        saved = {n: b.detach().clone() for n, b in self.backbone.named_buffers()}
+        was_training = self.training
+        self.train()
+        try:
+            for images, attributes in batches:
+                raw = self.backbone.encode_images(images.to(device).float()).float()  # (B, N_v, d)
+                w = self.book._targets_to_weights(self.visual_targets(attributes, device), raw.shape[0])  # (B, K)
+                sums += w.t() @ raw.sum(1)
+                counts += w.sum(0) * raw.shape[1]
+        finally:
+            for n, b in self.backbone.named_buffers():
+                b.copy_(saved[n])
+            self.train(was_training)
+        return self.book.set_class_means(sums, counts)
 
     # ------------------------------------------------------------------ text
     def format_answer(self, attributes: Sequence[int], text: str | None) -> str:
@@ -211,18 +276,23 @@ class AttTokGPTv(nn.Module):
         )
 
     def _attribute_positions(self, hidden, labels, prompt_lengths, attributes):
-        """f^a: the final hidden state at each position whose next token is an attribute token (with attribute
-        tokens), or at the last prompt position with the sample's first attribute (plain-text answers)."""
+        """f^a (N, d) and its attribute indices (N,). With attribute tokens: the final hidden state at each position
+        whose next token is an attribute token (``fa_position="decision"``) or at the attribute token itself
+        (``"attribute"``); plain-text answers: the last prompt position (``"decision"``) or the first answer
+        position (``"attribute"``), with the sample's first attribute.
+
+        hidden: (B, L, d); labels: (B, L) aligned with the inputs (-100 off the answer); prompt_lengths: (B,)."""
         k = self.attr_ids.numel()
+        shift = 1 if self.fa_position == "attribute" else 0
         if self.use_attribute_tokens:
             nxt = labels[:, 1:]
             pos = torch.searchsorted(self.attr_ids_sorted, nxt.clamp(min=0)).clamp(max=k - 1)
             hit = (self.attr_ids_sorted[pos] == nxt) & (nxt >= 0)
             b_idx, t_idx = hit.nonzero(as_tuple=True)
-            return hidden[b_idx, t_idx], self.attr_sort_index[pos[b_idx, t_idx]]
+            return hidden[b_idx, t_idx + shift], self.attr_sort_index[pos[b_idx, t_idx]]
         rows = [i for i, a in enumerate(attributes) if len(a)]
         b_idx = torch.tensor(rows, dtype=torch.long, device=hidden.device)
-        t_idx = prompt_lengths.to(hidden.device)[b_idx] - 1
+        t_idx = prompt_lengths.to(hidden.device)[b_idx] - 1 + shift
         tgt = torch.tensor([attributes[i][0] for i in rows], dtype=torch.long, device=hidden.device)
         return hidden[b_idx, t_idx], tgt
 

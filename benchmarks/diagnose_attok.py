@@ -1,0 +1,156 @@
+"""Measure the diagnosed causes of issue #21 on a bundle's model, at initialisation or after training.
+
+On the first ``--batches`` training batches (the bundle's own loader, augmentation and questions), without optimizer
+steps (the prototypes are updated as in training, eq. 5):
+
+- gradient norms of NTP and of ``lambda * ACM`` over all parameters, for each ``acm_weighting`` (the scale factors
+  of :class:`~attok_monai.losses.AttTokLoss` applied to the same two gradients) and the share of the ACM term in the
+  summed gradient;
+- ACM's projection theta: ``|b|``, mean ``|W x|`` over the book's a_k and e_k, mean pairwise cosine of theta(a_k)
+  (off the diagonal) against that of the a_k themselves;
+- the book: mean pairwise cosine of the visual prototypes and their norm against ``|a_k|`` and ``|e_k|``;
+- ACC: mean pairwise cosine, across the images of a batch, of the vector ACC adds (mean over visual tokens), and its
+  norm against the visual tokens' norm;
+- f^a: mean pairwise cosine of the per-class means of f^a (how far apart ACM's input is by class).
+
+    python benchmarks/diagnose_attok.py --bundle fundus_dr --batches 8                       # at initialisation
+    python benchmarks/diagnose_attok.py --bundle fundus_dr --model_dir bundles/fundus_dr/runs/<run>/model  # trained
+    python benchmarks/diagnose_attok.py --bundle fundus_dr --override acm_bias=False fa_position=attribute
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _value(text: str):
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def mean_offdiag_cos(x: torch.Tensor) -> float:
+    """Mean cosine over the pairs i != j of the rows of (M, d) ``x``."""
+    z = F.normalize(x.float(), dim=-1)
+    c = z @ z.t()
+    m = c.shape[0]
+    return float((c.sum() - c.diag().sum()) / max(1, m * (m - 1)))
+
+
+def grad_norm(value: torch.Tensor, params: list[torch.nn.Parameter]) -> torch.Tensor:
+    grads = torch.autograd.grad(value, params, retain_graph=True, allow_unused=True)
+    return torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1) for g, p in zip(grads, params)])
+
+
+def diagnose(bundle: str, overrides: dict, model_dir: str | None, batches: int, lam: float) -> dict:
+    from monai.bundle import ConfigParser
+
+    from attok_monai.engines.steps import _first_attributes
+    from attok_monai.losses import AttTokLoss
+    from attok_monai.networks.nets import AttTokGPTv
+
+    parser = ConfigParser()
+    parser.read_config(str(REPO / "bundles" / bundle / "configs" / "train.json"))
+    parser.update({"bundle_root": str(REPO / "bundles" / bundle), "download": False, **overrides})
+    torch.manual_seed(int(parser["seed"]))
+    net = AttTokGPTv.from_pretrained(model_dir).train() if model_dir else parser.get_parsed_content("network_def")
+    net.train()
+    loader = parser.get_parsed_content("train#dataloader")
+    params = [p for p in net.parameters() if p.requires_grad]
+    rows: list[dict] = []
+    fa_by_class: dict[int, list[torch.Tensor]] = {}
+    acc_cos, acc_ratio = [], []
+    for i, batch in enumerate(loader):
+        if i >= batches:
+            break
+        images = batch["image"].float()
+        attributes = _first_attributes(batch)
+        out = net(images, batch["question"], batch.get("answer", [None] * len(attributes)), attributes)
+        loss = AttTokLoss(net.acm, lambda_weight=lam)
+        ntp = loss.ntp(out.logits, out.labels)
+        g_ntp = grad_norm(ntp, params)
+        row = {"ntp": float(ntp.detach())}
+        valid = out.labels[:, 1:] != -100
+        t, s, n = int(valid.sum()), int(valid.any(1).sum()), int(out.f_a.shape[0])
+        row.update(answer_tokens_per_answer=t / max(1, s))
+        if net.acm is not None and n:
+            acm = net.acm(out.f_a, out.attr_targets, net.book.tokens(), net.book.key_padding_mask())
+            g_acm = lam * grad_norm(acm, params)
+            row["acm"] = float(acm.detach())
+            # the same two gradients under each weighting: (NTP factor, ACM factor)
+            for name, (a, b) in {"mean": (1.0, 1.0), "per_token": (1.0, n / t), "ntp_sum": (t / s, 1.0)}.items():
+                gn, ga = a * g_ntp, b * g_acm
+                row[f"{name}_grad_ntp"] = float(gn.norm())
+                row[f"{name}_grad_acm"] = float(ga.norm())
+                row[f"{name}_acm_over_ntp"] = float(ga.norm() / gn.norm().clamp(min=1e-12))
+                row[f"{name}_grad_total"] = float((gn + ga).norm())
+        for f, k in zip(out.f_a.detach(), out.attr_targets.tolist()):
+            fa_by_class.setdefault(int(k), []).append(f)
+        with torch.no_grad():
+            raw = out.visual_tokens
+            if net.acc is not None and bool(net.book.prototype_initialized.any()):
+                delta = (net._visual_transform(raw) - raw).mean(1)  # (B, d)
+                acc_cos.append(mean_offdiag_cos(delta))
+                acc_ratio.append(float(delta.norm(dim=-1).mean() / raw.mean(1).norm(dim=-1).mean()))
+            net.book.update_prototypes(out.visual_tokens, out.visual_targets)
+        rows.append(row)
+    res: dict = {"bundle": bundle, "model_dir": model_dir, "overrides": overrides, "batches": len(rows), "lambda": lam}
+    keys = sorted({k for r in rows for k in r})
+    res["per_batch_mean"] = {k: sum(r[k] for r in rows if k in r) / max(1, sum(k in r for r in rows)) for k in keys}
+    with torch.no_grad():
+        a, e = net.book.attribute_embeddings.float(), net.book.keyword_embeddings.float()
+        book = {"cos_a": mean_offdiag_cos(a), "cos_e": mean_offdiag_cos(e), "norm_a": float(a.norm(dim=-1).mean()),
+                "norm_e": float(e.norm(dim=-1).mean())}
+        protos = net.book.prototypes[net.book.prototype_initialized].float()
+        if protos.shape[0] > 1:
+            book.update(cos_prototypes=mean_offdiag_cos(protos), norm_prototypes=float(protos.norm(dim=-1).mean()))
+        if net.acm is not None:
+            proj = net.acm.projection
+            wx = torch.cat([a, e]) @ proj.weight.float().t()
+            book.update(theta_bias_norm=float(proj.bias.norm()) if proj.bias is not None else 0.0,
+                        theta_wx_norm=float(wx.norm(dim=-1).mean()),
+                        cos_theta_a=mean_offdiag_cos(net.acm.project(a)),
+                        cos_theta_e=mean_offdiag_cos(net.acm.project(e)))
+        if acc_cos:
+            book.update(cos_acc_delta_across_images=sum(acc_cos) / len(acc_cos),
+                        acc_delta_over_visual_norm=sum(acc_ratio) / len(acc_ratio))
+        if len(fa_by_class) > 1:
+            means = torch.stack([torch.stack(v).mean(0) for _, v in sorted(fa_by_class.items())])
+            book["cos_fa_class_means"] = mean_offdiag_cos(means)
+    res["book"] = book
+    return res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bundle", default="fundus_dr")
+    ap.add_argument("--model_dir", default=None, help="a trained model folder (save_pretrained); default: a new model")
+    ap.add_argument("--override", nargs="*", default=[], help="config overrides key=value")
+    ap.add_argument("--batches", type=int, default=8)
+    ap.add_argument("--lambda_weight", type=float, default=1.0, help="lambda for the ACM gradient (paper start: 1)")
+    ap.add_argument("--out", default=None, help="write the JSON here too")
+    args = ap.parse_args()
+    os.environ.setdefault("ATTOK_DATA_ROOT", str((REPO.parent / "shared" / "data").resolve()))
+    overrides = {k: _value(v) for k, _, v in (o.partition("=") for o in args.override)}
+    res = diagnose(args.bundle, overrides, args.model_dir, args.batches, args.lambda_weight)
+    text = json.dumps(res, indent=2)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text)
+
+
+if __name__ == "__main__":
+    main()

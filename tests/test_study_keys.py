@@ -1,0 +1,228 @@
+"""The paper's open choices as config keys (issue #21): each key does what it says."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from attok_monai.attributes import AttributeVocabulary
+from attok_monai.data.instructions import InstructionTemplates
+from attok_monai.data.sampling import class_balanced_sampler
+from attok_monai.engines.factory import build_compact_attok
+from attok_monai.losses import ACMLoss, AttTokLoss
+from attok_monai.networks.nets import AttTokGPTv
+from attok_monai.networks.utils import optimizer_param_groups
+
+REPO = Path(__file__).resolve().parents[1]
+CLASSIFICATION = ["derma_isic", "fundus_dr", "oct_retina", "pathology_crc", "pathology_lung", "xray_pneumonia"]
+
+
+def tiny(**attok) -> AttTokGPTv:
+    vocab = AttributeVocabulary.from_label_map("rad", {0: "ct", 1: "mri", 2: "lung"})
+    templates = InstructionTemplates("radiology", vocab.names, ["what is this {modality} image?"], ["which of {options}?"])
+    return build_compact_attok(
+        vocab, templates, vision={"in_channels": 1, "img_size": 16, "widths": [8, 8, 8, 8], "grid": 2},
+        llm={"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2, "num_key_value_heads": 2},
+        seed=0, **attok,
+    )
+
+
+# ------------------------------------------------------------------ fa_position
+@pytest.mark.parametrize("position, shift", [("decision", 0), ("attribute", 1)])
+def test_fa_position_indices_on_hand_built_batch(position, shift):
+    net = tiny(fa_position=position)
+    a = net.attr_ids.tolist()
+    # hidden[b, t] = (b, t, 0, ...) so that each returned row names its own position
+    hidden = torch.zeros(2, 7, 32)
+    hidden[..., 0] = torch.arange(2)[:, None].float()
+    hidden[..., 1] = torch.arange(7)[None].float()
+    # row 0: prompt of 2, answer <begin> a_2 <end> text; row 1: prompt of 3, answer <begin> a_0 a_1 <end>
+    labels = torch.tensor([
+        [-100, -100, net.begin_id, a[2], net.end_id, 5, -100],
+        [-100, -100, -100, net.begin_id, a[0], a[1], net.end_id],
+    ])
+    f_a, targets = net._attribute_positions(hidden, labels, torch.tensor([2, 3]), [[2], [0, 1]])
+    # the decision position t predicts the attribute token at t + 1; the attribute position is t + 1 itself
+    assert f_a[:, :2].tolist() == [[0, 2 + shift], [1, 3 + shift], [1, 4 + shift]]
+    assert targets.tolist() == [2, 0, 1]
+
+
+@pytest.mark.parametrize("position, expected", [("decision", [1, 2]), ("attribute", [2, 3])])
+def test_fa_position_plain_text_answers(position, expected):
+    net = tiny(fa_position=position, use_attribute_tokens=False)
+    hidden = torch.arange(2 * 6).float().view(2, 6, 1).expand(2, 6, 32)
+    f_a, targets = net._attribute_positions(hidden, torch.full((2, 6), -100), torch.tensor([2, 3]), [[1], [2]])
+    assert f_a[:, 0].tolist() == [expected[0], 6 + expected[1]] and targets.tolist() == [1, 2]
+
+
+def test_fa_position_in_forward_and_bad_value():
+    x = torch.rand(2, 1, 16, 16)
+    q = ["what is this radiology image?"] * 2
+    for position in ("decision", "attribute"):
+        net = tiny(fa_position=position)
+        out = net(x, q, [None, None], [[0], [2]])
+        assert out.f_a.shape == (2, 32) and out.attr_targets.tolist() == [0, 2]
+    with pytest.raises(ValueError, match="fa_position"):
+        tiny(fa_position="end")
+
+
+# ------------------------------------------------------------------ acm_bias
+def test_acm_bias_switch():
+    assert ACMLoss(8).projection.bias is not None
+    acm = ACMLoss(8, bias=False)
+    assert acm.projection.bias is None and [n for n, _ in acm.named_parameters()] == ["projection.weight"]
+    net = tiny(acm_bias=False)
+    assert net.acm.projection.bias is None
+    assert not any(n.startswith("acm.") and n.endswith("bias") for n, _ in net.named_parameters())
+    # without a bias theta is linear: theta(2x) = 2 theta(x), so the cosines of eq. (8) are scale-free
+    x = torch.randn(4, 8)
+    assert torch.allclose(acm.project(2 * x), 2 * acm.project(x), atol=1e-6)
+
+
+# ------------------------------------------------------------------ acm_weighting
+def _hand_example():
+    torch.manual_seed(0)
+    acm = ACMLoss(8)
+    logits = torch.randn(2, 5, 11)
+    # 3 answer tokens in row 0, 1 in row 1: T = 4, S = 2
+    labels = torch.tensor([[-100, -100, 3, 4, 5], [-100, 1, -100, -100, -100]])
+    f_a, target, book = torch.randn(3, 8), torch.tensor([0, 2, 1]), torch.randn(3, 3, 8)
+    ce = F.cross_entropy(logits[:, :-1].reshape(-1, 11), labels[:, 1:].reshape(-1), reduction="none")
+    ce = ce[labels[:, 1:].reshape(-1) != -100]
+    per_sample_acm = ACMLoss(8, reduction="none")
+    per_sample_acm.load_state_dict(acm.state_dict())
+    acm_terms = per_sample_acm(f_a, target, book)
+    return acm, logits, labels, f_a, target, book, ce, acm_terms
+
+
+@pytest.mark.parametrize("weighting", ["mean", "per_token", "ntp_sum"])
+def test_acm_weighting_hand_computed(weighting):
+    acm, logits, labels, f_a, target, book, ce, acm_terms = _hand_example()
+    assert ce.numel() == 4 and acm_terms.numel() == 3
+    lam = 0.5
+    expected = {
+        "mean": ce.sum() / 4 + lam * acm_terms.sum() / 3,
+        "per_token": (ce.sum() + lam * acm_terms.sum()) / 4,
+        "ntp_sum": ce.sum() / 2 + lam * acm_terms.sum() / 3,
+    }[weighting]
+    loss = AttTokLoss(acm, lambda_weight=lam, acm_weighting=weighting)
+    assert torch.allclose(loss(logits, labels, f_a, target, book), expected, atol=1e-5)
+    # NTP alone (baseline / +ACC): the same NTP normalisation
+    ntp_only = {"mean": ce.sum() / 4, "per_token": ce.sum() / 4, "ntp_sum": ce.sum() / 2}[weighting]
+    assert torch.allclose(AttTokLoss(None, acm_weighting=weighting)(logits, labels), ntp_only, atol=1e-5)
+
+
+def test_acm_weighting_bad_value():
+    with pytest.raises(ValueError, match="acm_weighting"):
+        AttTokLoss(None, acm_weighting="sum")
+    with pytest.raises(ValueError, match="acm_weighting"):
+        tiny(acm_weighting="sum")
+
+
+# ------------------------------------------------------------------ saved with the model
+def test_new_keys_saved_and_rebuilt(tmp_path):
+    net = tiny(fa_position="attribute", acm_bias=False, acm_weighting="per_token")
+    net.save_pretrained(tmp_path)
+    hp = json.loads((tmp_path / "attok.json").read_text())
+    assert hp["fa_position"] == "attribute" and hp["acm_bias"] is False and hp["acm_weighting"] == "per_token"
+    again = AttTokGPTv.from_pretrained(tmp_path)
+    assert again.fa_position == "attribute" and again.acm.projection.bias is None
+    assert again.hparams == net.hparams
+
+
+# ------------------------------------------------------------------ weight decay groups
+def test_weight_decay_groups_exempt_the_book():
+    net = tiny()
+    groups = optimizer_param_groups(net, 0.01)
+    decayed = {id(p) for p in groups[0]["params"]}
+    exempt = {id(p) for p in groups[1]["params"]}
+    assert groups[0]["weight_decay"] == 0.01 and groups[1]["weight_decay"] == 0.0
+    names = dict(net.named_parameters())
+    for name in ("book.attribute_embeddings", "book.keyword_embeddings", "acm.projection.bias"):
+        assert id(names[name]) in exempt, name
+    for name in ("acc.q_proj.weight", "acm.projection.weight"):
+        assert id(names[name]) in decayed, name
+    assert all(id(p) in exempt for n, p in names.items() if "norm" in n or p.ndim < 2)
+    assert decayed.isdisjoint(exempt) and len(decayed | exempt) == len({id(p) for p in net.parameters()})
+
+
+# ------------------------------------------------------------------ balanced sampling
+def test_balanced_sampler_frequencies():
+    labels = [0] * 800 + [1] * 150 + [2] * 50
+    sampler = class_balanced_sampler(labels, num_samples=30000, seed=0)
+    counts = Counter(labels[i] for i in sampler)
+    assert all(abs(counts[k] / 30000 - 1 / 3) < 0.02 for k in range(3)), counts
+    assert list(class_balanced_sampler(labels, seed=3)) == list(class_balanced_sampler(labels, seed=3))
+
+
+# ------------------------------------------------------------------ bundles
+@pytest.mark.parametrize("bundle", CLASSIFICATION)
+def test_bundle_keys_defaults_and_tokens_only(bundle):
+    cfg = json.loads((REPO / "bundles" / bundle / "configs" / "train.json").read_text())
+    # fa_position: "attribute" chosen by docs/study_defaults.md; the others keep the behaviour before issue #21
+    assert cfg["fa_position"] == "attribute" and cfg["acm_bias"] is True and cfg["acm_weighting"] == "mean"
+    assert cfg["prototype_init"] == "first_batch" and cfg["prototype_init_batches"] == 8
+    for key in ("fa_position", "acm_bias", "acm_weighting", "prototype_init", "prototype_init_batches"):
+        assert cfg["network_def"][key] == f"@{key}"
+        assert f"{key}=@{key}" in cfg["hyperparameters"]
+    assert cfg["loss"]["acm_weighting"] == "@acm_weighting"
+    text = json.dumps(cfg)
+    for module in ("attok_monai.data.sampling", "attok_monai.networks.utils"):  # used in expressions -> imported
+        if module + "." in text:
+            assert f"$import {module}" in cfg["imports"], module
+    tokens = json.loads((REPO / "bundles" / bundle / "configs" / "tokens_only.json").read_text())
+    assert tokens["use_attribute_tokens"] is True and tokens["use_acc"] is False and tokens["use_acm"] is False
+
+
+# ------------------------------------------------------------------ prototype_init
+def test_book_set_class_means_hand_computed():
+    from attok_monai.networks.blocks import EmbeddingBook
+
+    book = EmbeddingBook(3, 2)
+    set_ = book.set_class_means(torch.tensor([[2.0, 4.0], [0.0, 0.0], [3.0, 3.0]]), torch.tensor([2.0, 0.0, 3.0]))
+    assert set_.tolist() == [True, False, True] and book.prototype_initialized.tolist() == [True, False, True]
+    assert torch.allclose(book.prototypes, torch.tensor([[1.0, 2.0], [0.0, 0.0], [1.0, 1.0]]))
+
+
+def test_prototype_init_class_means_and_handler():
+    from ignite.engine import Engine
+
+    from attok_monai.handlers import PrototypeEMAHandler
+
+    torch.manual_seed(0)
+    images = torch.rand(6, 1, 16, 16)
+    labels = torch.tensor([0, 2, 0, 2, 2, 0])
+    loader = [{"image": images[:3], "label": labels[:3]}, {"image": images[3:], "label": labels[3:]},
+              {"image": torch.rand(2, 1, 16, 16), "label": torch.tensor([1, 1])}]  # beyond prototype_init_batches
+    net = tiny(prototype_init="class_means", prototype_init_batches=2)
+    net.train()
+    with torch.no_grad():
+        # batch-norm in training mode normalises per batch: encode the loader's batches as they come
+        raw = torch.cat([net.backbone.encode_images(images[:3]), net.backbone.encode_images(images[3:])])
+    expected = torch.stack([raw[labels == k].mean((0, 1)) for k in (0, 2)])
+    buffers = {n: b.clone() for n, b in net.backbone.named_buffers()}
+    handler = PrototypeEMAHandler(net.book, network=net, init_loader=loader)
+    handler.attach(engine := Engine(lambda e, b: {}))  # no visual tokens: no EMA step
+    engine.run([0], max_epochs=1)  # STARTED -> class means of the first 2 batches
+    assert net.book.prototype_initialized.tolist() == [True, False, True]
+    assert torch.allclose(net.book.prototypes[[0, 2]], expected, atol=1e-5)
+    assert all(torch.equal(b, buffers[n]) for n, b in net.backbone.named_buffers())  # BN statistics restored
+    assert json.loads(json.dumps(net.hparams))["prototype_init"] == "class_means"
+    # the default starts nothing: the first training batch sets each prototype, as before
+    plain = tiny()
+    PrototypeEMAHandler(plain.book, network=plain, init_loader=loader).init_prototypes()
+    assert not plain.book.prototype_initialized.any()
+    with pytest.raises(ValueError, match="prototype_init"):
+        tiny(prototype_init="zeros")
+
+
+def test_diagnose_mean_offdiag_cos():
+    from benchmarks.diagnose_attok import mean_offdiag_cos
+
+    x = torch.tensor([[1.0, 0.0], [0.0, 2.0], [3.0, 0.0]])  # pairs: 0, 1, 0 (each counted twice)
+    assert abs(mean_offdiag_cos(x) - 1 / 3) < 1e-6
