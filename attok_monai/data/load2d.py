@@ -4,6 +4,13 @@
 ``read_image_2d(path, frame)`` dispatches on the file name: ``.nii`` / ``.nii.gz`` -> NIfTI slice
 (:mod:`attok_monai.data.nifti`); ``.png .jpg .jpeg .tif .tiff .bmp`` -> PIL; anything else (any or no extension)
 -> DICOM (:mod:`attok_monai.data.dicom`). Every result is ``(C, H, W)`` float32 in [0, 1], C = 1 or 3.
+
+Why beside MONAI's ``LoadImaged`` and not instead of it: MONAI's DICOM readers (``PydicomReader``, ``ITKReader``)
+return the stored values of a whole series; a 2D model needs one frame of one file, windowed (VOI LUT / window
+centre and width), with the photometric interpretation applied and a reason naming the file when it cannot be
+decoded. Training's load chain reaches the same decoder through MONAI's own ``LoadImaged`` by the adapter
+:class:`attok_monai.data.image_transforms.MedicalFrameReader`, so DICOM and NIfTI are decoded by one code path in
+training and inference alike.
 """
 
 from __future__ import annotations
