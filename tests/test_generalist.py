@@ -170,16 +170,40 @@ def test_vqa_rad_starts_from_generalist(generalist, data_root, tmp_path):
         limit_val=8, output_dir=str(tmp_path / "run"), ckpt_dir=str(tmp_path / "models"), amp=False,
     )
     net = wf.parser.get_parsed_content("network")
-    gen_vocab = json.loads((model_dir / "tokenizer" / "tokenizer.json").read_text())["model"]["vocab"]
-    # the generalist holds no rad_* attribute token: vqa_rad's are added, one new row each
-    added = [t for t in net.vocabulary.special_tokens if t not in gen_vocab and t.startswith("<|rad_")]
-    assert added and len(net.backbone.tokenizer) == net.backbone.input_embeddings().weight.shape[0]
+    from attok_monai.networks.nets import CompactGPTvBackbone
+
+    gen_tok = CompactGPTvBackbone.from_config_dir(model_dir).tokenizer
+    # vqa_rad is a source: its attribute tokens are in the generalist's vocabulary already, under the same ids
+    rad = [t for t in net.vocabulary.special_tokens if t.startswith("<|rad_")]
+    assert rad and gen_tok.convert_tokens_to_ids(rad) == net.backbone.tokenizer.convert_tokens_to_ids(rad)
+    assert len(net.backbone.tokenizer) == len(gen_tok) == net.backbone.input_embeddings().weight.shape[0]
     assert net.backbone.output_embeddings().weight.shape[0] == len(net.backbone.tokenizer)
     assert next(iter(net.backbone.vision.parameters())).shape[1] == 3  # RGB input, as the generalist
     wf.run()
     wf.finalize()
     metrics = json.loads((tmp_path / "run" / "val" / "metrics.json").read_text())["metrics"]
     assert "overall_accuracy" in metrics
+
+
+def test_new_attribute_tokens_are_added_with_rows_from_trained_keywords(generalist):
+    from attok_monai.engines.generalist import build_compact_from_generalist
+
+    _, model_dir, _ = generalist
+    state = torch.load(model_dir / "model.pt", weights_only=True)
+    gen_emb = state["backbone.llm.model.embed_tokens.weight"]
+    n = gen_emb.shape[0]
+    # pathology_crc is a text-only source: its words are known, its attribute tokens are not in the generalist
+    vocab = {"modality": "crc", "labels": {"0": ["adipose tissue", "adipose"], "1": ["debris", "necrosis"]}}
+    net = build_compact_from_generalist(model_dir, vocab, image_size=32, channels=3, seed=0)
+    tok = net.backbone.tokenizer
+    ids = tok.convert_tokens_to_ids(["<|crc_adipose_tissue|>", "<|crc_debris|>"])
+    assert sorted(ids) == [n, n + 1] and net.backbone.input_embeddings().weight.shape[0] == n + 2
+    assert net.backbone.output_embeddings().weight.shape[0] == n + 2
+    assert torch.equal(net.backbone.input_embeddings().weight[:n].detach(), gen_emb)
+    words = tok.encode("adipose tissue", add_special_tokens=False)
+    assert tok.unk_token_id not in words
+    assert torch.allclose(net.book.keyword_embeddings[0].detach(), gen_emb[words].mean(0), atol=1e-6)
+    assert torch.allclose(net.backbone.input_embeddings().weight[ids[0]].detach(), gen_emb[words].mean(0), atol=1e-6)
 
 
 def test_from_generalist_errors_name_the_folder(generalist, tmp_path):
