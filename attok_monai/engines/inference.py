@@ -223,16 +223,16 @@ def run_inference(
             continue
         images = good["image"].to(device).float()
         prompts = [question] * images.shape[0]
-        probs = network.class_probabilities(images, prompts).float().cpu()
+        if screen:  # one forward: the vision side once for both scores, no decoding
+            probs, retrieval = (t.float().cpu() for t in network.screen(images, prompts))
+            answers = [None] * images.shape[0]
+        else:
+            answers = network.generate(images, prompts, max_new_tokens)
+            probs = network.class_probabilities(images, prompts).float().cpu()
         if temperature is not None:
             from attok_monai.handlers.temperature import apply_temperature
 
             probs = apply_temperature(probs, temperature)
-        if screen:
-            answers = [None] * images.shape[0]
-            retrieval = network.retrieval_scores(images).float().cpu()
-        else:
-            answers = network.generate(images, prompts, max_new_tokens)
         dist = prototype_distance(network, images, domain_calibration) if domain_calibration else None
         map_names = _save_maps(network, images, good["id"], probs, output_file) if save_maps else None
         threshold = float(domain_calibration["threshold"]) if domain_calibration else None

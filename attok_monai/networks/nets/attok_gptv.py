@@ -343,13 +343,17 @@ class AttTokGPTv(nn.Module):
         return [tok.decode([t for t in o if t != eos], skip_special_tokens=False).strip() for o in out]
 
     @torch.no_grad()
-    def class_probabilities(self, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
+    def class_probabilities(
+        self, images: torch.Tensor, prompts: Sequence[str], visual: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """(B, K) class probabilities: a softmax over the K attribute-token logits after ``<|attribute_begin|>``
-        (attribute tokens), or over the answer log-likelihoods of the K clinical names (plain-text baseline)."""
+        (attribute tokens), or over the answer log-likelihoods of the K clinical names (plain-text baseline).
+        ``visual``: the (B, N_v, d) visual tokens after ACC when already computed (:meth:`screen`)."""
         device = images.device
         if self.merges_visual:
             return self._class_probabilities_merged(images, prompts)
-        _, visual = self.visual_tokens(images)
+        if visual is None:
+            _, visual = self.visual_tokens(images)
         if self.use_attribute_tokens:
             batch = {k: v.to(device) for k, v in self.backbone.build_inputs(prompts, None).items()}
             ids = batch["input_ids"]
@@ -411,14 +415,25 @@ class AttTokGPTv(nn.Module):
         return attn.float().mean(1).view(b, n, -1, 3).sum(-1)
 
     @torch.no_grad()
-    def retrieval_scores(self, images: torch.Tensor) -> torch.Tensor:
+    def retrieval_scores(self, images: torch.Tensor, visual: torch.Tensor | None = None) -> torch.Tensor:
         """(B, K) cosine similarity of each image's mean visual token (after ACC) to the attribute tokens a_k used
-        as classifier weights (paper Table 6); through theta when the model has ACM."""
-        _, visual = self.visual_tokens(images)
+        as classifier weights (paper Table 6); through theta when the model has ACM. ``visual``: as in
+        :meth:`class_probabilities`."""
+        if visual is None:
+            _, visual = self.visual_tokens(images)
         v, a = visual.mean(1), self.book.attribute_embeddings
         if self.acm is not None:
             v, a = self.acm.project(v), self.acm.project(a)
         return F.normalize(v.float(), dim=-1) @ F.normalize(a.float(), dim=-1).t()
+
+    @torch.no_grad()
+    def screen(self, images: torch.Tensor, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """One-pass screening: ``(class probabilities (B, K), retrieval scores (B, K))`` with the vision encoder and
+        ACC run once for both, no decoding."""
+        if self.merges_visual:
+            return self.class_probabilities(images, prompts), self.retrieval_scores(images)
+        _, visual = self.visual_tokens(images)
+        return self.class_probabilities(images, prompts, visual), self.retrieval_scores(images, visual)
 
     # ------------------------------------------------------------------ persistence
     def save_pretrained(self, directory: str | os.PathLike) -> None:
