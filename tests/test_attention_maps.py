@@ -107,29 +107,22 @@ def test_bundle_writes_validation_sheet_and_inference_maps(tmp_path, data_root):
     retina = np.load(data_root / "medmnist" / "retinamnist.npz")["val_images"][:3]
     for i, im in enumerate(retina):
         Image.fromarray(im).save(folder / f"eye{i}.png")
-    wf = ConfigWorkflow(config_file=str(configs / "inference.json"), workflow_type="infer", input_dir=str(folder),
-                        output_file=str(tmp_path / "pred.json"), model_dir=str(tmp_path / "run" / "model"),
-                        save_maps=True, **common)
-    wf.initialize()
-    wf.run()
-    rows = json.loads((tmp_path / "pred.json").read_text())
+    def infer(name: str, **kw) -> list[dict]:
+        wf = ConfigWorkflow(config_file=str(configs / "inference.json"), workflow_type="infer", input_dir=str(folder),
+                            output_file=str(tmp_path / f"{name}.json"), model_dir=str(tmp_path / "run" / "model"),
+                            **kw, **common)
+        wf.initialize()
+        wf.run()
+        return json.loads((tmp_path / f"{name}.json").read_text())
+
+    rows = infer("pred", save_maps=True)
     assert len(rows) == 3 and all((tmp_path / "pred_maps" / r["map"]).is_file() for r in rows)
     # one-pass screening: the same table minus the generated text, the class from one forward, retrieval beside it
-    wf = ConfigWorkflow(config_file=str(configs / "inference.json"), workflow_type="infer", input_dir=str(folder),
-                        output_file=str(tmp_path / "screen.json"), model_dir=str(tmp_path / "run" / "model"),
-                        screen=True, **common)
-    wf.initialize()
-    wf.run()
-    screened = json.loads((tmp_path / "screen.json").read_text())
+    screened = infer("screen", screen=True)
     assert [r["id"] for r in screened] == [r["id"] for r in rows]
     assert all("answer" not in r and r["retrieval_attribute"].startswith("<|fundus_") for r in screened)
     for r, g in zip(screened, rows):  # the same probabilities as the generating command computes
         assert [r[k] for k in r if k.startswith("p_")] == [g[k] for k in g if k.startswith("p_")]
     # the temperature rescales the probabilities, never the class
-    wf = ConfigWorkflow(config_file=str(configs / "inference.json"), workflow_type="infer", input_dir=str(folder),
-                        output_file=str(tmp_path / "raw.json"), model_dir=str(tmp_path / "run" / "model"),
-                        screen=True, temperature=1.0, **common)
-    wf.initialize()
-    wf.run()
-    raw = json.loads((tmp_path / "raw.json").read_text())
+    raw = infer("raw", screen=True, temperature=1.0)
     assert [r["attribute"] for r in raw] == [r["attribute"] for r in screened]
