@@ -73,17 +73,11 @@ def run_vqa_inference(
 
     network = network.to(device).eval()
     vocab = network.vocabulary
-    skipped: list[dict[str, str]] = []
-    items: list[dict[str, Any]] = []
-    for item in datalist:
-        if item.get("skip_reason"):
-            skipped.append({"id": item["id"], "image": item.get("image_name", ""), "reason": item["skip_reason"]})
-            continue
-        try:
-            items += preload_images([item], transform)
-        except Exception as e:  # noqa: BLE001 - one unreadable image never ends the run
-            skipped.append({"id": item["id"], "image": item.get("image_name", ""),
-                            "reason": safe_reason(e.__cause__ or e)})
+    unreadable: list[dict[str, Any]] = []  # one unreadable image never ends the run
+    items = preload_images([it for it in datalist if not it.get("skip_reason")], transform, skipped=unreadable)
+    reasons = {id(u["item"]): safe_reason(u["error"]) for u in unreadable}
+    skipped = [{"id": it["id"], "image": it.get("image_name", ""), "reason": it.get("skip_reason") or reasons[id(it)]}
+               for it in datalist if it.get("skip_reason") or id(it) in reasons]  # in the table's order
     rows: list[dict[str, Any]] = []
     for start in range(0, len(items), batch_size):
         batch = attok_collate(items[start : start + batch_size])

@@ -67,14 +67,20 @@ def vqa_image_transforms(size: int = 64, channels: int | None = 1, keys: str = "
     ])
 
 
-def preload_images(items: Sequence[dict[str, Any]], transform: Any, key: str = "image") -> list[dict[str, Any]]:
+def preload_images(
+    items: Sequence[dict[str, Any]], transform: Any, key: str = "image", skipped: list[dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:
     """Copies of ``items`` whose ``key`` holds the transformed image tensor, each distinct file loaded once; the
     file path moves to ``"image_path"``.
 
+    Args:
+        skipped: when given, an item whose image cannot be loaded is left out and appended here as
+            ``{"item": item, "error": exception}`` (every item of that file); when ``None`` the error is raised.
+
     Raises:
-        RuntimeError: naming the item and the file when an image cannot be loaded.
+        RuntimeError: naming the item and the file when an image cannot be loaded (``skipped`` is None).
     """
-    cache: dict[str, torch.Tensor] = {}
+    cache: dict[str, torch.Tensor | BaseException] = {}
     out = []
     for item in items:
         path = item[key]
@@ -83,8 +89,15 @@ def preload_images(items: Sequence[dict[str, Any]], transform: Any, key: str = "
             if path not in cache:
                 try:
                     cache[path] = transform({key: path})[key]
-                except Exception as e:  # noqa: BLE001 - re-raised with the item named
-                    raise RuntimeError(f"preload_images: cannot load image {path} of item {item.get('id')}: {e}") from e
+                except Exception as e:  # noqa: BLE001 - re-raised with the item named, or reported
+                    if skipped is None:
+                        raise RuntimeError(
+                            f"preload_images: cannot load image {path} of item {item.get('id')}: {e}"
+                        ) from e
+                    cache[path] = e
+            if isinstance(cache[path], BaseException):
+                skipped.append({"item": item, "error": cache[path]})
+                continue
             out.append({**item, key: cache[path], "image_path": path})
         else:
             out.append(dict(item))
