@@ -60,51 +60,37 @@ def build_parser() -> argparse.ArgumentParser:
     return top
 
 
-def _overrides(rest: list[str]) -> dict[str, Any]:
-    """``--key value`` / ``--key=value`` / bare ``--flag`` pairs -> {key: parsed value}."""
-    out: dict[str, Any] = {}
-    i = 0
-    while i < len(rest):
-        arg = rest[i]
-        if not arg.startswith("--") or len(arg) == 2:
-            raise ValueError(f"unexpected argument {arg!r}: overrides are --key value pairs")
-        key, eq, val = arg[2:].partition("=")
-        if eq:
-            out[key] = _value(val)
-        elif i + 1 < len(rest) and not rest[i + 1].startswith("--"):
-            out[key] = _value(rest[i + 1])
-            i += 1
-        else:
-            out[key] = True  # a bare flag, as fire reads it
-        i += 1
-    return out
-
-
-def _split(argv: list[str]) -> tuple[list[str], list[str]]:
-    """Our own arguments (for argparse) and the override pairs (for MONAI). A token after an override key is its
-    value, so argparse never mistakes an override's value for the workflow."""
+def _split(argv: list[str]) -> tuple[list[str], dict[str, Any]]:
+    """Our own arguments (for argparse) and the overrides (for MONAI): ``--key value``, ``--key=value`` or a bare
+    ``--flag`` (True, as fire reads it), values parsed by :func:`_value`. A token after an override key is its value,
+    so argparse never mistakes an override's value for the workflow."""
     ours: list[str] = []
-    rest: list[str] = []
+    overrides: dict[str, Any] = {}
     i = 0
     while i < len(argv):
         arg = argv[i]
-        key = arg.split("=", 1)[0]
+        key, eq, val = arg.partition("=")
         if key in ("--config", "--extra", "--workflow"):
             ours.append(arg)
-            if "=" not in arg and i + 1 < len(argv):
+            if not eq and i + 1 < len(argv):
                 ours.append(argv[i + 1])
                 i += 1
         elif arg in ("--debug", "--help"):
             ours.append(arg)
+        elif arg == "--":
+            raise ValueError(f"unexpected argument {arg!r}: overrides are --key value pairs")
         elif arg.startswith("--"):
-            rest.append(arg)
-            if "=" not in arg and i + 1 < len(argv) and not argv[i + 1].startswith("--"):
-                rest.append(argv[i + 1])
+            if eq:
+                overrides[key[2:]] = _value(val)
+            elif i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+                overrides[key[2:]] = _value(argv[i + 1])
                 i += 1
+            else:
+                overrides[key[2:]] = True  # a bare flag, as fire reads it
         else:
             ours.append(arg)  # -h, the workflow, or a stray word that argparse reports
         i += 1
-    return ours, rest
+    return ours, overrides
 
 
 def bundle_run_args(argv: list[str]) -> dict[str, Any]:
@@ -114,10 +100,9 @@ def bundle_run_args(argv: list[str]) -> dict[str, Any]:
         ValueError: a folder that is not a bundle, a missing config, or a malformed override.
         SystemExit: argparse's own errors (no ``--config``, an unknown workflow) and ``-h``.
     """
-    ours, rest = _split(argv)
+    ours, overrides = _split(argv)
     ns = build_parser().parse_args(["run", *ours])
     workflow = ns.workflow or ns.workflow_opt or "train"
-    overrides = _overrides(rest)
     if "tracking" in overrides:
         raise ValueError(
             "--tracking is not needed: every bundle logs to MLflow by itself (set --mlflow_tracking_uri URI or "
