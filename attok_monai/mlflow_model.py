@@ -161,15 +161,9 @@ def use_tracking_uri(uri: str | None) -> Iterator[None]:
 
 def pip_requirements() -> list[str]:
     """``name==version`` of the installed packages the pyfunc imports (no environment inference, no download)."""
-    from importlib.metadata import PackageNotFoundError, version
+    from attok_monai.provenance import package_versions
 
-    out = []
-    for name in _REQUIREMENTS:
-        try:
-            out.append(f"{name}=={version(name).split('+')[0]}")
-        except PackageNotFoundError:
-            continue
-    return out
+    return [f"{name}=={v.split('+')[0]}" for name, v in package_versions(_REQUIREMENTS).items() if v]
 
 
 def _signature(vocabulary_names: Sequence[str]):

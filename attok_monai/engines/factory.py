@@ -94,17 +94,14 @@ def build_hf_attok(
 
 def device_info(device: torch.device | str) -> dict[str, str]:
     """Device, world size and the versions of the libraries that shape a run (logged with every run)."""
-    from importlib.metadata import PackageNotFoundError, version
+    from attok_monai.provenance import package_versions
 
     device = torch.device(device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({os.cpu_count()} cores)"
     world = torch.distributed.get_world_size() if torch.distributed.is_available() and torch.distributed.is_initialized() else 1
     info = {"device": str(device), "device_name": name, "world_size": str(world), "torch_version": torch.__version__}
-    for pkg in ("monai", "pytorch-ignite", "transformers", "peft", "numpy", "attok-monai"):
-        try:
-            info[f"{pkg.replace('-', '_')}_version"] = version(pkg)
-        except PackageNotFoundError:
-            info[f"{pkg.replace('-', '_')}_version"] = "absent"
+    pkgs = ("monai", "pytorch-ignite", "transformers", "peft", "numpy", "attok-monai")
+    info.update({f"{k.replace('-', '_')}_version": v or "absent" for k, v in package_versions(pkgs).items()})
     return info
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -30,24 +29,12 @@ PROVENANCE_FILE = "provenance.json"
 def code_tags() -> dict[str, str]:
     """``mlflow.source.git.commit`` and ``git_dirty`` of the source checkout (``unknown`` when the package is not
     run from a git checkout), and the versions of the libraries that shape a run."""
-    from importlib.metadata import PackageNotFoundError, version
+    from attok_monai.provenance import git_state, package_versions
 
-    root = Path(__file__).resolve().parents[2]
-    tags = {"mlflow.source.git.commit": "unknown", "git_dirty": "unknown"}
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
-        if commit.returncode == 0:
-            tags["mlflow.source.git.commit"] = commit.stdout.strip()
-            status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                                    capture_output=True, text=True, timeout=10)
-            tags["git_dirty"] = str(bool(status.stdout.strip()))
-    except (OSError, subprocess.SubprocessError):
-        pass
-    for pkg in ("attok-monai", "torch", "monai", "pytorch-ignite", "transformers", "peft", "numpy", "mlflow"):
-        try:
-            tags[f"version.{pkg}"] = version(pkg)
-        except PackageNotFoundError:
-            tags[f"version.{pkg}"] = "absent"
+    commit, dirty = git_state()
+    tags = {"mlflow.source.git.commit": commit, "git_dirty": dirty}
+    pkgs = ("attok-monai", "torch", "monai", "pytorch-ignite", "transformers", "peft", "numpy", "mlflow")
+    tags.update({f"version.{k}": v or "absent" for k, v in package_versions(pkgs).items()})
     return tags
 
 
@@ -111,11 +98,12 @@ class MLflowRunHandler:
         if self.provenance_dir is None or run is None:
             return
         from attok_monai.fileio import atomic_write_text
+        from attok_monai.provenance import git_state
 
         exp = getattr(self.mlflow_handler, "experiment", None)
         prov = {
             "run_id": run.info.run_id, "run_name": run.info.run_name,
             "experiment": getattr(exp, "name", None) or getattr(self.mlflow_handler, "experiment_name", ""),
-            "git_commit": code_tags()["mlflow.source.git.commit"],
+            "git_commit": git_state()[0],
         }
         atomic_write_text(self.provenance_dir / PROVENANCE_FILE, json.dumps(prov, indent=2))
