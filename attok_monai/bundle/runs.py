@@ -115,18 +115,16 @@ def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str, sort_keys=True))
 
 
-def run_settings(hyperparameters: Mapping[str, Any], *parts: Any, **extra: Any) -> dict[str, Any]:
+def run_settings(hyperparameters: Mapping[str, Any], **extra: Any) -> dict[str, Any]:
     """The settings that decide a run's result: the logged hyperparameters (data checksum, schedule, switches,
-    backbone, library versions, ...) plus ``extra`` keys (``val_interval``, ``amp``, ...) and ``parts`` (objects with
-    ``to_dict()``, e.g. the vocabulary and the question templates, stored as ``part0``, ``part1``, ...).
+    backbone, library versions, ...) plus ``extra`` keys (``val_interval``, ``amp``, and objects with ``to_dict()``
+    such as the vocabulary and the question templates, stored as that dict).
 
     Output paths, logging, t-SNE, validation batch size and the machine's name are not in it: they cannot change
     the trained model.
     """
     settings = {k: v for k, v in dict(hyperparameters).items() if k not in _NOT_RESULT_KEYS}
-    for i, p in enumerate(parts):
-        settings[f"part{i}"] = p.to_dict() if hasattr(p, "to_dict") else p
-    settings.update(extra)
+    settings.update({k: v.to_dict() if hasattr(v, "to_dict") else v for k, v in extra.items()})
     return _jsonable(settings)
 
 
