@@ -171,3 +171,38 @@ def test_bf16_tokens_with_fp32_weights():
     out = acc(f.bfloat16(), book)
     assert out.dtype == torch.bfloat16
     assert torch.allclose(out.float(), acc(f.bfloat16().float(), book), atol=2e-2)
+
+
+@pytest.mark.parametrize("mode", ["projected", "reassociated"])
+def test_norm_is_prenorm_cross_attention(mode):
+    """``norm=True``: queries and book tokens are LayerNorm-ed before eq. 6, the residual adds to the raw tokens, so
+    rescaling a book token (a prototype 30x larger than a_k) changes nothing, and both orders agree."""
+    torch.manual_seed(3)
+    acc = ACCAdapter(16, num_heads=2, mode=mode, norm=True)
+    assert isinstance(acc.q_norm, torch.nn.LayerNorm) and isinstance(acc.kv_norm, torch.nn.LayerNorm)
+    with torch.no_grad():  # non-trivial affine parameters, so the test sees them applied
+        for ln in (acc.q_norm, acc.kv_norm):
+            ln.weight.uniform_(0.5, 1.5)
+            ln.bias.normal_()
+    f, book = torch.randn(2, 5, 16), torch.randn(4, 3, 16)
+    out = acc(f, book)
+    ref = reference_acc(acc, acc.q_norm(f), acc.kv_norm(book)) - acc.q_norm(f) + f
+    assert torch.allclose(out, ref, atol=1e-5)
+    scaled = book.clone()
+    scaled[:, 2] *= 30.0
+    assert torch.allclose(acc(f, scaled), out, atol=1e-4)
+    assert torch.allclose(acc(f * 50.0, book) - f * 50.0, out - f, atol=1e-4)
+    plain = ACCAdapter(16, num_heads=2, mode=mode)
+    assert not any(isinstance(m, torch.nn.LayerNorm) for m in plain.modules())
+
+
+def test_norm_cache_invalidated_by_norm_weights():
+    torch.manual_seed(4)
+    acc = ACCAdapter(16, norm=True, mode="projected").eval()
+    f, book = torch.randn(1, 3, 16), torch.randn(2, 3, 16)
+    with torch.no_grad():
+        first = acc(f, book, book_version=1)
+        acc.kv_norm.weight.mul_(2.0)
+        second = acc(f, book, book_version=1)
+        assert torch.allclose(second, acc(f, book))  # recomputed, not the stale cache
+    assert not torch.allclose(first, second)

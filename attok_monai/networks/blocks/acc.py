@@ -23,6 +23,12 @@ does).
 ``(visual tokens) x 3K x r`` for the attention: the option that keeps K = 10,000 attributes at about 1% of a 7B step
 (see ``docs/benchmarks.md``). It is **not** the paper's ACC; its effect on accuracy is not measured here.
 
+``norm=True`` puts a ``LayerNorm`` on the queries and one on the book tokens before the attention (pre-norm
+cross-attention, as in Flamingo's gated cross-attention blocks); the residual still adds to the raw visual tokens.
+The paper's eq. 6 has no norm (``norm=False``, the default). It exists because, in the compact GPTv, visual tokens are
+~45x larger in norm than ``a_k``/``e_k`` and the visual prototypes ~15-35x larger than ``a_k``: without a norm the
+scores are dominated by the prototypes and are nearly the same for every image (``docs/study_defaults.md``).
+
 ``mode="auto"`` (default) picks the cheaper order from a multiply-add count for each call, and always uses the cached
 projections when they are valid. MONAI's ``CrossAttentionBlock`` projects the context on every call and cannot take
 the re-associated order or a cache, so it is not reused here; the member names follow it (``q_proj`` ...).
@@ -53,6 +59,8 @@ class ACCAdapter(nn.Module):
             would be softmax-invariant).
         mode: ``"auto"``, ``"projected"`` or ``"reassociated"`` (see the module docstring). All give the same output.
         inner_dim: r, the query/key/value width (default ``dim``: eq. 6 as in the paper; smaller = low-rank ACC).
+        norm: LayerNorm the queries and the book tokens (each token on its own) before the attention (default False:
+            eq. 6 as in the paper).
 
     Shapes:
         ``visual_tokens``: (B, N, d); ``book_tokens``: (K, 3, d) or (3K, d);
@@ -62,7 +70,7 @@ class ACCAdapter(nn.Module):
 
     def __init__(
         self, dim: int, num_heads: int = 1, gamma: float = 0.1, bias: bool = True, mode: str = "auto",
-        inner_dim: int | None = None,
+        inner_dim: int | None = None, norm: bool = False,
     ) -> None:
         super().__init__()
         inner = int(inner_dim or dim)
@@ -80,6 +88,9 @@ class ACCAdapter(nn.Module):
         self.k_proj = nn.Linear(dim, inner, bias=False)  # a key bias is softmax-invariant
         self.v_proj = nn.Linear(dim, inner, bias=bias)
         self.o_proj = nn.Linear(inner, dim, bias=bias)
+        self.norm = bool(norm)
+        self.q_norm = nn.LayerNorm(dim) if norm else nn.Identity()
+        self.kv_norm = nn.LayerNorm(dim) if norm else nn.Identity()
         self._cache: tuple[Hashable, torch.Tensor, torch.Tensor] | None = None
 
     # ------------------------------------------------------------------ helpers
@@ -108,10 +119,12 @@ class ACCAdapter(nn.Module):
 
     def _weights_version(self) -> tuple:
         ts = [p for m in (self.k_proj, self.v_proj) for p in (m.weight, m.bias) if p is not None]
+        ts += list(self.kv_norm.parameters())
         return tuple((id(t), t._version, t.dtype, t.device) for t in ts)
 
     def projected_book(self, book: torch.Tensor, book_version: Hashable | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(B W_K + b_K, B W_V + b_V)``, each (3K, d); cached when ``book_version`` is given and no gradient is
+        """``(B W_K + b_K, B W_V + b_V)``, each (3K, d) (``book`` already normalised when ``norm``); cached when
+        ``book_version`` is given and no gradient is
         needed. The cache key includes the book version and the versions of the key/value weights, so an optimizer
         step, ``load_state_dict`` or ``.to()`` invalidates it."""
         key = None
@@ -140,6 +153,7 @@ class ACCAdapter(nn.Module):
     def _needs_grad(self, book: torch.Tensor) -> bool:
         return torch.is_grad_enabled() and (
             book.requires_grad or self.k_proj.weight.requires_grad or self.v_proj.weight.requires_grad
+            or any(p.requires_grad for p in self.kv_norm.parameters())
         )
 
     def _cacheable(self, book: torch.Tensor, book_version: Hashable | None) -> bool:
@@ -161,8 +175,10 @@ class ACCAdapter(nn.Module):
         b, n, d = visual_tokens.shape
         h, dh = self.num_heads, self.head_dim
         book = book.to(visual_tokens.dtype)
-        mode = self._choose(b * n, book.shape[0], self._cacheable(book, book_version))
-        q = self.q_proj(visual_tokens).view(b, n, h, dh).transpose(1, 2)  # (B, h, N, dh)
+        cached = self._cacheable(book, book_version)
+        mode = self._choose(b * n, book.shape[0], cached)
+        book = self.kv_norm(book)  # (3K, d); identity unless norm
+        q = self.q_proj(self.q_norm(visual_tokens)).view(b, n, h, dh).transpose(1, 2)  # (B, h, N, dh)
         bias_mask = None
         if kpm is not None:
             bias_mask = torch.zeros(kpm.shape, dtype=q.dtype, device=q.device).masked_fill(kpm.to(q.device), -math.inf)
@@ -229,4 +245,4 @@ class ACCAdapter(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"dim={self.dim}, inner_dim={self.inner_dim}, num_heads={self.num_heads}, gamma={self.gamma}, "
-                f"mode={self.mode!r}")
+                f"mode={self.mode!r}, norm={self.norm}")

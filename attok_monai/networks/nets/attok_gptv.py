@@ -70,6 +70,8 @@ class AttTokGPTv(nn.Module):
     use_attribute_tokens, use_acc, use_acm: the ablation switches.
     acc_heads, gamma: ACC heads and residual weight (paper: 1 head, gamma=0.1).
     acc_inner_dim: ACC query/key/value width (None = d, the paper; smaller = the low-rank option, see ACCAdapter).
+    acc_norm: LayerNorm ACC's queries and book tokens before its attention (default False: eq. 6 as in the paper;
+        see :class:`ACCAdapter` and ``docs/study_defaults.md``).
     momentum: EMA momentum of the visual prototypes (paper: 0.99).
     tau: ACM temperature (paper: 1).
     fa_position: which final hidden state is f^a, the input of ACM (section 4.3 does not say):
@@ -107,6 +109,7 @@ class AttTokGPTv(nn.Module):
         acm_weighting: str = "mean",
         prototype_init: str = "first_batch",
         prototype_init_batches: int = 8,
+        acc_norm: bool = False,
     ) -> None:
         super().__init__()
         if prototype_init not in PROTOTYPE_INITS:
@@ -128,6 +131,7 @@ class AttTokGPTv(nn.Module):
             "acc_heads": acc_heads, "gamma": gamma, "momentum": momentum, "tau": tau, "acc_inner_dim": acc_inner_dim,
             "fa_position": fa_position, "acm_bias": acm_bias, "acm_weighting": acm_weighting,
             "prototype_init": prototype_init, "prototype_init_batches": int(prototype_init_batches),
+            "acc_norm": bool(acc_norm),
         }
         tok = backbone.tokenizer
         if hasattr(backbone, "add_tokens"):
@@ -141,7 +145,8 @@ class AttTokGPTv(nn.Module):
         d = backbone.hidden_size
         k = len(self.vocabulary)
         self.book = EmbeddingBook(k, d, momentum=momentum)
-        self.acc = ACCAdapter(d, num_heads=acc_heads, gamma=gamma, inner_dim=acc_inner_dim) if use_acc else None
+        self.acc = ACCAdapter(
+            d, num_heads=acc_heads, gamma=gamma, inner_dim=acc_inner_dim, norm=acc_norm) if use_acc else None
         self.acm = ACMLoss(d, tau=tau, bias=acm_bias) if use_acm else None
         self._init_attribute_rows()
         self.merges_visual = bool(getattr(backbone, "merges_visual", False))
