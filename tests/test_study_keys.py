@@ -135,6 +135,44 @@ def test_new_keys_saved_and_rebuilt(tmp_path):
     assert again.hparams == net.hparams
 
 
+# ------------------------------------------------------------------ attribute_init
+def test_attribute_row_token_ids_hand_example():
+    ids = [[5, 7, 8, 9], [6, 7, 8, 9], [10, 8, 9], [7, 8]]
+    # 5, 6, 10 belong to one keyword each; the last keyword has no token of its own -> all of its tokens
+    assert AttTokGPTv.attribute_row_token_ids(ids) == [[5], [6], [10], [7, 8]]
+
+
+def test_attribute_init_distinct_rows():
+    names = {0: "mild lung disease", 1: "severe lung disease", 2: "normal"}
+    kw, ds = (build_compact_attok(
+        AttributeVocabulary.from_label_map("rad", names),
+        InstructionTemplates("radiology", list(names.values()), ["what is this {modality} image?"], ["which of {options}?"]),
+        vision={"in_channels": 1, "img_size": 16, "widths": [8, 8, 8, 8], "grid": 2},
+        llm={"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2, "num_key_value_heads": 2},
+        seed=0, attribute_init=init) for init in ("keyword", "distinct"))
+    tok = kw.backbone.tokenizer
+    kw_ids = [tok.encode(a.keywords[0], add_special_tokens=False) for a in kw.vocabulary]
+    rows = AttTokGPTv.attribute_row_token_ids(kw_ids)
+    assert rows[0] != kw_ids[0] and set(rows[0]) < set(kw_ids[0])  # "lung disease" shared with "severe ..."
+    for net, use in ((kw, kw_ids), (ds, rows)):
+        head = net.backbone.output_embeddings().weight
+        emb = net.backbone.input_embeddings().weight
+        for k, ids in enumerate(use):
+            assert torch.allclose(head[net.attr_ids[k]], head[torch.tensor(ids)].mean(0))
+            assert torch.allclose(emb[net.attr_ids[k]], emb[torch.tensor(ids)].mean(0))
+            assert torch.allclose(net.book.attribute_embeddings[k], emb[torch.tensor(ids)].mean(0))
+        # e_k is the whole keyword's mean in both modes
+        for k, ids in enumerate(kw_ids):
+            assert torch.allclose(net.book.keyword_embeddings[k], emb[torch.tensor(ids)].mean(0), atol=1e-6)
+    # outside the attribute rows the two models are the same model (same seed)
+    mask = torch.ones(kw.backbone.output_embeddings().weight.shape[0], dtype=torch.bool)
+    mask[kw.attr_ids] = False
+    assert torch.equal(kw.backbone.output_embeddings().weight[mask], ds.backbone.output_embeddings().weight[mask])
+    assert ds.hparams["attribute_init"] == "distinct"
+    with pytest.raises(ValueError, match="attribute_init"):
+        tiny(attribute_init="random")
+
+
 # ------------------------------------------------------------------ weight decay groups
 def test_weight_decay_groups_exempt_the_book():
     net = tiny()

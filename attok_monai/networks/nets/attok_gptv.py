@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,7 @@ __all__ = ["AttTokGPTv", "AttTokOutput", "FA_POSITIONS", "PROTOTYPE_INITS"]
 
 FA_POSITIONS = ("decision", "attribute")
 PROTOTYPE_INITS = ("first_batch", "class_means")
+ATTRIBUTE_INITS = ("keyword", "distinct")
 
 
 @dataclass
@@ -90,6 +92,13 @@ class AttTokGPTv(nn.Module):
         ``"class_means"``: :meth:`init_prototypes` sets them to the class means over the first
         ``prototype_init_batches`` training batches before the first step (``PrototypeEMAHandler`` calls it).
     prototype_init_batches: batches for ``"class_means"``.
+    attribute_init: how the new attribute-token rows (``a_k``, its input-embedding row and its lm_head row) start;
+        the paper does not say. ``"keyword"`` (default, as before): the mean of the rows of the first keyword's
+        tokens, the same vector as ``e_k``. ``"distinct"``: the mean of the rows of the keyword tokens that no other
+        attribute's first keyword has (``"mild"`` for "mild non-proliferative diabetic retinopathy" beside
+        "moderate non-proliferative diabetic retinopathy"), falling back to all of them when none is unique. With
+        ``"keyword"``, grades that share most of their words start with nearly the same lm_head row (the class
+        decision starts tied); ``e_k`` is the whole keyword's mean either way.
     """
 
     def __init__(
@@ -110,12 +119,16 @@ class AttTokGPTv(nn.Module):
         prototype_init: str = "first_batch",
         prototype_init_batches: int = 8,
         acc_norm: bool = False,
+        attribute_init: str = "keyword",
     ) -> None:
         super().__init__()
         if prototype_init not in PROTOTYPE_INITS:
             raise ValueError(f"AttTokGPTv: prototype_init must be one of {PROTOTYPE_INITS}, got {prototype_init!r}.")
         self.prototype_init = prototype_init
         self.prototype_init_batches = int(prototype_init_batches)
+        if attribute_init not in ATTRIBUTE_INITS:
+            raise ValueError(f"AttTokGPTv: attribute_init must be one of {ATTRIBUTE_INITS}, got {attribute_init!r}.")
+        self.attribute_init = attribute_init
         if fa_position not in FA_POSITIONS:
             raise ValueError(f"AttTokGPTv: fa_position must be one of {FA_POSITIONS}, got {fa_position!r}.")
         if acm_weighting not in ACM_WEIGHTINGS:
@@ -131,7 +144,7 @@ class AttTokGPTv(nn.Module):
             "acc_heads": acc_heads, "gamma": gamma, "momentum": momentum, "tau": tau, "acc_inner_dim": acc_inner_dim,
             "fa_position": fa_position, "acm_bias": acm_bias, "acm_weighting": acm_weighting,
             "prototype_init": prototype_init, "prototype_init_batches": int(prototype_init_batches),
-            "acc_norm": bool(acc_norm),
+            "acc_norm": bool(acc_norm), "attribute_init": attribute_init,
         }
         tok = backbone.tokenizer
         if hasattr(backbone, "add_tokens"):
@@ -163,14 +176,25 @@ class AttTokGPTv(nn.Module):
             ids = tok.encode(" ".join(a.keywords[:1]), add_special_tokens=False)
             ids = [i for i in ids if i != tok.unk_token_id] or [tok.unk_token_id]
             kw_ids.append(ids)
+        row_ids = self.attribute_row_token_ids(kw_ids) if self.attribute_init == "distinct" else kw_ids
         emb = self.backbone.input_embeddings().weight
         self.book.init_keyword_embeddings(emb, kw_ids)
-        self.book.init_attribute_embeddings(self.book.keyword_embeddings.detach())
-        emb[self.attr_ids] = self.book.keyword_embeddings.to(emb.dtype)
+        if row_ids is kw_ids:
+            self.book.init_attribute_embeddings(self.book.keyword_embeddings.detach())
+        else:
+            self.book.init_attribute_embeddings(torch.stack([emb[torch.tensor(ids)].float().mean(0) for ids in row_ids]))
+        emb[self.attr_ids] = self.book.attribute_embeddings.detach().to(emb.dtype)
         head = self.backbone.output_embeddings().weight
         if head is not emb:
-            for k, ids in enumerate(kw_ids):
+            for k, ids in enumerate(row_ids):
                 head[self.attr_ids[k]] = head[torch.tensor(ids)].mean(0)
+
+    @staticmethod
+    def attribute_row_token_ids(keyword_ids: Sequence[Sequence[int]]) -> list[list[int]]:
+        """For ``attribute_init="distinct"``: per attribute, its keyword's token ids that no other attribute's
+        keyword contains (all of them when none is unique)."""
+        owners = Counter(i for ids in keyword_ids for i in set(ids))
+        return [[i for i in ids if owners[i] == 1] or list(ids) for ids in keyword_ids]
 
     @torch.no_grad()
     def init_prototypes(self, batches: Iterable[tuple[torch.Tensor, Sequence[Sequence[int]]]]) -> torch.Tensor:
