@@ -50,7 +50,7 @@ def main(base: str, out_dir: str) -> None:
     optimizer = torch.optim.AdamW(optimizer_param_groups(model, 1e-4), lr=1e-2)
     trainer = SupervisedTrainer(
         device=torch.device("cpu"), max_epochs=1, epoch_length=3, train_data_loader=loader, network=net,
-        optimizer=optimizer, loss_function=AttTokLoss(acm=model.acm), iteration_update=AttTokTrainStep(amp=False),
+        optimizer=optimizer, loss_function=AttTokLoss(), iteration_update=AttTokTrainStep(amp=False),
         train_handlers=[PrototypeEMAHandler(model.book)], decollate=False,
     )
     trainer.run()

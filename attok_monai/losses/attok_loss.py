@@ -46,7 +46,9 @@ class AttTokLoss(_Loss):
     """Next-token prediction cross-entropy plus ``lambda * ACM``.
 
     Args:
-        acm: the :class:`ACMLoss` (owns theta); ``None`` for NTP only (the baseline and ``+ACC`` ablations).
+        use_acm: add the ACM term (False: NTP only, whatever is passed; with True, ACM is added when ``f_a`` is
+            given, so a model without ACM, whose training step passes ``f_a=None``, trains on NTP alone).
+        tau: the ACM temperature (paper: 1), see :class:`ACMLoss`.
         lambda_weight: the current lambda; :class:`attok_monai.handlers.LambdaScheduleHandler` steps it.
         ignore_index: label value of positions without NTP loss (prompt, padding).
         acm_weighting: how ACM is weighed against NTP (the paper writes ``L_NTP + lambda L_ACM`` without saying over
@@ -60,23 +62,24 @@ class AttTokLoss(_Loss):
               answers (same NTP:ACM ratio as ``"per_token"``, but a ~T/S times larger loss and gradient, which
               matters under gradient clipping).
 
-            With ``acm=None`` the loss is ``sum(ce)/T`` for ``"mean"`` and ``"per_token"`` and ``sum(ce)/S`` for
+            Without ACM the loss is ``sum(ce)/T`` for ``"mean"`` and ``"per_token"`` and ``sum(ce)/S`` for
             ``"ntp_sum"``.
 
     ``forward(logits (B, L, V), labels (B, L), f_a (N, d) | None, attr_targets (N,) | None, book (K, 3, d) | None,
-    book_mask=None)``: labels are aligned with the input positions and shifted here (position t predicts t+1), as in
+    book_mask=None)``: ``f_a`` and ``book`` are already projected by the model's theta
+    (:meth:`attok_monai.networks.nets.AttTokGPTv.acm_inputs`); labels are aligned with the input positions and shifted here (position t predicts t+1), as in
     Hugging Face causal LMs. Returns the total loss; ``last_components`` holds the detached ``ntp``, ``acm`` and
     ``lambda`` of the last call for logging.
     """
 
     def __init__(
-        self, acm: ACMLoss | None = None, lambda_weight: float = 1.0, ignore_index: int = -100,
+        self, use_acm: bool = True, tau: float = 1.0, lambda_weight: float = 1.0, ignore_index: int = -100,
         acm_weighting: str = "mean",
     ) -> None:
         super().__init__()
         if acm_weighting not in ACM_WEIGHTINGS:
             raise ValueError(f"AttTokLoss: acm_weighting must be one of {ACM_WEIGHTINGS}, got {acm_weighting!r}.")
-        self.acm = acm
+        self.acm = ACMLoss(tau=tau) if use_acm else None
         self.acm_weighting = acm_weighting
         self.lambda_weight = float(lambda_weight)
         self.ignore_index = ignore_index

@@ -33,14 +33,15 @@ from torch import nn
 
 from attok_monai.attributes import AttributeVocabulary
 from attok_monai.fileio import atomic_write
-from attok_monai.losses.acm import ACMLoss
-from attok_monai.losses.attok_loss import ACM_WEIGHTINGS
-from attok_monai.networks.blocks import ACCAdapter, EmbeddingBook
+from attok_monai.networks.blocks import ACCAdapter, ACMProjection, EmbeddingBook
 
 __all__ = ["AttTokGPTv", "AttTokOutput", "FA_POSITIONS", "PROTOTYPE_INITS"]
 
 FA_POSITIONS = ("decision", "attribute")
 PROTOTYPE_INITS = ("first_batch", "class_means")
+# the weightings :class:`attok_monai.losses.AttTokLoss` knows (the network records the key, the loss applies it;
+# networks do not import losses, a test checks that the two lists agree)
+ACM_WEIGHTINGS = ("mean", "per_token", "ntp_sum")
 
 
 @dataclass
@@ -81,7 +82,7 @@ class AttTokGPTv(nn.Module):
         Plain-text answers (no attribute tokens): the last prompt position, or the first answer token.
         The class default stays ``"decision"`` so that models saved before the key existed rebuild as trained; the
         classification bundles set ``"attribute"``, chosen by the study in ``docs/study_defaults.md``.
-    acm_bias: whether ACM's projection theta has a bias (see :class:`ACMLoss`; default True, as before).
+    acm_bias: whether ACM's projection theta has a bias (see :class:`ACMProjection`; default True, as before).
     acm_weighting: how the training loss weighs ACM against NTP (``"mean"``, ``"per_token"``, ``"ntp_sum"``; see
         :class:`~attok_monai.losses.AttTokLoss`). The model does not use it; it is kept in ``hparams`` so that a
         saved model (``attok.json``) records how it was trained. The bundles pass the same key to the loss.
@@ -147,7 +148,9 @@ class AttTokGPTv(nn.Module):
         self.book = EmbeddingBook(k, d, momentum=momentum)
         self.acc = ACCAdapter(
             d, num_heads=acc_heads, gamma=gamma, inner_dim=acc_inner_dim, norm=acc_norm) if use_acc else None
-        self.acm = ACMLoss(d, tau=tau, bias=acm_bias) if use_acm else None
+        # theta of eq. (8), created where the loss used to create it (same random-init order for a given seed)
+        self.acm_projection = ACMProjection(d, bias=acm_bias) if use_acm else None
+        self._register_load_state_dict_pre_hook(rename_legacy_acm_keys, with_module=True)
         self._init_attribute_rows()
         self.merges_visual = bool(getattr(backbone, "merges_visual", False))
         if self.merges_visual:
@@ -310,6 +313,15 @@ class AttTokGPTv(nn.Module):
             multi[i, list(a)] = 1
         return multi
 
+    def acm_inputs(self, f_a: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The inputs of :class:`~attok_monai.losses.ACMLoss`: ``(theta(f^a) (N, d), theta(book tokens) (K, 3, d))``
+        from f^a (N, d) of :meth:`forward`; ``(None, None)`` without ACM (``use_acm=False``)."""
+        if self.acm_projection is None:
+            return None, None
+        book = self.book.tokens()  # (K, 3, d)
+        projected = self.acm_projection(book.reshape(-1, book.shape[-1])).view(book.shape[0], 3, -1)
+        return self.acm_projection(f_a), projected
+
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
     def generate(self, images: torch.Tensor, prompts: Sequence[str], max_new_tokens: int = 16) -> list[str]:
@@ -427,8 +439,8 @@ class AttTokGPTv(nn.Module):
         if visual is None:
             _, visual = self.visual_tokens(images)
         v, a = visual.mean(1), self.book.attribute_embeddings
-        if self.acm is not None:
-            v, a = self.acm.project(v), self.acm.project(a)
+        if self.acm_projection is not None:
+            v, a = self.acm_projection(v), self.acm_projection(a)
         return F.normalize(v.float(), dim=-1) @ F.normalize(a.float(), dim=-1).t()
 
     @torch.no_grad()
@@ -484,3 +496,16 @@ class AttTokGPTv(nn.Module):
         else:
             model.load_state_dict(state)
         return model.eval()  # like transformers' from_pretrained: ready for inference
+
+
+# state-dict prefix of theta before it moved from the loss (``ACMLoss.projection``) into the network
+_LEGACY_ACM_PREFIX = "acm.projection."
+_ACM_PREFIX = "acm_projection.linear."
+
+
+def rename_legacy_acm_keys(module: nn.Module, state_dict: dict, prefix: str, *args, **kwargs) -> None:
+    """Load-state-dict pre-hook: models and checkpoints saved when theta lived in the loss name it
+    ``acm.projection.{weight,bias}``; rename those keys to ``acm_projection.linear.*`` in place."""
+    old = prefix + _LEGACY_ACM_PREFIX
+    for key in [k for k in state_dict if k.startswith(old)]:
+        state_dict[prefix + _ACM_PREFIX + key[len(old):]] = state_dict.pop(key)
