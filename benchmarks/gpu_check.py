@@ -112,7 +112,8 @@ def build_random_hf_attok(
     system_prompt: str | None = None,
     seed: int | None = None,
     device: str | torch.device | None = None,
-    **attok_kwargs: Any,
+    config: Any = None,
+    **config_overrides: Any,
 ):
     """:func:`attok_monai.engines.factory.build_hf_attok` with the base weights drawn at random on ``device`` instead
     of loaded: ``model_id`` is a folder written by :func:`write_model_folder` (config, tokenizer, image processor).
@@ -122,9 +123,10 @@ def build_random_hf_attok(
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
     from attok_monai.attributes import AttributeVocabulary
-    from attok_monai.networks.nets import AttTokGPTv
+    from attok_monai.networks.nets import AttTokConfig, AttTokGPTv
     from attok_monai.networks.nets.hf_qwen2vl import Qwen2VLBackbone, _set_pixel_limits
 
+    config = AttTokConfig.coerce(config, **config_overrides)  # refuse an unknown key before building anything
     if seed is not None:
         torch.manual_seed(seed)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -139,7 +141,7 @@ def build_random_hf_attok(
             model_kwargs=model_kwargs, lora=lora, gradient_checkpointing=gradient_checkpointing,
             system_prompt=system_prompt, max_length=max_length,
         )
-        return AttTokGPTv(backbone, AttributeVocabulary.coerce(vocabulary), **attok_kwargs)
+        return AttTokGPTv(backbone, AttributeVocabulary.coerce(vocabulary), config)
 
 
 def offline_tokenizer(texts: Sequence[str], vocab_size: int = 1500):

@@ -101,6 +101,6 @@ def test_networks_do_not_import_losses():
 
 def test_acm_weightings_agree():
     from attok_monai.losses.attok_loss import ACM_WEIGHTINGS as loss_side
-    from attok_monai.networks.nets.attok_gptv import ACM_WEIGHTINGS as net_side
+    from attok_monai.networks.nets.attok_config import ACM_WEIGHTINGS as net_side
 
     assert loss_side == net_side

@@ -6,7 +6,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,7 @@ from ignite.engine import Engine, Events
 
 from attok_monai.attributes import AttributeVocabulary
 from attok_monai.data.instructions import InstructionTemplates
-from attok_monai.networks.nets import AttTokGPTv, CompactGPTvBackbone, build_word_tokenizer
+from attok_monai.networks.nets import AttTokConfig, AttTokGPTv, CompactGPTvBackbone, build_word_tokenizer
 
 __all__ = [
     "build_compact_attok",
@@ -40,16 +40,20 @@ def build_compact_attok(
     llm: dict | None = None,
     max_length: int = 96,
     seed: int | None = None,
-    **attok_kwargs: Any,
+    config: AttTokConfig | Mapping[str, Any] | None = None,
+    **config_overrides: Any,
 ) -> AttTokGPTv:
-    """A compact AttTok GPTv: tokenizer built offline from the templates, class names, keywords and markers."""
+    """A compact AttTok GPTv: tokenizer built offline from the templates, class names, keywords and markers.
+
+    ``config``, ``config_overrides``: as in :func:`build_hf_attok`."""
+    config = AttTokConfig.coerce(config, **config_overrides)  # refuse an unknown key before building anything
     vocab = AttributeVocabulary.coerce(vocabulary)
     texts = templates.all_texts() + [k for a in vocab for k in a.keywords] + list(extra_texts)
     tokenizer = build_word_tokenizer(texts, vocab.special_tokens)
     if seed is not None:
         torch.manual_seed(seed)
     backbone = CompactGPTvBackbone(tokenizer, vision=vision, llm=llm, max_length=max_length)
-    return AttTokGPTv(backbone, vocab, **attok_kwargs)
+    return AttTokGPTv(backbone, vocab, config)
 
 
 def build_hf_attok(
@@ -64,7 +68,8 @@ def build_hf_attok(
     max_length: int = 2048,
     system_prompt: str | None = None,
     seed: int | None = None,
-    **attok_kwargs: Any,
+    config: AttTokConfig | Mapping[str, Any] | None = None,
+    **config_overrides: Any,
 ) -> AttTokGPTv:
     """AttTok on a Hugging Face Qwen2-VL / Qwen2.5-VL (Lingshu) model with PEFT LoRA (paper setting, section A.1).
 
@@ -78,18 +83,20 @@ def build_hf_attok(
         gradient_checkpointing: non-reentrant checkpointing of the decoder layers.
         max_length, system_prompt: sequence budget (visual tokens included) and optional system message.
         seed: seeds the LoRA and AttTok module initialisation.
-        attok_kwargs: ``use_attribute_tokens``, ``use_acc``, ``use_acm``, ``acc_heads``, ``gamma``, ``momentum``,
-            ``tau`` of :class:`AttTokGPTv`.
+        config, config_overrides: the :class:`~attok_monai.networks.nets.AttTokConfig` (or a dict of its keys; None =
+            the defaults) and its keys as keyword arguments over it (``use_acc``, ``tau``, ...: the bundles pass them
+            this way); unknown keys are refused by name.
     """
     from attok_monai.networks.nets.hf_qwen2vl import Qwen2VLBackbone
 
+    config = AttTokConfig.coerce(config, **config_overrides)  # refuse an unknown key before building anything
     if seed is not None:
         torch.manual_seed(seed)
     backbone = Qwen2VLBackbone.from_pretrained(
         model_id, min_pixels=min_pixels, max_pixels=max_pixels, dtype=dtype, attn_implementation=attn_implementation,
         lora=lora, gradient_checkpointing=gradient_checkpointing, max_length=max_length, system_prompt=system_prompt,
     )
-    return AttTokGPTv(backbone, AttributeVocabulary.coerce(vocabulary), **attok_kwargs)
+    return AttTokGPTv(backbone, AttributeVocabulary.coerce(vocabulary), config)
 
 
 def device_info(device: torch.device | str) -> dict[str, str]:

@@ -20,7 +20,7 @@ import json
 import logging
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ from ignite.engine import Engine, Events
 
 from attok_monai.attributes import AttributeVocabulary
 from attok_monai.data.instructions import InstructionTemplates
-from attok_monai.networks.nets import AttTokGPTv, CompactGPTvBackbone, build_word_tokenizer
+from attok_monai.networks.nets import AttTokConfig, AttTokGPTv, CompactGPTvBackbone, build_word_tokenizer
 
 __all__ = [
     "CARD_NAME",
@@ -104,7 +104,8 @@ def build_compact_from_generalist(
     seed: int | None = None,
     vision: dict | None = None,
     llm: dict | None = None,
-    **attok_kwargs: Any,
+    config: AttTokConfig | Mapping[str, Any] | None = None,
+    **config_overrides: Any,
 ) -> AttTokGPTv:
     """A bundle's AttTok (or baseline) model started from a trained compact generalist.
 
@@ -122,9 +123,11 @@ def build_compact_from_generalist(
         seed: seeds the modules AttTok adds (ACC, ACM projection).
         vision, llm: not used: the architecture is the generalist's (``backbone.json`` of its folder); a warning
             names the keys that both configs set to different values.
-        attok_kwargs: ``use_attribute_tokens``, ``use_acc``, ``use_acm``, ``acc_heads``, ``gamma``, ``momentum``,
-            ``tau`` (and other :class:`AttTokGPTv` switches).
+        config, config_overrides: the :class:`~attok_monai.networks.nets.AttTokConfig` (or a dict of its keys; None =
+            the defaults) and its keys as keyword arguments over it (``use_acc``, ``tau``, ...: the bundles pass them
+            this way); unknown keys are refused by name.
     """
+    config = AttTokConfig.coerce(config, **config_overrides)  # refuse an unknown key before building anything
     card = read_generalist_card(generalist_dir)
     directory = Path(generalist_dir)
     for key, value in (("image_size", image_size), ("channels", channels)):
@@ -151,7 +154,7 @@ def build_compact_from_generalist(
         )
     if seed is not None:
         torch.manual_seed(seed)
-    return AttTokGPTv(backbone, vocab, **attok_kwargs)
+    return AttTokGPTv(backbone, vocab, config)
 
 
 def _unknown_words(tokenizer: Any, texts: Sequence[str]) -> list[str]:
