@@ -115,7 +115,7 @@ def build_random_hf_attok(
     config: Any = None,
     **config_overrides: Any,
 ):
-    """:func:`attok_monai.engines.factory.build_hf_attok` with the base weights drawn at random on ``device`` instead
+    """:func:`attok_monai.networks.builders.build_hf_attok` with the base weights drawn at random on ``device`` instead
     of loaded: ``model_id`` is a folder written by :func:`write_model_folder` (config, tokenizer, image processor).
     The backbone keeps ``model_id``, so the bundle's ``save_pretrained`` writes the usual folder (adapter, token
     rows, AttTok weights, tokenizer)."""
@@ -218,7 +218,7 @@ def strip_components(config: dict, mlflow: bool = True) -> list[str]:
     removed: list[str] = []
     drop = {"monai.handlers.CheckpointSaver"}
     if not mlflow:
-        drop |= {"monai.handlers.MLFlowHandler", "attok_monai.engines.factory.MLflowArtifactsHandler",
+        drop |= {"monai.handlers.MLFlowHandler", "attok_monai.handlers.MLflowArtifactsHandler",
                  "attok_monai.handlers.mlflow_run.MLflowRunHandler", "attok_monai.handlers.mlflow_model.MLflowModelHandler"}
     for section in ("train", "validate"):
         handlers = config.get(section, {}).get("handlers")
@@ -860,7 +860,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     tmp = None if args.work else tempfile.mkdtemp(prefix="attok_gpu_check_")
     work = Path(args.work or tmp).resolve()
     work.mkdir(parents=True, exist_ok=True)
-    from attok_monai.engines.factory import device_info
+    from attok_monai.provenance import device_info
 
     report: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "model_config": args.model_config,

@@ -25,7 +25,7 @@ from attok_monai.handlers import PrototypeEMAHandler
 from attok_monai.losses import AttTokLoss
 from attok_monai.networks.nets.attok_gptv import AttTokGPTv
 from attok_monai.networks.nets.hf_qwen2vl import Qwen2VLBackbone
-from attok_monai.networks.utils import optimizer_param_groups
+from attok_monai.optimizers import optimizer_param_groups
 from tests.test_hf_backbone import VOCAB
 
 

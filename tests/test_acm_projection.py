@@ -11,8 +11,8 @@ import torch
 
 from attok_monai.attributes import AttributeVocabulary
 from attok_monai.data.instructions import InstructionTemplates
-from attok_monai.engines.factory import build_compact_attok
 from attok_monai.losses import AttTokLoss
+from attok_monai.networks.builders import build_compact_attok
 from attok_monai.networks.nets import AttributeClassifier, AttTokGPTv
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

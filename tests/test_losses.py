@@ -4,8 +4,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from attok_monai.losses import ACMLoss, AttTokLoss, LambdaSchedule
+from attok_monai.losses import ACMLoss, AttTokLoss
 from attok_monai.networks.blocks import ACMProjection, EmbeddingBook
+from attok_monai.optimizers import LambdaSchedule
 
 
 def reference_acm(loss: ACMLoss, theta: ACMProjection, f_a, target, book):

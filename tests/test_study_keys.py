@@ -13,11 +13,11 @@ import torch.nn.functional as F
 from attok_monai.attributes import AttributeVocabulary
 from attok_monai.data.instructions import InstructionTemplates
 from attok_monai.data.sampling import class_balanced_sampler
-from attok_monai.engines.factory import build_compact_attok
 from attok_monai.losses import ACMLoss, AttTokLoss
 from attok_monai.networks.blocks import ACMProjection
+from attok_monai.networks.builders import build_compact_attok
 from attok_monai.networks.nets import AttTokGPTv
-from attok_monai.networks.utils import optimizer_param_groups
+from attok_monai.optimizers import optimizer_param_groups
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSIFICATION = ["derma_isic", "fundus_dr", "oct_retina", "pathology_crc", "pathology_lung", "xray_pneumonia"]
@@ -172,7 +172,7 @@ def test_bundle_keys_defaults_and_tokens_only(bundle):
         assert f"{key}=@{key}" in cfg["hyperparameters"]
     assert cfg["loss"]["acm_weighting"] == "@acm_weighting"
     text = json.dumps(cfg)
-    for module in ("attok_monai.data.sampling", "attok_monai.networks.utils"):  # used in expressions -> imported
+    for module in ("attok_monai.data.sampling", "attok_monai.optimizers"):  # used in expressions -> imported
         if module + "." in text:
             assert f"$import {module}" in cfg["imports"], module
     tokens = json.loads((REPO / "bundles" / bundle / "configs" / "tokens_only.json").read_text())

@@ -116,8 +116,8 @@ def test_validation_split_shares_no_image(trained, data_root):
 def test_empty_attribute_lists_train_and_update_book():
     from attok_monai.attributes import AttributeVocabulary
     from attok_monai.data.instructions import InstructionTemplates
-    from attok_monai.engines.factory import build_compact_attok
     from attok_monai.losses import AttTokLoss
+    from attok_monai.networks.builders import build_compact_attok
 
     vocab = AttributeVocabulary.from_label_map("rad", {0: "ct", 1: "mri", 2: "lung"})
     templates = InstructionTemplates("radiology", vocab.names, ["what is this {modality} image?"],

@@ -1,8 +1,7 @@
-"""The AttTok training objective ``L_NTP + lambda * L_ACM`` with a lambda schedule (paper section 4.3, A.1)."""
+"""The AttTok training objective ``L_NTP + lambda * L_ACM`` (paper section 4.3); lambda is set from outside
+(:class:`~attok_monai.handlers.LambdaScheduleHandler` steps :class:`~attok_monai.optimizers.LambdaSchedule`)."""
 
 from __future__ import annotations
-
-import math
 
 import torch
 import torch.nn.functional as F
@@ -10,33 +9,7 @@ from torch.nn.modules.loss import _Loss
 
 from .acm import ACMLoss
 
-__all__ = ["LambdaSchedule", "AttTokLoss"]
-
-
-class LambdaSchedule:
-    """The weight of the ACM loss over training steps.
-
-    Args:
-        mode: ``"constant"`` (always ``start``), ``"linear"`` (``start -> end``, the paper's 1 -> 0) or ``"cosine"``.
-        start: value at step 0.
-        end: value at ``total_steps`` and after.
-        total_steps: length of the decay.
-    """
-
-    def __init__(self, mode: str = "linear", start: float = 1.0, end: float = 0.0, total_steps: int = 1) -> None:
-        if mode not in ("constant", "linear", "cosine"):
-            raise ValueError(f"LambdaSchedule: mode must be constant, linear or cosine, got {mode!r}.")
-        if total_steps < 1:
-            raise ValueError(f"LambdaSchedule: total_steps must be >= 1, got {total_steps}.")
-        self.mode, self.start, self.end, self.total_steps = mode, float(start), float(end), int(total_steps)
-
-    def __call__(self, step: int) -> float:
-        if self.mode == "constant":
-            return self.start
-        t = min(max(step, 0), self.total_steps) / self.total_steps
-        if self.mode == "linear":
-            return self.start + (self.end - self.start) * t
-        return self.end + 0.5 * (self.start - self.end) * (1.0 + math.cos(math.pi * t))
+__all__ = ["AttTokLoss", "ACM_WEIGHTINGS"]
 
 
 ACM_WEIGHTINGS = ("mean", "per_token", "ntp_sum")
