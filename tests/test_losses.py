@@ -136,6 +136,11 @@ def test_attok_loss_combines_ntp_and_acm():
     assert torch.allclose(loss(logits, labels, None, None, None), ntp)  # a model without ACM passes None
 
 
+def test_attok_loss_refuses_a_module():
+    with pytest.raises(TypeError, match="no longer takes an ACMLoss"):
+        AttTokLoss(ACMLoss())
+
+
 def test_lambda_schedules():
     lin = LambdaSchedule("linear", 1.0, 0.0, 10)
     assert lin(0) == 1.0 and lin(5) == 0.5 and lin(10) == 0.0 and lin(20) == 0.0

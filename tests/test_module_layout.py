@@ -15,6 +15,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "attok_monai"
 CONFIGS = sorted((REPO / "bundles").glob("*/configs/*.json"))
+# shared config files shipped as package data (augmentation fragments, shared bundle bases): their names must resolve
+PACKAGED = sorted((PACKAGE / "configs").rglob("*.json"))
 DOTTED = re.compile(r"\battok_monai(?:\.[A-Za-z_][A-Za-z0-9_]*)+")
 
 
@@ -63,6 +65,13 @@ def test_config_names_resolve_and_are_imported(path):
                     )
             elif text.startswith("$import"):
                 _resolve(dotted)
+
+
+@pytest.mark.parametrize("path", PACKAGED, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_packaged_config_names_resolve(path):
+    for text in _strings(json.loads(path.read_text())):
+        for dotted in DOTTED.findall(text):
+            _resolve(dotted)
 
 
 def test_no_grab_bag_module_names():

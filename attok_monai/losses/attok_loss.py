@@ -50,6 +50,11 @@ class AttTokLoss(_Loss):
         acm_weighting: str = "mean",
     ) -> None:
         super().__init__()
+        if not isinstance(use_acm, bool):
+            raise TypeError(
+                f"AttTokLoss: use_acm must be a bool, got {type(use_acm).__name__} (the loss no longer takes an ACMLoss: "
+                "theta is the network's acm_projection, and the training step passes theta(f^a) and theta(book))."
+            )
         if acm_weighting not in ACM_WEIGHTINGS:
             raise ValueError(f"AttTokLoss: acm_weighting must be one of {ACM_WEIGHTINGS}, got {acm_weighting!r}.")
         self.acm = ACMLoss(tau=tau) if use_acm else None
