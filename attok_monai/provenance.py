@@ -1,14 +1,21 @@
-"""Where a run's code comes from: installed package versions and the git state of the source checkout."""
+"""Where a run comes from: installed package versions, the git state of the source checkout, the device, and the
+checksums of its data files."""
 
 from __future__ import annotations
 
+import hashlib
+import os
 import subprocess
 from collections.abc import Iterable
 from functools import lru_cache
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-__all__ = ["package_versions", "git_state"]
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["package_versions", "git_state", "device_info", "file_md5"]
 
 
 def package_versions(names: Iterable[str]) -> dict[str, str | None]:
@@ -36,3 +43,26 @@ def git_state() -> tuple[str, str]:
         return commit.stdout.strip(), str(bool(status.stdout.strip()))
     except (OSError, subprocess.SubprocessError):
         return "unknown", "unknown"
+
+
+def device_info(device: torch.device | str) -> dict[str, str]:
+    """Device, world size and the versions of the libraries that shape a run (logged with every run)."""
+    import torch  # here, so that reading versions and the git state needs no torch
+
+    device = torch.device(device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({os.cpu_count()} cores)"
+    world = torch.distributed.get_world_size() if torch.distributed.is_available() and torch.distributed.is_initialized() else 1
+    info = {"device": str(device), "device_name": name, "world_size": str(world), "torch_version": torch.__version__}
+    pkgs = ("monai", "pytorch-ignite", "transformers", "peft", "numpy", "attok-monai")
+    info.update({f"{k.replace('-', '_')}_version": v or "absent" for k, v in package_versions(pkgs).items()})
+    return info
+
+
+def file_md5(path: str | os.PathLike) -> str:
+    """MD5 of a data file (logged to MLflow so a run names the exact data it saw). MONAI's ``check_hash`` only
+    compares against a known value; this computes the value to log."""
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

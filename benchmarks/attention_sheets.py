@@ -31,7 +31,7 @@ def main() -> None:
     from monai.bundle import ConfigWorkflow
 
     from attok_monai.bundle.runs import latest_model_dir
-    from attok_monai.engines.attention_maps import AttentionMapSampleHandler
+    from attok_monai.handlers import AttentionMapSampleHandler
 
     given = dict(m.split("=", 1) for m in args.model_dir)
     out = REPO / "docs" / "attention_maps"

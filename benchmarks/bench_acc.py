@@ -39,7 +39,7 @@ from attok_monai.flops import (  # noqa: E402
     visual_token_count,
 )
 from attok_monai.losses.acm import ACMLoss  # noqa: E402
-from attok_monai.networks.blocks import ACCAdapter, EmbeddingBook  # noqa: E402
+from attok_monai.networks.blocks import ACCAdapter, ACMProjection, EmbeddingBook  # noqa: E402
 from benchmarks._report import DOC, hardware, write_section  # noqa: E402
 
 SECTION = "acc_cost"
@@ -91,10 +91,23 @@ def acc_cached_inference_flops(heads: int, batch: int, n_visual: int, k: int, di
         return count_flops(lambda: acc(f, book, book_version=("bench", 0)))
 
 
+class ThetaACM(torch.nn.Module):
+    """ACM as training runs it: the model's theta (:class:`ACMProjection`) on f^a (N, d) and on the book (K, 3, d),
+    then the parameter-free :class:`ACMLoss`; ``forward(f_a, target, book) -> scalar``."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.theta = ACMProjection(dim)
+        self.loss = ACMLoss()
+
+    def forward(self, f_a: torch.Tensor, target: torch.Tensor, book: torch.Tensor) -> torch.Tensor:
+        return self.loss(self.theta(f_a), target, self.theta(book))
+
+
 def acm_flops(n_predictions: int, k: int, dim: int, backward: bool = True) -> int:
     """ACM forward (+ backward into predictions, book and theta) FLOPs, counted on meta."""
     with torch.device("meta"):
-        acm = ACMLoss(dim)
+        acm = ThetaACM(dim)
     f_a = torch.randn(n_predictions, dim, device="meta", requires_grad=True)
     book = torch.randn(k, 3, dim, device="meta", requires_grad=True)
     target = torch.zeros(n_predictions, dtype=torch.long)  # CPU: ACMLoss validates it with .any()
@@ -119,7 +132,7 @@ def time_acc_acm(spec: dict) -> dict:
     torch.manual_seed(0)
     b, n, k, d = spec["batch"], spec["n_visual"], spec["k"], spec["dim"]
     acc = ACCAdapter(d, num_heads=spec["heads"], mode=spec["mode"])
-    acm = ACMLoss(d)
+    acm = ThetaACM(d)
     f, book = _acc_inputs(b, n, k, d, "cpu", True)
     f_a = torch.randn(b, d, requires_grad=True)
     target = torch.randint(0, k, (b,))
@@ -229,7 +242,7 @@ def lora_step_time(config, image_px: int, batch: int, prompt_tokens: int = 32, d
         d = config.text_config.hidden_size
         book = EmbeddingBook(acc_k, d).to(dev, dtype)
         acc = ACCAdapter(d, num_heads=1, mode="auto").to(dev, dtype)
-        acm = ACMLoss(d).to(dev, dtype)
+        acm = ThetaACM(d).to(dev, dtype)
         extra = [book, acc, acm]
 
         def acc_hook(_m, _inp, out):  # merger output: (total visual tokens, d); ACC treats tokens independently

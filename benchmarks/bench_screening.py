@@ -102,9 +102,9 @@ def main() -> None:
     if args.train:
         subprocess.run([sys.executable, "-m", "attok_monai.bundle", "run", "--config", str(REPO / "bundles" / "fundus_dr"),
                         "--tsne", "False"], cwd=REPO, check=True)
+    from attok_monai.bundle.model_folder import load_pretrained
     from attok_monai.bundle.runs import latest_model_dir
     from attok_monai.data.instructions import InstructionTemplates
-    from attok_monai.engines.factory import load_pretrained
     from attok_monai.metrics import parse_prediction
 
     model_dir = Path(latest_model_dir(REPO / "bundles" / "fundus_dr", args.model_dir))

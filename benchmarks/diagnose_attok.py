@@ -79,15 +79,16 @@ def diagnose(bundle: str, overrides: dict, model_dir: str | None, batches: int, 
         images = batch["image"].float()
         attributes = _first_attributes(batch)
         out = net(images, batch["question"], batch.get("answer", [None] * len(attributes)), attributes)
-        loss = AttTokLoss(net.acm, lambda_weight=lam)
+        loss = AttTokLoss(lambda_weight=lam)
         ntp = loss.ntp(out.logits, out.labels)
         g_ntp = grad_norm(ntp, params)
         row = {"ntp": float(ntp.detach())}
         valid = out.labels[:, 1:] != -100
         t, s, n = int(valid.sum()), int(valid.any(1).sum()), int(out.f_a.shape[0])
         row.update(answer_tokens_per_answer=t / max(1, s))
-        if net.acm is not None and n:
-            acm = net.acm(out.f_a, out.attr_targets, net.book.tokens(), net.book.key_padding_mask())
+        if net.acm_projection is not None and n:
+            z_a, z_book = net.acm_inputs(out.f_a)
+            acm = loss.acm(z_a, out.attr_targets, z_book, net.book.key_padding_mask())
             g_acm = lam * grad_norm(acm, params)
             row["acm"] = float(acm.detach())
             # the same two gradients under each weighting: (NTP factor, ACM factor)
@@ -117,13 +118,13 @@ def diagnose(bundle: str, overrides: dict, model_dir: str | None, batches: int, 
         protos = net.book.prototypes[net.book.prototype_initialized].float()
         if protos.shape[0] > 1:
             book.update(cos_prototypes=mean_offdiag_cos(protos), norm_prototypes=float(protos.norm(dim=-1).mean()))
-        if net.acm is not None:
-            proj = net.acm.projection
+        if net.acm_projection is not None:
+            proj = net.acm_projection.linear
             wx = torch.cat([a, e]) @ proj.weight.float().t()
             book.update(theta_bias_norm=float(proj.bias.norm()) if proj.bias is not None else 0.0,
                         theta_wx_norm=float(wx.norm(dim=-1).mean()),
-                        cos_theta_a=mean_offdiag_cos(net.acm.project(a)),
-                        cos_theta_e=mean_offdiag_cos(net.acm.project(e)))
+                        cos_theta_a=mean_offdiag_cos(net.acm_projection(a)),
+                        cos_theta_e=mean_offdiag_cos(net.acm_projection(e)))
         if acc_cos:
             book.update(cos_acc_delta_across_images=sum(acc_cos) / len(acc_cos),
                         acc_delta_over_visual_norm=sum(acc_ratio) / len(acc_ratio))

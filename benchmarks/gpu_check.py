@@ -112,9 +112,10 @@ def build_random_hf_attok(
     system_prompt: str | None = None,
     seed: int | None = None,
     device: str | torch.device | None = None,
-    **attok_kwargs: Any,
+    config: Any = None,
+    **config_overrides: Any,
 ):
-    """:func:`attok_monai.engines.factory.build_hf_attok` with the base weights drawn at random on ``device`` instead
+    """:func:`attok_monai.networks.builders.build_hf_attok` with the base weights drawn at random on ``device`` instead
     of loaded: ``model_id`` is a folder written by :func:`write_model_folder` (config, tokenizer, image processor).
     The backbone keeps ``model_id``, so the bundle's ``save_pretrained`` writes the usual folder (adapter, token
     rows, AttTok weights, tokenizer)."""
@@ -122,9 +123,10 @@ def build_random_hf_attok(
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
     from attok_monai.attributes import AttributeVocabulary
-    from attok_monai.networks.nets import AttTokGPTv
+    from attok_monai.networks.nets import AttTokConfig, AttTokGPTv
     from attok_monai.networks.nets.hf_qwen2vl import Qwen2VLBackbone, _set_pixel_limits
 
+    config = AttTokConfig.coerce(config, **config_overrides)  # refuse an unknown key before building anything
     if seed is not None:
         torch.manual_seed(seed)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -139,7 +141,7 @@ def build_random_hf_attok(
             model_kwargs=model_kwargs, lora=lora, gradient_checkpointing=gradient_checkpointing,
             system_prompt=system_prompt, max_length=max_length,
         )
-        return AttTokGPTv(backbone, AttributeVocabulary.coerce(vocabulary), **attok_kwargs)
+        return AttTokGPTv(backbone, AttributeVocabulary.coerce(vocabulary), config)
 
 
 def offline_tokenizer(texts: Sequence[str], vocab_size: int = 1500):
@@ -216,7 +218,7 @@ def strip_components(config: dict, mlflow: bool = True) -> list[str]:
     removed: list[str] = []
     drop = {"monai.handlers.CheckpointSaver"}
     if not mlflow:
-        drop |= {"monai.handlers.MLFlowHandler", "attok_monai.engines.factory.MLflowArtifactsHandler",
+        drop |= {"monai.handlers.MLFlowHandler", "attok_monai.handlers.MLflowArtifactsHandler",
                  "attok_monai.handlers.mlflow_run.MLflowRunHandler", "attok_monai.handlers.mlflow_model.MLflowModelHandler"}
     for section in ("train", "validate"):
         handlers = config.get(section, {}).get("handlers")
@@ -858,7 +860,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     tmp = None if args.work else tempfile.mkdtemp(prefix="attok_gpu_check_")
     work = Path(args.work or tmp).resolve()
     work.mkdir(parents=True, exist_ok=True)
-    from attok_monai.engines.factory import device_info
+    from attok_monai.provenance import device_info
 
     report: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "model_config": args.model_config,

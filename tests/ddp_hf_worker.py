@@ -25,7 +25,7 @@ from attok_monai.handlers import PrototypeEMAHandler
 from attok_monai.losses import AttTokLoss
 from attok_monai.networks.nets.attok_gptv import AttTokGPTv
 from attok_monai.networks.nets.hf_qwen2vl import Qwen2VLBackbone
-from attok_monai.networks.utils import optimizer_param_groups
+from attok_monai.optimizers import optimizer_param_groups
 from tests.test_hf_backbone import VOCAB
 
 
@@ -50,7 +50,7 @@ def main(base: str, out_dir: str) -> None:
     optimizer = torch.optim.AdamW(optimizer_param_groups(model, 1e-4), lr=1e-2)
     trainer = SupervisedTrainer(
         device=torch.device("cpu"), max_epochs=1, epoch_length=3, train_data_loader=loader, network=net,
-        optimizer=optimizer, loss_function=AttTokLoss(acm=model.acm), iteration_update=AttTokTrainStep(amp=False),
+        optimizer=optimizer, loss_function=AttTokLoss(), iteration_update=AttTokTrainStep(amp=False),
         train_handlers=[PrototypeEMAHandler(model.book)], decollate=False,
     )
     trainer.run()

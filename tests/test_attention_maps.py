@@ -17,7 +17,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 @pytest.fixture(scope="module")
 def model():
     from attok_monai.data.instructions import InstructionTemplates
-    from attok_monai.engines.factory import build_compact_attok
+    from attok_monai.networks.builders import build_compact_attok
 
     vocab = {"modality": "fundus", "labels": {str(i): {"concept": f"c{i}", "keywords": [f"grade {i}"]}
                                               for i in range(3)}}
@@ -62,7 +62,7 @@ def test_save_sheet(model, tmp_path):
 
 
 def test_no_acc_says_so(model):
-    from attok_monai.engines.factory import build_compact_attok
+    from attok_monai.networks.builders import build_compact_attok
 
     net = build_compact_attok(model.vocabulary, _templates(), vision={"arch": "resnet", "in_channels": 3,
                               "img_size": 32, "grid": 4}, llm={"hidden_size": 64, "num_hidden_layers": 1,

@@ -86,7 +86,7 @@ def test_plain_text_baseline_scores_the_clinical_names_and_traces():
     ``class_probabilities`` does; the trace generalises to another batch size."""
     from attok_monai.attributes import AttributeVocabulary
     from attok_monai.data.instructions import InstructionTemplates
-    from attok_monai.engines.factory import build_compact_attok
+    from attok_monai.networks.builders import build_compact_attok
     from attok_monai.networks.nets import AttributeClassifier
 
     vocab = AttributeVocabulary.coerce({"modality": "fundus", "labels": {

@@ -15,7 +15,6 @@ from attok_monai.flops import (
     qwen25vl_train_step_flops,
     visual_token_count,
 )
-from attok_monai.losses.acm import ACMLoss
 from attok_monai.networks.blocks import ACCAdapter
 from benchmarks import bench_acc
 
@@ -58,7 +57,7 @@ def test_acc_cached_and_bench_helpers_match_formula():
     assert bench_acc.acc_cached_inference_flops(1, b, n, k, d) == acc_forward_flops(b, n, k, d, 1, "projected", True)
     assert bench_acc.acc_flops("projected", 2, b, n, k, d, backward=False) == acc_forward_flops(b, n, k, d, 2)
     assert bench_acc.acm_flops(b, k, d, backward=False) == acm_forward_flops(b, k, d)
-    acm = ACMLoss(d)
+    acm = bench_acc.ThetaACM(d)
     real = count_flops(acm, torch.randn(b, d), torch.zeros(b, dtype=torch.long), torch.randn(k, 3, d))
     assert real == acm_forward_flops(b, k, d)
 

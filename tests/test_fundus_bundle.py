@@ -83,8 +83,8 @@ def test_training_logs_params_metrics_artifacts(trained):
 
 
 def test_saved_model_gives_identical_predictions(trained, data_root):
+    from attok_monai.bundle.model_folder import load_pretrained
     from attok_monai.data.medmnist import medmnist_datalist, medmnist_transforms
-    from attok_monai.engines.factory import load_pretrained
 
     tmp, wf = trained
     net = wf.parser.get_parsed_content("network").eval()

@@ -43,7 +43,7 @@ def _parser(name: str, *files: str) -> ConfigParser:
 @pytest.mark.parametrize("name", BUNDLES)
 def test_gpu_configs_merge_over_train(name):
     q = _parser(name, "train.json", "train_qwen25vl.json")
-    assert q["network_def"]["_target_"] == "attok_monai.engines.factory.build_hf_attok"
+    assert q["network_def"]["_target_"] == "attok_monai.networks.builders.build_hf_attok"
     assert q["model_id"] == "Qwen/Qwen2.5-VL-7B-Instruct" and q["dtype"] == "bfloat16" and q["amp"] is True
     assert q["lora"] == {"r": 16, "lora_alpha": 32, "lora_dropout": 0.05}  # paper A.1
     assert (q["lr"], q["weight_decay"], q["warmup_fraction"]) == (1e-4, 1e-4, 0.1)

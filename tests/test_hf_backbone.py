@@ -14,7 +14,7 @@ import torch
 
 from attok_monai.networks.nets.attok_gptv import AttTokGPTv
 from attok_monai.networks.nets.hf_qwen2vl import Qwen2VLBackbone
-from attok_monai.networks.utils import optimizer_param_groups
+from attok_monai.optimizers import optimizer_param_groups
 
 REPO = Path(__file__).resolve().parents[1]
 QWEN_SPECIALS = [

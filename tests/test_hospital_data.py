@@ -287,8 +287,8 @@ def test_inference_mixed_folder_skips_reports_and_flags_domain(fundus_model, tmp
 def test_inference_prototype_distance_flags_far_images(fundus_model):
     import torch
 
+    from attok_monai.bundle.model_folder import load_pretrained
     from attok_monai.engines.domain import load_domain_calibration, prototype_distance
-    from attok_monai.engines.factory import load_pretrained
 
     net = load_pretrained(fundus_model).eval()
     cal = load_domain_calibration(fundus_model)

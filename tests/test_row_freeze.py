@@ -1,7 +1,8 @@
 import torch
 from torch import nn
 
-from attok_monai.networks.utils import freeze_rows_except, optimizer_param_groups
+from attok_monai.networks.row_freeze import freeze_rows_except
+from attok_monai.optimizers import optimizer_param_groups
 
 
 class TinyLM(nn.Module):

@@ -13,10 +13,11 @@ import torch.nn.functional as F
 from attok_monai.attributes import AttributeVocabulary
 from attok_monai.data.instructions import InstructionTemplates
 from attok_monai.data.sampling import class_balanced_sampler
-from attok_monai.engines.factory import build_compact_attok
 from attok_monai.losses import ACMLoss, AttTokLoss
+from attok_monai.networks.blocks import ACMProjection
+from attok_monai.networks.builders import build_compact_attok
 from attok_monai.networks.nets import AttTokGPTv
-from attok_monai.networks.utils import optimizer_param_groups
+from attok_monai.optimizers import optimizer_param_groups
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSIFICATION = ["derma_isic", "fundus_dr", "oct_retina", "pathology_crc", "pathology_lung", "xray_pneumonia"]
@@ -73,29 +74,28 @@ def test_fa_position_in_forward_and_bad_value():
 
 # ------------------------------------------------------------------ acm_bias
 def test_acm_bias_switch():
-    assert ACMLoss(8).projection.bias is not None
-    acm = ACMLoss(8, bias=False)
-    assert acm.projection.bias is None and [n for n, _ in acm.named_parameters()] == ["projection.weight"]
+    assert ACMProjection(8).linear.bias is not None
+    theta = ACMProjection(8, bias=False)
+    assert theta.linear.bias is None and [n for n, _ in theta.named_parameters()] == ["linear.weight"]
     net = tiny(acm_bias=False)
-    assert net.acm.projection.bias is None
-    assert not any(n.startswith("acm.") and n.endswith("bias") for n, _ in net.named_parameters())
+    assert net.acm_projection.linear.bias is None
+    assert not any(n.startswith("acm_projection.") and n.endswith("bias") for n, _ in net.named_parameters())
     # without a bias theta is linear: theta(2x) = 2 theta(x), so the cosines of eq. (8) are scale-free
     x = torch.randn(4, 8)
-    assert torch.allclose(acm.project(2 * x), 2 * acm.project(x), atol=1e-6)
+    assert torch.allclose(theta(2 * x), 2 * theta(x), atol=1e-6)
 
 
 # ------------------------------------------------------------------ acm_weighting
 def _hand_example():
     torch.manual_seed(0)
-    acm = ACMLoss(8)
+    acm = ACMLoss()
     logits = torch.randn(2, 5, 11)
     # 3 answer tokens in row 0, 1 in row 1: T = 4, S = 2
     labels = torch.tensor([[-100, -100, 3, 4, 5], [-100, 1, -100, -100, -100]])
     f_a, target, book = torch.randn(3, 8), torch.tensor([0, 2, 1]), torch.randn(3, 3, 8)
     ce = F.cross_entropy(logits[:, :-1].reshape(-1, 11), labels[:, 1:].reshape(-1), reduction="none")
     ce = ce[labels[:, 1:].reshape(-1) != -100]
-    per_sample_acm = ACMLoss(8, reduction="none")
-    per_sample_acm.load_state_dict(acm.state_dict())
+    per_sample_acm = ACMLoss(reduction="none")
     acm_terms = per_sample_acm(f_a, target, book)
     return acm, logits, labels, f_a, target, book, ce, acm_terms
 
@@ -110,16 +110,16 @@ def test_acm_weighting_hand_computed(weighting):
         "per_token": (ce.sum() + lam * acm_terms.sum()) / 4,
         "ntp_sum": ce.sum() / 2 + lam * acm_terms.sum() / 3,
     }[weighting]
-    loss = AttTokLoss(acm, lambda_weight=lam, acm_weighting=weighting)
+    loss = AttTokLoss(lambda_weight=lam, acm_weighting=weighting)
     assert torch.allclose(loss(logits, labels, f_a, target, book), expected, atol=1e-5)
     # NTP alone (baseline / +ACC): the same NTP normalisation
     ntp_only = {"mean": ce.sum() / 4, "per_token": ce.sum() / 4, "ntp_sum": ce.sum() / 2}[weighting]
-    assert torch.allclose(AttTokLoss(None, acm_weighting=weighting)(logits, labels), ntp_only, atol=1e-5)
+    assert torch.allclose(AttTokLoss(use_acm=False, acm_weighting=weighting)(logits, labels), ntp_only, atol=1e-5)
 
 
 def test_acm_weighting_bad_value():
     with pytest.raises(ValueError, match="acm_weighting"):
-        AttTokLoss(None, acm_weighting="sum")
+        AttTokLoss(use_acm=False, acm_weighting="sum")
     with pytest.raises(ValueError, match="acm_weighting"):
         tiny(acm_weighting="sum")
 
@@ -131,7 +131,7 @@ def test_new_keys_saved_and_rebuilt(tmp_path):
     hp = json.loads((tmp_path / "attok.json").read_text())
     assert hp["fa_position"] == "attribute" and hp["acm_bias"] is False and hp["acm_weighting"] == "per_token"
     again = AttTokGPTv.from_pretrained(tmp_path)
-    assert again.fa_position == "attribute" and again.acm.projection.bias is None
+    assert again.fa_position == "attribute" and again.acm_projection.linear.bias is None
     assert again.hparams == net.hparams
 
 
@@ -181,9 +181,9 @@ def test_weight_decay_groups_exempt_the_book():
     exempt = {id(p) for p in groups[1]["params"]}
     assert groups[0]["weight_decay"] == 0.01 and groups[1]["weight_decay"] == 0.0
     names = dict(net.named_parameters())
-    for name in ("book.attribute_embeddings", "book.keyword_embeddings", "acm.projection.bias"):
+    for name in ("book.attribute_embeddings", "book.keyword_embeddings", "acm_projection.linear.bias"):
         assert id(names[name]) in exempt, name
-    for name in ("acc.q_proj.weight", "acm.projection.weight"):
+    for name in ("acc.q_proj.weight", "acm_projection.linear.weight"):
         assert id(names[name]) in decayed, name
     assert all(id(p) in exempt for n, p in names.items() if "norm" in n or p.ndim < 2)
     assert decayed.isdisjoint(exempt) and len(decayed | exempt) == len({id(p) for p in net.parameters()})
@@ -210,7 +210,7 @@ def test_bundle_keys_defaults_and_tokens_only(bundle):
         assert f"{key}=@{key}" in cfg["hyperparameters"]
     assert cfg["loss"]["acm_weighting"] == "@acm_weighting"
     text = json.dumps(cfg)
-    for module in ("attok_monai.data.sampling", "attok_monai.networks.utils"):  # used in expressions -> imported
+    for module in ("attok_monai.data.sampling", "attok_monai.optimizers"):  # used in expressions -> imported
         if module + "." in text:
             assert f"$import {module}" in cfg["imports"], module
     tokens = json.loads((REPO / "bundles" / bundle / "configs" / "tokens_only.json").read_text())

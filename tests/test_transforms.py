@@ -1,4 +1,5 @@
-"""Every transforms/*.json fragment parses with MONAI ConfigParser and keeps (C, H, W) float32 in [0, 1]."""
+"""Every fragment (package data ``attok_monai/configs/transforms/*.json``) parses with MONAI ConfigParser and keeps
+(C, H, W) float32 in [0, 1]; the fragments are found through importlib.resources and ship in the wheel."""
 
 from __future__ import annotations
 
@@ -10,10 +11,16 @@ import torch
 from monai.bundle import ConfigParser
 from monai.transforms import Compose, RandomizableTrait
 
-from attok_monai.data.transforms import fragment_names, load_transform_fragment, resolve_fragment
+from attok_monai.data.transforms import (
+    default_fragment_dirs,
+    fragment_names,
+    load_transform_fragment,
+    packaged_fragments,
+    resolve_fragment,
+)
 
 REPO = Path(__file__).resolve().parents[1]
-FRAGMENTS = sorted((REPO / "transforms").glob("*.json"))
+FRAGMENTS = sorted((REPO / "attok_monai" / "configs" / "transforms").glob("*.json"))
 NO_FLIP = {"oct_train", "chest_xray_train"}
 
 
@@ -21,6 +28,51 @@ def test_fragments_present():
     names = {p.stem for p in FRAGMENTS}
     assert {"fundus_train", "derma_train", "pathology_train", "oct_train", "chest_xray_train"} <= names
     assert names <= set(fragment_names())
+
+
+def test_fragments_found_as_package_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """By name through importlib.resources, from any working directory, with no ``transforms/`` folder around."""
+    import importlib.resources
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("ATTOK_TRANSFORMS_DIR", raising=False)
+    packaged = importlib.resources.files("attok_monai") / "configs" / "transforms"
+    assert default_fragment_dirs() == [packaged_fragments()]
+    assert set(fragment_names()) == {p.stem for p in FRAGMENTS}
+    for name in fragment_names():
+        assert resolve_fragment(name).read_text(encoding="utf-8") == (packaged / f"{name}.json").read_text(
+            encoding="utf-8")
+        assert load_transform_fragment(name)
+    # your own folder first, the package's fragments still found
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "fundus_train.json").write_text(json.dumps([{"_target_": "monai.transforms.Identityd",
+                                                                      "keys": "image"}]))
+    monkeypatch.setenv("ATTOK_TRANSFORMS_DIR", str(tmp_path / "mine"))
+    assert resolve_fragment("fundus_train") == tmp_path / "mine" / "fundus_train.json"
+    assert load_transform_fragment("oct_train")
+
+
+def test_wheel_ships_the_fragments(tmp_path: Path):
+    """A non-editable wheel built from a copy of the package holds every fragment."""
+    import shutil
+    import subprocess
+    import sys
+    import zipfile
+
+    pytest.importorskip("setuptools")
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(REPO / name, src / name)
+    shutil.copytree(REPO / "attok_monai", src / "attok_monai",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    out = tmp_path / "wheel"
+    run = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                          str(out), str(src)], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    (wheel,) = out.glob("attok_monai-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert {f"attok_monai/configs/transforms/{p.name}" for p in FRAGMENTS} <= names
 
 
 @pytest.mark.parametrize("path", FRAGMENTS, ids=lambda p: p.stem)
@@ -88,7 +140,7 @@ def test_bundle_macro_splices_fragment(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.chdir(REPO)
     parser = ConfigParser(
         {
-            "augment": "%transforms/derma_train.json",
+            "augment": "%attok_monai/configs/transforms/derma_train.json",
             "train": {"_target_": "Compose", "transforms": "$@augment"},
         }
     )

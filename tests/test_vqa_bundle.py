@@ -116,8 +116,8 @@ def test_validation_split_shares_no_image(trained, data_root):
 def test_empty_attribute_lists_train_and_update_book():
     from attok_monai.attributes import AttributeVocabulary
     from attok_monai.data.instructions import InstructionTemplates
-    from attok_monai.engines.factory import build_compact_attok
     from attok_monai.losses import AttTokLoss
+    from attok_monai.networks.builders import build_compact_attok
 
     vocab = AttributeVocabulary.from_label_map("rad", {0: "ct", 1: "mri", 2: "lung"})
     templates = InstructionTemplates("radiology", vocab.names, ["what is this {modality} image?"],
@@ -130,11 +130,11 @@ def test_empty_attribute_lists_train_and_update_book():
                                   llm={"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2,
                                        "num_key_value_heads": 2},
                                   seed=0, use_attribute_tokens=tokens, use_acc=True, use_acm=True)
-        loss = AttTokLoss(acm=net.acm)
+        loss = AttTokLoss()
         for attrs in ([[], [], []], [[], [2], [0, 2]]):
             out = net(x, q, a, attrs)
-            value = loss(out.logits, out.labels, out.f_a, out.attr_targets, net.book.tokens(),
-                         net.book.key_padding_mask())
+            z_a, book = net.acm_inputs(out.f_a)
+            value = loss(out.logits, out.labels, z_a, out.attr_targets, book, net.book.key_padding_mask())
             value.backward()
             assert torch.isfinite(value)
             n_attr = sum(len(t) if tokens else min(len(t), 1) for t in attrs)

@@ -251,7 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--crop-scale", type=float, default=0.8, help="min side fraction of the random crop (0, 1]")
     p.add_argument("--no-hflip", dest="hflip", action="store_false", help="no left-right flip (OCT, chest X-ray)")
-    p.add_argument("--fragment", default=None, help="use this transforms/*.json chain instead of crop + flip")
+    p.add_argument("--fragment", default=None, help="use this augmentation fragment (a name in attok_monai/configs/transforms, or a .json path) instead of crop + flip")
     p.add_argument(
         "--no-originals",
         dest="keep_originals",

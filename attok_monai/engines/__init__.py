@@ -1,4 +1,5 @@
-"""Engines: iteration functions and metrics for MONAI's SupervisedTrainer/Evaluator, and config builders."""
+"""Engines: iteration functions and metrics for MONAI's SupervisedTrainer/Evaluator, inference, DDP helpers and the
+compact generalist."""
 
 from .steps import AnswerMetric, AttTokEvalStep, AttTokTrainStep, gather_eval_outputs, loss_components
 

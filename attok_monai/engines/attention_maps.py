@@ -4,25 +4,22 @@ For each image, the ACC attention of every visual token to the book of one attri
 laid out on the backbone's visual-token grid (``backbone.token_grid``: ``grid x grid`` for the compact GPTv, the
 processor's patch grid over the merge size for Qwen2-VL), normalised to sum to one over the image and upsampled to the
 input resolution. :func:`save_attention_maps` draws them over the images with the attribute's clinical name;
-:class:`AttentionMapSampleHandler` writes a sheet for a fixed sample of the validation part at each validation (it
-lands in the run folder, which the bundle logs to MLflow).
+:class:`~attok_monai.handlers.AttentionMapSampleHandler` writes a sheet for a fixed sample of the validation part at
+each validation (it lands in the run folder, which the bundle logs to MLflow).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from ignite.engine import Engine, Events
 
 from attok_monai.fileio import atomic_write
 
-__all__ = ["attention_maps", "save_attention_maps", "AttentionMapSampleHandler"]
+__all__ = ["attention_maps", "save_attention_maps"]
 
 
 @torch.no_grad()
@@ -85,43 +82,3 @@ def save_attention_maps(
     fig.tight_layout(h_pad=2.0, rect=(0, 0, 1, 0.97))
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png"))
     plt.close(fig)
-
-
-class AttentionMapSampleHandler:
-    """At each validation, the attention maps of the first ``num_images`` validation images to the book of their
-    predicted attribute (retrieval), as ``<output_dir>/attention_maps.png`` titled with the clinical names (label ->
-    predicted). Does nothing for a model without ACC.
-
-    Args:
-        network: the AttTokGPTv.
-        dataset: the validation dataset (items with ``image`` (C, H, W) and ``label``).
-        output_dir: where the sheet goes (the run's ``val/`` folder).
-        num_images: how many images.
-    """
-
-    def __init__(self, network: Any, dataset: Any, output_dir: str | os.PathLike, num_images: int = 8) -> None:
-        self.network, self.dataset, self.output_dir, self.num_images = network, dataset, Path(output_dir), num_images
-
-    def attach(self, engine: Engine) -> None:
-        engine.add_event_handler(Events.EPOCH_COMPLETED, self)
-
-    def __call__(self, engine: Engine) -> None:
-        if getattr(self.network, "acc", None) is None or len(self.dataset) == 0:
-            return
-        items = [self.dataset[i] for i in range(min(self.num_images, len(self.dataset)))]
-        device = next(self.network.parameters()).device
-        images = torch.stack([torch.as_tensor(np.asarray(it["image"])) for it in items]).float().to(device)
-        was_training = self.network.training
-        self.network.eval()
-        try:
-            maps, attrs = attention_maps(self.network, images)
-        finally:
-            self.network.train(was_training)
-        names = self.network.vocabulary.names
-        titles = []
-        for it, k in zip(items, attrs.tolist()):
-            label = it.get("label")
-            label = label[0] if isinstance(label, (list, tuple)) else label
-            head = f"label: {names[int(label)]}\n" if label is not None and int(label) >= 0 else ""
-            titles.append(f"{head}predicted: {names[k]}")
-        save_attention_maps(images, maps, titles, self.output_dir / "attention_maps.png")

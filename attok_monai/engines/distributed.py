@@ -122,7 +122,7 @@ def rank_zero_handlers(handlers: Sequence[Any]) -> list[Any]:
     from ignite.handlers import ProgressBar
     from monai.handlers import CheckpointSaver, MLFlowHandler, StatsHandler, ValidationHandler
 
-    from attok_monai.engines.factory import MLflowArtifactsHandler, SavePretrainedHandler
+    from attok_monai.handlers import MLflowArtifactsHandler, SavePretrainedHandler
     from attok_monai.handlers.domain import DomainCalibrationHandler
     from attok_monai.handlers.temperature import TemperatureHandler
 

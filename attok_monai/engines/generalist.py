@@ -7,7 +7,8 @@ that setting has two steps:
 1. ``bundles/compact_generalist``: :func:`build_compact_generalist` makes a plain-text compact GPTv (no attribute
    tokens, no ACC, no ACM) whose word-level tokenizer covers every source bundle's texts; it is instruction-tuned on
    the union of the sources' training parts (:mod:`attok_monai.data.generalist`) and saved with a
-   ``generalist.json`` card (:class:`GeneralistCardHandler`) that names its input size, channels and sources.
+   ``generalist.json`` card (:class:`~attok_monai.handlers.GeneralistCardHandler`) that names its input size,
+   channels and sources.
 2. any bundle with ``--extra from_generalist --generalist_dir FOLDER``: :func:`build_compact_from_generalist` loads
    the trained backbone (vision encoder, projector, LM, tokenizer), adds the bundle's attribute tokens the tokenizer
    lacks (embedding and lm_head grow by as many rows) and wraps it in :class:`AttTokGPTv` with the bundle's switches,
@@ -20,23 +21,21 @@ import json
 import logging
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-from ignite.engine import Engine, Events
 
 from attok_monai.attributes import AttributeVocabulary
 from attok_monai.data.instructions import InstructionTemplates
-from attok_monai.networks.nets import AttTokGPTv, CompactGPTvBackbone, build_word_tokenizer
+from attok_monai.networks.nets import AttTokConfig, AttTokGPTv, CompactGPTvBackbone, build_word_tokenizer
 
 __all__ = [
     "CARD_NAME",
     "build_compact_generalist",
     "build_compact_from_generalist",
     "read_generalist_card",
-    "GeneralistCardHandler",
 ]
 
 logger = logging.getLogger("attok_monai.engines")
@@ -104,11 +103,12 @@ def build_compact_from_generalist(
     seed: int | None = None,
     vision: dict | None = None,
     llm: dict | None = None,
-    **attok_kwargs: Any,
+    config: AttTokConfig | Mapping[str, Any] | None = None,
+    **config_overrides: Any,
 ) -> AttTokGPTv:
     """A bundle's AttTok (or baseline) model started from a trained compact generalist.
 
-    The arguments are those of :func:`~attok_monai.engines.factory.build_compact_attok` plus ``generalist_dir``,
+    The arguments are those of :func:`~attok_monai.networks.builders.build_compact_attok` plus ``generalist_dir``,
     ``image_size`` and ``channels``, so a bundle's ``configs/from_generalist.json`` merges these four keys into its
     ``network_def`` (``"+network_def"``) and keeps every AttTok switch the bundle passes.
 
@@ -122,9 +122,11 @@ def build_compact_from_generalist(
         seed: seeds the modules AttTok adds (ACC, ACM projection).
         vision, llm: not used: the architecture is the generalist's (``backbone.json`` of its folder); a warning
             names the keys that both configs set to different values.
-        attok_kwargs: ``use_attribute_tokens``, ``use_acc``, ``use_acm``, ``acc_heads``, ``gamma``, ``momentum``,
-            ``tau`` (and other :class:`AttTokGPTv` switches).
+        config, config_overrides: the :class:`~attok_monai.networks.nets.AttTokConfig` (or a dict of its keys; None =
+            the defaults) and its keys as keyword arguments over it (``use_acc``, ``tau``, ...: the bundles pass them
+            this way); unknown keys are refused by name.
     """
+    config = AttTokConfig.coerce(config, **config_overrides)  # refuse an unknown key before building anything
     card = read_generalist_card(generalist_dir)
     directory = Path(generalist_dir)
     for key, value in (("image_size", image_size), ("channels", channels)):
@@ -151,7 +153,7 @@ def build_compact_from_generalist(
         )
     if seed is not None:
         torch.manual_seed(seed)
-    return AttTokGPTv(backbone, vocab, **attok_kwargs)
+    return AttTokGPTv(backbone, vocab, config)
 
 
 def _unknown_words(tokenizer: Any, texts: Sequence[str]) -> list[str]:
@@ -163,56 +165,3 @@ def _unknown_words(tokenizer: Any, texts: Sequence[str]) -> list[str]:
         plain = re.sub(r"<\|[a-z0-9_]+\|>", " ", str(text).lower())
         out.update(w for w, _ in pre.pre_tokenize_str(plain) if w not in vocab)
     return sorted(out)
-
-
-class GeneralistCardHandler:
-    """Writes the ``generalist.json`` card into each saved model folder when training completes (attach it after
-    :class:`~attok_monai.engines.factory.SavePretrainedHandler`), with the mean training loss of the last epoch, and
-    prints where the folder is and how a bundle starts from it.
-
-    Args:
-        directories: the model folders written by the save handler.
-        image_size, channels: the generalist's input.
-        sources: ``{bundle: number of training items}``.
-        extra: more card fields (e.g. the VQA split parameters).
-    """
-
-    def __init__(
-        self, directories: str | os.PathLike | Sequence[str | os.PathLike], image_size: int, channels: int,
-        sources: dict[str, int], extra: dict[str, Any] | None = None,
-    ) -> None:
-        dirs = [directories] if isinstance(directories, (str, os.PathLike)) else list(directories)
-        self.directories = [Path(d) for d in dirs]
-        self.card = {"kind": CARD_KIND, "image_size": int(image_size), "channels": int(channels),
-                     "sources": dict(sources), **(extra or {})}
-        self._losses: list[float] = []
-
-    def attach(self, engine: Engine) -> None:
-        engine.add_event_handler(Events.EPOCH_STARTED, self._reset)
-        engine.add_event_handler(Events.ITERATION_COMPLETED, self._record)
-        engine.add_event_handler(Events.COMPLETED, self)
-
-    def _reset(self, engine: Engine) -> None:
-        self._losses = []
-
-    def _record(self, engine: Engine) -> None:
-        out = engine.state.output
-        if isinstance(out, dict) and "loss" in out:
-            self._losses.append(float(out["loss"]))
-
-    def __call__(self, engine: Engine) -> None:
-        from attok_monai.fileio import atomic_write_text
-
-        card = dict(self.card)
-        card["epochs"] = int(engine.state.epoch)
-        card["iterations"] = int(engine.state.iteration)
-        if self._losses:
-            card["last_epoch_mean_loss"] = sum(self._losses) / len(self._losses)
-            engine.state.metrics["last_epoch_mean_loss"] = card["last_epoch_mean_loss"]
-        for d in self.directories:
-            atomic_write_text(d / CARD_NAME, json.dumps(card, indent=2))
-        print(f"\n[attok] compact generalist: {card['iterations']} iterations, last-epoch mean training loss "
-              f"{card.get('last_epoch_mean_loss', float('nan')):.4f}")
-        print(f"[attok] model folder: {self.directories[0]}")
-        print(f"[attok] start a bundle from it: python -m attok_monai.bundle run --config bundles/fundus_dr "
-              f"--extra from_generalist --generalist_dir {self.directories[0]}")

@@ -60,9 +60,9 @@ class AttTokTrainStep:
         core = getattr(model, "module", model)  # DistributedDataParallel keeps the AttTokGPTv in .module
         with autocast_for(device, self.amp):
             out = model(images, batch["question"], answers, attributes)
-            book = core.book.tokens()
+            z_a, book = core.acm_inputs(out.f_a)  # theta(f^a), theta(book); None without ACM
             loss = engine.loss_function(
-                out.logits, out.labels, out.f_a, out.attr_targets, book, core.book.key_padding_mask()
+                out.logits, out.labels, z_a, out.attr_targets, book, core.book.key_padding_mask()
             )
         (loss / self.accumulation_steps).backward()
         if engine.state.iteration % self.accumulation_steps == 0:

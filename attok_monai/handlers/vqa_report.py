@@ -33,7 +33,7 @@ from attok_monai.fileio import atomic_write_text
 from attok_monai.handlers.report import EpochOutputCollector
 from attok_monai.vqa.scoring import format_scores_markdown, question_only_baseline, score_vqa
 
-__all__ = ["VQAReportHandler", "print_vqa_summary", "HEADLINE"]
+__all__ = ["VQAReportHandler", "HEADLINE"]
 
 HEADLINE = ("overall_accuracy", "closed_accuracy", "open_accuracy", "open_token_recall", "open_token_f1")
 
@@ -127,23 +127,3 @@ class VQAReportHandler(EpochOutputCollector):
 
 def _num(x: Any) -> float:
     return float("nan") if x is None else float(x)
-
-
-def print_vqa_summary(metrics_file: str | os.PathLike, mlflow_handler: Any = None, title: str = "validation") -> dict:
-    """Print the headline VQA numbers next to the question-only baseline, and where the MLflow run is."""
-    metrics_file = Path(metrics_file)
-    if not metrics_file.exists():
-        print(f"[attok] no metrics written ({metrics_file} missing)")
-        return {}
-    metrics = json.loads(metrics_file.read_text())["metrics"]
-    print(f"\n[attok] {title} VQA scores ({metrics.get('n', '?')} questions: {metrics.get('n_closed', '?')} closed, "
-          f"{metrics.get('n_open', '?')} open)     model   question-only")
-    for k in HEADLINE:
-        qo = metrics.get(f"question_only_{k}")
-        print(f"  {k:22s} {metrics.get(k, float('nan')):8.4f}" + (f"   {qo:8.4f}" if qo is not None else ""))
-    print(f"[attok] report files: {metrics_file.parent} (scores.md lists the worst question types)")
-    run = getattr(mlflow_handler, "cur_run", None) if mlflow_handler is not None else None
-    if run is not None:
-        uri = getattr(mlflow_handler.client, "tracking_uri", "")
-        print(f"[attok] MLflow run {run.info.run_id} (experiment {mlflow_handler.experiment_name}) at {uri}")
-    return metrics

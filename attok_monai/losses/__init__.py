@@ -1,6 +1,6 @@
-"""AttTok losses (MONAI style): ACMLoss (eq. 9) and AttTokLoss (NTP + lambda * ACM)."""
+"""AttTok losses (MONAI style, no parameters): ACMLoss (eq. 9) and AttTokLoss (NTP + lambda * ACM)."""
 
 from .acm import ACMLoss
-from .attok_loss import AttTokLoss, LambdaSchedule
+from .attok_loss import AttTokLoss
 
-__all__ = ["ACMLoss", "AttTokLoss", "LambdaSchedule"]
+__all__ = ["ACMLoss", "AttTokLoss"]

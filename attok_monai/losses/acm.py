@@ -9,6 +9,10 @@ tokens of every other book are negatives::
 
 The denominator is the sum over all 3K book tokens, so ``L = logsumexp_all(s/tau) - logsumexp_{B_k}(s/tau)``,
 computed for all N predictions and K books at once.
+
+The loss holds no parameters: theta is the model's
+(:class:`~attok_monai.networks.blocks.ACMProjection`), and the loss takes ``theta(f^a)`` and ``theta(book)``, as
+MONAI's ``ContrastiveLoss`` and open_clip's ``ClipLoss`` take already-projected features.
 """
 
 from __future__ import annotations
@@ -16,63 +20,52 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from monai.utils import LossReduction
-from torch import nn
 from torch.nn.modules.loss import _Loss
 
 __all__ = ["ACMLoss"]
 
 
 class ACMLoss(_Loss):
-    """Multi-positive InfoNCE of predicted attribute embeddings against the embedding book.
+    """Multi-positive InfoNCE of projected attribute embeddings against the projected embedding book.
 
     Args:
-        dim: d, the embedding width. The loss owns theta as ``self.projection = nn.Linear(dim, dim, bias=bias)``.
         tau: temperature (the paper uses 1).
-        bias: whether theta has a bias (default True, as before). The paper does not say. With a bias, theta(x) =
-            W x + b, and when ``|b|`` dominates ``|W x|`` (it does at the start of training: the default init gives
-            ``|b| ~ 0.58`` against ``|W x| ~ 0.08`` for book tokens of norm ~0.3), every projected token points along
-            ``b`` and all cosines of eq. (8) start near 1. ``bias=False`` makes theta linear, so the cosines after
-            theta start at those of the inputs.
         reduction: ``"mean"`` (over valid rows), ``"sum"`` or ``"none"`` (per row, 0 for ignored rows).
         ignore_index: target value whose rows are ignored.
 
     Shapes:
-        ``f_a``: (N, d); ``target``: (N,) long in [0, K) or ``ignore_index``; ``book``: (K, 3, d);
-        ``book_mask``: optional (K, 3) bool, True = leave that token out (e.g. a prototype never updated).
+        ``z_a``: (N, d), theta(f^a); ``target``: (N,) long in [0, K) or ``ignore_index``; ``book``: (K, 3, d),
+        theta of the book tokens; ``book_mask``: optional (K, 3) bool, True = leave that token out (e.g. a prototype
+        never updated). Returns a scalar (``"mean"``, ``"sum"``) or (N,) (``"none"``).
     """
 
     def __init__(
-        self, dim: int, tau: float = 1.0, reduction: LossReduction | str = LossReduction.MEAN, ignore_index: int = -100,
-        bias: bool = True,
+        self, tau: float = 1.0, reduction: LossReduction | str = LossReduction.MEAN, ignore_index: int = -100
     ) -> None:
         super().__init__(reduction=LossReduction(reduction).value)
         if tau <= 0:
             raise ValueError(f"ACMLoss: tau must be > 0, got {tau}.")
-        self.dim = dim
         self.tau = tau
         self.ignore_index = ignore_index
-        self.projection = nn.Linear(dim, dim, bias=bias)
 
-    def project(self, x: torch.Tensor) -> torch.Tensor:
-        """theta(x), (..., d) -> (..., d), in theta's dtype (inputs from a bf16 backbone; autocast may lower it)."""
-        return self.projection(x.to(self.projection.weight.dtype))
-
-    def similarities(self, f_a: torch.Tensor, book: torch.Tensor) -> torch.Tensor:
-        """Cosine similarities of eq. (8) after theta: (N, d) x (K, 3, d) -> (N, K, 3)."""
-        k = book.shape[0]
-        z = F.normalize(self.project(f_a), dim=-1)
-        p = F.normalize(self.project(book.reshape(-1, self.dim)), dim=-1)
+    @staticmethod
+    def similarities(z_a: torch.Tensor, book: torch.Tensor) -> torch.Tensor:
+        """Cosine similarities of eq. (8) of projected inputs: (N, d) x (K, 3, d) -> (N, K, 3)."""
+        k, d = book.shape[0], book.shape[-1]
+        z = F.normalize(z_a, dim=-1)
+        p = F.normalize(book.reshape(-1, d), dim=-1)
         return (z @ p.t()).view(-1, k, 3)
 
     def forward(
-        self, f_a: torch.Tensor, target: torch.Tensor, book: torch.Tensor, book_mask: torch.Tensor | None = None
+        self, z_a: torch.Tensor, target: torch.Tensor, book: torch.Tensor, book_mask: torch.Tensor | None = None
     ) -> torch.Tensor:
-        if f_a.ndim != 2 or f_a.shape[-1] != self.dim:
-            raise ValueError(f"ACMLoss: f_a must be (N, {self.dim}), got {tuple(f_a.shape)}.")
-        if book.ndim != 3 or book.shape[1:] != (3, self.dim):
-            raise ValueError(f"ACMLoss: book must be (K, 3, {self.dim}), got {tuple(book.shape)}.")
-        if target.ndim != 1 or target.shape[0] != f_a.shape[0]:
-            raise ValueError(f"ACMLoss: target must be ({f_a.shape[0]},), got {tuple(target.shape)}.")
+        if z_a.ndim != 2:
+            raise ValueError(f"ACMLoss: z_a (theta(f_a)) must be (N, d), got {tuple(z_a.shape)}.")
+        d = z_a.shape[-1]
+        if book.ndim != 3 or book.shape[1:] != (3, d):
+            raise ValueError(f"ACMLoss: book must be (K, 3, {d}), got {tuple(book.shape)}.")
+        if target.ndim != 1 or target.shape[0] != z_a.shape[0]:
+            raise ValueError(f"ACMLoss: target must be ({z_a.shape[0]},), got {tuple(target.shape)}.")
         if target.is_floating_point():
             raise ValueError(f"ACMLoss: target must hold integer attribute indices, got {target.dtype}.")
         k = book.shape[0]
@@ -83,7 +76,7 @@ class ACMLoss(_Loss):
         if book_mask is not None and (book_mask.shape != (k, 3) or book_mask.dtype != torch.bool):
             raise ValueError(f"ACMLoss: book_mask must be bool ({k}, 3), got {tuple(book_mask.shape)}.")
 
-        logits = self.similarities(f_a, book).float() / self.tau  # (N, K, 3)
+        logits = self.similarities(z_a, book).float() / self.tau  # (N, K, 3)
         if book_mask is not None:
             logits = logits.masked_fill(book_mask.to(logits.device), -torch.inf)
         safe_target = torch.where(valid, target, torch.zeros_like(target))

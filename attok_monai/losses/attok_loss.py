@@ -1,8 +1,7 @@
-"""The AttTok training objective ``L_NTP + lambda * L_ACM`` with a lambda schedule (paper section 4.3, A.1)."""
+"""The AttTok training objective ``L_NTP + lambda * L_ACM`` (paper section 4.3); lambda is set from outside
+(:class:`~attok_monai.handlers.LambdaScheduleHandler` steps :class:`~attok_monai.optimizers.LambdaSchedule`)."""
 
 from __future__ import annotations
-
-import math
 
 import torch
 import torch.nn.functional as F
@@ -10,33 +9,7 @@ from torch.nn.modules.loss import _Loss
 
 from .acm import ACMLoss
 
-__all__ = ["LambdaSchedule", "AttTokLoss"]
-
-
-class LambdaSchedule:
-    """The weight of the ACM loss over training steps.
-
-    Args:
-        mode: ``"constant"`` (always ``start``), ``"linear"`` (``start -> end``, the paper's 1 -> 0) or ``"cosine"``.
-        start: value at step 0.
-        end: value at ``total_steps`` and after.
-        total_steps: length of the decay.
-    """
-
-    def __init__(self, mode: str = "linear", start: float = 1.0, end: float = 0.0, total_steps: int = 1) -> None:
-        if mode not in ("constant", "linear", "cosine"):
-            raise ValueError(f"LambdaSchedule: mode must be constant, linear or cosine, got {mode!r}.")
-        if total_steps < 1:
-            raise ValueError(f"LambdaSchedule: total_steps must be >= 1, got {total_steps}.")
-        self.mode, self.start, self.end, self.total_steps = mode, float(start), float(end), int(total_steps)
-
-    def __call__(self, step: int) -> float:
-        if self.mode == "constant":
-            return self.start
-        t = min(max(step, 0), self.total_steps) / self.total_steps
-        if self.mode == "linear":
-            return self.start + (self.end - self.start) * t
-        return self.end + 0.5 * (self.start - self.end) * (1.0 + math.cos(math.pi * t))
+__all__ = ["AttTokLoss", "ACM_WEIGHTINGS"]
 
 
 ACM_WEIGHTINGS = ("mean", "per_token", "ntp_sum")
@@ -46,7 +19,9 @@ class AttTokLoss(_Loss):
     """Next-token prediction cross-entropy plus ``lambda * ACM``.
 
     Args:
-        acm: the :class:`ACMLoss` (owns theta); ``None`` for NTP only (the baseline and ``+ACC`` ablations).
+        use_acm: add the ACM term (False: NTP only, whatever is passed; with True, ACM is added when ``f_a`` is
+            given, so a model without ACM, whose training step passes ``f_a=None``, trains on NTP alone).
+        tau: the ACM temperature (paper: 1), see :class:`ACMLoss`.
         lambda_weight: the current lambda; :class:`attok_monai.handlers.LambdaScheduleHandler` steps it.
         ignore_index: label value of positions without NTP loss (prompt, padding).
         acm_weighting: how ACM is weighed against NTP (the paper writes ``L_NTP + lambda L_ACM`` without saying over
@@ -60,23 +35,29 @@ class AttTokLoss(_Loss):
               answers (same NTP:ACM ratio as ``"per_token"``, but a ~T/S times larger loss and gradient, which
               matters under gradient clipping).
 
-            With ``acm=None`` the loss is ``sum(ce)/T`` for ``"mean"`` and ``"per_token"`` and ``sum(ce)/S`` for
+            Without ACM the loss is ``sum(ce)/T`` for ``"mean"`` and ``"per_token"`` and ``sum(ce)/S`` for
             ``"ntp_sum"``.
 
     ``forward(logits (B, L, V), labels (B, L), f_a (N, d) | None, attr_targets (N,) | None, book (K, 3, d) | None,
-    book_mask=None)``: labels are aligned with the input positions and shifted here (position t predicts t+1), as in
+    book_mask=None)``: ``f_a`` and ``book`` are already projected by the model's theta
+    (:meth:`attok_monai.networks.nets.AttTokGPTv.acm_inputs`); labels are aligned with the input positions and shifted here (position t predicts t+1), as in
     Hugging Face causal LMs. Returns the total loss; ``last_components`` holds the detached ``ntp``, ``acm`` and
     ``lambda`` of the last call for logging.
     """
 
     def __init__(
-        self, acm: ACMLoss | None = None, lambda_weight: float = 1.0, ignore_index: int = -100,
+        self, use_acm: bool = True, tau: float = 1.0, lambda_weight: float = 1.0, ignore_index: int = -100,
         acm_weighting: str = "mean",
     ) -> None:
         super().__init__()
+        if not isinstance(use_acm, bool):
+            raise TypeError(
+                f"AttTokLoss: use_acm must be a bool, got {type(use_acm).__name__} (the loss no longer takes an ACMLoss: "
+                "theta is the network's acm_projection, and the training step passes theta(f^a) and theta(book))."
+            )
         if acm_weighting not in ACM_WEIGHTINGS:
             raise ValueError(f"AttTokLoss: acm_weighting must be one of {ACM_WEIGHTINGS}, got {acm_weighting!r}.")
-        self.acm = acm
+        self.acm = ACMLoss(tau=tau) if use_acm else None
         self.acm_weighting = acm_weighting
         self.lambda_weight = float(lambda_weight)
         self.ignore_index = ignore_index

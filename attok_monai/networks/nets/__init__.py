@@ -1,8 +1,12 @@
 """GPTv networks: the compact backbone (CPU default) and the AttTok wrapper."""
 
+from .attok_config import AttTokConfig
 from .attok_gptv import AttTokGPTv, AttTokOutput
 from .attribute_classifier import AttributeClassifier
 from .compact_gptv import CompactGPTvBackbone, VisionEncoder2D, build_word_tokenizer
 from .hf_qwen2vl import Qwen2VLBackbone
 
-__all__ = ["AttTokGPTv", "AttTokOutput", "AttributeClassifier", "CompactGPTvBackbone", "Qwen2VLBackbone", "VisionEncoder2D", "build_word_tokenizer"]
+__all__ = [
+    "AttTokConfig", "AttTokGPTv", "AttTokOutput", "AttributeClassifier", "CompactGPTvBackbone", "Qwen2VLBackbone",
+    "VisionEncoder2D", "build_word_tokenizer",
+]

@@ -24,9 +24,10 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -34,15 +35,11 @@ from torch import nn
 
 from attok_monai.attributes import AttributeVocabulary
 from attok_monai.fileio import atomic_write
-from attok_monai.losses.acm import ACMLoss
-from attok_monai.losses.attok_loss import ACM_WEIGHTINGS
-from attok_monai.networks.blocks import ACCAdapter, EmbeddingBook
+from attok_monai.networks.blocks import ACCAdapter, ACMProjection, EmbeddingBook
+from attok_monai.networks.nets.attok_config import AttTokConfig
 
-__all__ = ["AttTokGPTv", "AttTokOutput", "FA_POSITIONS", "PROTOTYPE_INITS"]
+__all__ = ["AttTokGPTv", "AttTokOutput"]
 
-FA_POSITIONS = ("decision", "attribute")
-PROTOTYPE_INITS = ("first_batch", "class_means")
-ATTRIBUTE_INITS = ("keyword", "distinct")
 
 
 @dataclass
@@ -69,83 +66,31 @@ class AttTokGPTv(nn.Module):
     backbone: the GPTv backbone (its tokenizer must already hold the vocabulary's special tokens, or
         ``add_tokens`` support on the backbone).
     vocabulary: the attribute vocabulary (object, dict or JSON path).
-    use_attribute_tokens, use_acc, use_acm: the ablation switches.
-    acc_heads, gamma: ACC heads and residual weight (paper: 1 head, gamma=0.1).
-    acc_inner_dim: ACC query/key/value width (None = d, the paper; smaller = the low-rank option, see ACCAdapter).
-    acc_norm: LayerNorm ACC's queries and book tokens before its attention (default False: eq. 6 as in the paper;
-        see :class:`ACCAdapter` and ``docs/study_defaults.md``).
-    momentum: EMA momentum of the visual prototypes (paper: 0.99).
-    tau: ACM temperature (paper: 1).
-    fa_position: which final hidden state is f^a, the input of ACM (section 4.3 does not say):
-        ``"decision"`` (default, as before): the position whose next token is the attribute token (for the first
-        attribute, ``<|attribute_begin|>``): the vector the LM head turns into the class decision;
-        ``"attribute"``: the attribute token's own position (the state after the model has read ``a_k``).
-        Plain-text answers (no attribute tokens): the last prompt position, or the first answer token.
-        The class default stays ``"decision"`` so that models saved before the key existed rebuild as trained; the
-        classification bundles set ``"attribute"``, chosen by the study in ``docs/study_defaults.md``.
-    acm_bias: whether ACM's projection theta has a bias (see :class:`ACMLoss`; default True, as before).
-    acm_weighting: how the training loss weighs ACM against NTP (``"mean"``, ``"per_token"``, ``"ntp_sum"``; see
-        :class:`~attok_monai.losses.AttTokLoss`). The model does not use it; it is kept in ``hparams`` so that a
-        saved model (``attok.json``) records how it was trained. The bundles pass the same key to the loss.
-    prototype_init: how the visual prototypes start: ``"first_batch"`` (default, as before: each prototype is the
-        mean visual token of its class in the first training batch that holds the class, then eq. 5) or
-        ``"class_means"``: :meth:`init_prototypes` sets them to the class means over the first
-        ``prototype_init_batches`` training batches before the first step (``PrototypeEMAHandler`` calls it).
-    prototype_init_batches: batches for ``"class_means"``.
-    attribute_init: how the new attribute-token rows (``a_k``, its input-embedding row and its lm_head row) start;
-        the paper does not say. ``"keyword"`` (default, as before): the mean of the rows of the first keyword's
-        tokens, the same vector as ``e_k``. ``"distinct"``: the mean of the rows of the keyword tokens that no other
-        attribute's first keyword has (``"mild"`` for "mild non-proliferative diabetic retinopathy" beside
-        "moderate non-proliferative diabetic retinopathy"), falling back to all of them when none is unique. With
-        ``"keyword"``, grades that share most of their words start with nearly the same lm_head row (the class
-        decision starts tied); ``e_k`` is the whole keyword's mean either way.
+    config: the AttTok hyper-parameters (:class:`AttTokConfig`, or a dict of its keys; None = the defaults).
+    overrides: :class:`AttTokConfig` keys as keyword arguments (``use_acc=False``, ``tau=0.5``, ...), applied over
+        ``config``; unknown keys are refused by name.
+
+    The config is saved with the model as ``attok.json`` (:meth:`save_pretrained`) and kept as ``self.config``.
     """
 
     def __init__(
         self,
         backbone: nn.Module,
         vocabulary: AttributeVocabulary | dict | str,
-        use_attribute_tokens: bool = True,
-        use_acc: bool = True,
-        use_acm: bool = True,
-        acc_heads: int = 1,
-        gamma: float = 0.1,
-        momentum: float = 0.99,
-        tau: float = 1.0,
-        acc_inner_dim: int | None = None,
-        fa_position: str = "decision",
-        acm_bias: bool = True,
-        acm_weighting: str = "mean",
-        prototype_init: str = "first_batch",
-        prototype_init_batches: int = 8,
-        acc_norm: bool = False,
-        attribute_init: str = "keyword",
+        config: AttTokConfig | Mapping[str, Any] | None = None,
+        **overrides: Any,
     ) -> None:
         super().__init__()
-        if prototype_init not in PROTOTYPE_INITS:
-            raise ValueError(f"AttTokGPTv: prototype_init must be one of {PROTOTYPE_INITS}, got {prototype_init!r}.")
-        self.prototype_init = prototype_init
-        self.prototype_init_batches = int(prototype_init_batches)
-        if attribute_init not in ATTRIBUTE_INITS:
-            raise ValueError(f"AttTokGPTv: attribute_init must be one of {ATTRIBUTE_INITS}, got {attribute_init!r}.")
-        self.attribute_init = attribute_init
-        if fa_position not in FA_POSITIONS:
-            raise ValueError(f"AttTokGPTv: fa_position must be one of {FA_POSITIONS}, got {fa_position!r}.")
-        if acm_weighting not in ACM_WEIGHTINGS:
-            raise ValueError(f"AttTokGPTv: acm_weighting must be one of {ACM_WEIGHTINGS}, got {acm_weighting!r}.")
-        self.fa_position = fa_position
+        config = AttTokConfig.coerce(config, **overrides)
+        self.config = config
+        self.prototype_init = config.prototype_init
+        self.prototype_init_batches = config.prototype_init_batches
+        self.fa_position = config.fa_position
         self.backbone = backbone
         self.vocabulary = AttributeVocabulary.coerce(vocabulary)
-        self.use_attribute_tokens = use_attribute_tokens
-        self.use_acc = use_acc
-        self.use_acm = use_acm
-        self.hparams = {
-            "use_attribute_tokens": use_attribute_tokens, "use_acc": use_acc, "use_acm": use_acm,
-            "acc_heads": acc_heads, "gamma": gamma, "momentum": momentum, "tau": tau, "acc_inner_dim": acc_inner_dim,
-            "fa_position": fa_position, "acm_bias": acm_bias, "acm_weighting": acm_weighting,
-            "prototype_init": prototype_init, "prototype_init_batches": int(prototype_init_batches),
-            "acc_norm": bool(acc_norm), "attribute_init": attribute_init,
-        }
+        self.use_attribute_tokens = config.use_attribute_tokens
+        self.use_acc = config.use_acc
+        self.use_acm = config.use_acm
         tok = backbone.tokenizer
         if hasattr(backbone, "add_tokens"):
             backbone.add_tokens(self.vocabulary.special_tokens)
@@ -157,14 +102,22 @@ class AttTokGPTv(nn.Module):
         self.register_buffer("attr_ids", torch.tensor(ids[2:], dtype=torch.long), persistent=False)
         d = backbone.hidden_size
         k = len(self.vocabulary)
-        self.book = EmbeddingBook(k, d, momentum=momentum)
+        self.book = EmbeddingBook(k, d, momentum=config.momentum)
         self.acc = ACCAdapter(
-            d, num_heads=acc_heads, gamma=gamma, inner_dim=acc_inner_dim, norm=acc_norm) if use_acc else None
-        self.acm = ACMLoss(d, tau=tau, bias=acm_bias) if use_acm else None
+            d, num_heads=config.acc_heads, gamma=config.gamma, inner_dim=config.acc_inner_dim, norm=config.acc_norm,
+        ) if config.use_acc else None
+        # theta of eq. (8), created where the loss used to create it (same random-init order for a given seed)
+        self.acm_projection = ACMProjection(d, bias=config.acm_bias) if config.use_acm else None
+        self._register_load_state_dict_pre_hook(rename_legacy_acm_keys, with_module=True)
         self._init_attribute_rows()
         self.merges_visual = bool(getattr(backbone, "merges_visual", False))
         if self.merges_visual:
             backbone.set_transforms(self._substitute_attributes, self._visual_transform)
+
+    @property
+    def hparams(self) -> dict[str, Any]:
+        """The config as a dict (what ``attok.json`` holds)."""
+        return self.config.to_dict()
 
     # ------------------------------------------------------------------ initialisation
     @torch.no_grad()
@@ -176,7 +129,7 @@ class AttTokGPTv(nn.Module):
             ids = tok.encode(" ".join(a.keywords[:1]), add_special_tokens=False)
             ids = [i for i in ids if i != tok.unk_token_id] or [tok.unk_token_id]
             kw_ids.append(ids)
-        row_ids = self.attribute_row_token_ids(kw_ids) if self.attribute_init == "distinct" else kw_ids
+        row_ids = self.attribute_row_token_ids(kw_ids) if self.config.attribute_init == "distinct" else kw_ids
         emb = self.backbone.input_embeddings().weight
         self.book.init_keyword_embeddings(emb, kw_ids)
         if row_ids is kw_ids:
@@ -334,6 +287,15 @@ class AttTokGPTv(nn.Module):
             multi[i, list(a)] = 1
         return multi
 
+    def acm_inputs(self, f_a: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The inputs of :class:`~attok_monai.losses.ACMLoss`: ``(theta(f^a) (N, d), theta(book tokens) (K, 3, d))``
+        from f^a (N, d) of :meth:`forward`; ``(None, None)`` without ACM (``use_acm=False``)."""
+        if self.acm_projection is None:
+            return None, None
+        book = self.book.tokens()  # (K, 3, d)
+        projected = self.acm_projection(book.reshape(-1, book.shape[-1])).view(book.shape[0], 3, -1)
+        return self.acm_projection(f_a), projected
+
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
     def generate(self, images: torch.Tensor, prompts: Sequence[str], max_new_tokens: int = 16) -> list[str]:
@@ -451,8 +413,8 @@ class AttTokGPTv(nn.Module):
         if visual is None:
             _, visual = self.visual_tokens(images)
         v, a = visual.mean(1), self.book.attribute_embeddings
-        if self.acm is not None:
-            v, a = self.acm.project(v), self.acm.project(a)
+        if self.acm_projection is not None:
+            v, a = self.acm_projection(v), self.acm_projection(a)
         return F.normalize(v.float(), dim=-1) @ F.normalize(a.float(), dim=-1).t()
 
     @torch.no_grad()
@@ -471,7 +433,7 @@ class AttTokGPTv(nn.Module):
         directory.mkdir(parents=True, exist_ok=True)
         self.backbone.save_config(directory)
         self.vocabulary.to_json(directory / "vocabulary.json")
-        (directory / "attok.json").write_text(json.dumps(self.hparams, indent=2))
+        self.config.to_json_file(directory / "attok.json")
         state = self.state_dict()
         if self.merges_visual:  # the backbone saves its trained parts; the base model is referenced, not copied
             self.backbone.save_weights(directory)
@@ -493,8 +455,8 @@ class AttTokGPTv(nn.Module):
             backbone = Qwen2VLBackbone.from_config_dir(directory)
         else:
             backbone = CompactGPTvBackbone.from_config_dir(directory)
-        hp = json.loads((directory / "attok.json").read_text())
-        model = cls(backbone, AttributeVocabulary.from_json(directory / "vocabulary.json"), **hp)
+        config = AttTokConfig.from_json_file(directory / "attok.json")
+        model = cls(backbone, AttributeVocabulary.from_json(directory / "vocabulary.json"), config)
         state = torch.load(directory / "model.pt", map_location=map_location, weights_only=True)
         if model.merges_visual:
             result = model.load_state_dict(state, strict=False)
@@ -508,3 +470,16 @@ class AttTokGPTv(nn.Module):
         else:
             model.load_state_dict(state)
         return model.eval()  # like transformers' from_pretrained: ready for inference
+
+
+# state-dict prefix of theta before it moved from the loss (``ACMLoss.projection``) into the network
+_LEGACY_ACM_PREFIX = "acm.projection."
+_ACM_PREFIX = "acm_projection.linear."
+
+
+def rename_legacy_acm_keys(module: nn.Module, state_dict: dict, prefix: str, *args, **kwargs) -> None:
+    """Load-state-dict pre-hook: models and checkpoints saved when theta lived in the loss name it
+    ``acm.projection.{weight,bias}``; rename those keys to ``acm_projection.linear.*`` in place."""
+    old = prefix + _LEGACY_ACM_PREFIX
+    for key in [k for k in state_dict if k.startswith(old)]:
+        state_dict[prefix + _ACM_PREFIX + key[len(old):]] = state_dict.pop(key)

@@ -23,9 +23,10 @@ the padding after it. The causal mask itself is a fixed (1, 1, L, L) additive bu
 4D mask: ``transformers`` builds its mask from the batch size it sees while tracing, which would fix the batch of the
 exported model.
 
-The wrapper holds the trained model's modules under the model's own names (``backbone``, ``book``, ``acc``, ``acm``),
-so its state dict is the model's: ``model.pt`` of a model folder (or a MONAI checkpoint's ``network`` entry) loads
-into it unchanged, which is what MONAI's ``ckpt_export``/``onnx_export`` do.
+The wrapper holds the trained model's modules under the model's own names (``backbone``, ``book``, ``acc``,
+``acm_projection``), so its state dict is the model's: ``model.pt`` of a model folder (or a MONAI checkpoint's
+``network`` entry) loads into it unchanged, which is what MONAI's ``ckpt_export``/``onnx_export`` do (files saved
+before theta moved out of the loss, with ``acm.projection.*`` keys, are renamed on load).
 
 Backbones that merge visual tokens inside their own model (Hugging Face Qwen2-VL) are not supported: their image
 processor turns each image into a variable number of patches on the Python side, so the sequence layout is not
@@ -38,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attok_monai.networks.nets.attok_gptv import AttTokGPTv
+from attok_monai.networks.nets.attok_gptv import AttTokGPTv, rename_legacy_acm_keys
 
 __all__ = ["AttributeClassifier"]
 
@@ -75,7 +76,9 @@ class AttributeClassifier(nn.Module):
         self.backbone = model.backbone
         self.book = model.book
         self.acc = model.acc
-        self.acm = model.acm
+        self.acm_projection = model.acm_projection
+        # model.pt files saved before theta moved out of the loss
+        self._register_load_state_dict_pre_hook(rename_legacy_acm_keys, with_module=True)
         self.question = question
         self.use_attribute_tokens = model.use_attribute_tokens
         self.vocabulary = model.vocabulary

@@ -234,7 +234,7 @@ class CompactGPTvBackbone(nn.Module):
     def add_tokens(self, tokens: Sequence[str]) -> list[str]:
         """Add the ``tokens`` the tokenizer lacks as special tokens (never split) and grow the LM's input embedding and
         lm_head by as many rows; returns the tokens added (none when the tokenizer holds them all already, as in a
-        model built by :func:`~attok_monai.engines.factory.build_compact_attok`). The new rows are placeholders: the
+        model built by :func:`~attok_monai.networks.builders.build_compact_attok`). The new rows are placeholders: the
         wrapper (:class:`~attok_monai.networks.nets.AttTokGPTv`) sets attribute rows from their keywords' rows."""
         tok = self.tokenizer
         missing = [t for t in dict.fromkeys(tokens) if tok.convert_tokens_to_ids(t) in (None, tok.unk_token_id)]

@@ -16,7 +16,7 @@ Sequence layout (right padded for training, left padded for generation): the pro
 ``[image] prompt``, the ``<|image_pad|>`` id expanded to ``prod(grid_thw) / merge_size^2`` ids, then
 ``answer <|im_end|>``. Training: LoRA (r=16, alpha=32, dropout 0.05) on the LLM's linear layers only, the vision tower
 frozen, and only the attribute rows of ``embed_tokens`` / ``lm_head`` trainable (:func:`freeze_rows_except`; put the
-model's parameters through :func:`attok_monai.networks.utils.optimizer_param_groups`).
+model's parameters through :func:`attok_monai.optimizers.optimizer_param_groups`).
 
 Without ``torchvision`` a ``Qwen2VLProcessor`` cannot be constructed in ``transformers`` 5 (its video processor is
 required), so the backbone keeps the processor's parts: ``tokenizer``, ``image_processor`` and ``chat_template``;
@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from attok_monai.fileio import atomic_write
-from attok_monai.networks.utils import freeze_rows_except
+from attok_monai.networks.row_freeze import freeze_rows_except
 
 __all__ = ["Qwen2VLBackbone", "LLM_LORA_TARGETS", "default_lora_config"]
 

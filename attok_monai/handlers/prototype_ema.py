@@ -1,4 +1,4 @@
-"""Ignite handlers for AttTok training: the lambda schedule of the ACM loss and the EMA update of the book."""
+"""The EMA update of the book's visual prototypes after each training iteration (paper eq. 5)."""
 
 from __future__ import annotations
 
@@ -8,45 +8,15 @@ from typing import Any
 import torch
 from ignite.engine import Engine, Events
 
-from attok_monai.losses.attok_loss import LambdaSchedule
 from attok_monai.networks.blocks.embedding_book import EmbeddingBook
 
-__all__ = ["LambdaScheduleHandler", "PrototypeEMAHandler"]
+__all__ = ["PrototypeEMAHandler"]
 
 
 def _default_ema_output(output: Any) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     if isinstance(output, list):  # MONAI decollated outputs are not used here
         output = output[0]
     return output.get("visual_tokens"), output.get("visual_targets")
-
-
-class LambdaScheduleHandler:
-    """Sets ``loss.lambda_weight = schedule(iteration - 1)`` before each training iteration.
-
-    Args:
-        loss: any object with a ``lambda_weight`` attribute (:class:`attok_monai.losses.AttTokLoss`).
-        mode, start, end: the :class:`LambdaSchedule` (paper: linear 1 -> 0).
-        total_steps: length of the decay; ``None`` = the whole run (``max_epochs * epoch_length``).
-    """
-
-    def __init__(self, loss: Any, mode: str = "linear", start: float = 1.0, end: float = 0.0,
-                 total_steps: int | None = None) -> None:
-        self.loss = loss
-        self.mode, self.start, self.end, self.total_steps = mode, start, end, total_steps
-        self.schedule: LambdaSchedule | None = None
-
-    def attach(self, engine: Engine) -> None:
-        engine.add_event_handler(Events.STARTED, self._started)
-        engine.add_event_handler(Events.ITERATION_STARTED, self)
-
-    def _started(self, engine: Engine) -> None:
-        total = self.total_steps or max(1, engine.state.max_epochs * (engine.state.epoch_length or 1))
-        self.schedule = LambdaSchedule(self.mode, self.start, self.end, total)
-
-    def __call__(self, engine: Engine) -> None:
-        if self.schedule is None:
-            self._started(engine)
-        self.loss.lambda_weight = self.schedule(engine.state.iteration - 1)
 
 
 class PrototypeEMAHandler:

@@ -3,19 +3,20 @@
 The paper keeps the embedding and classifier rows of all original tokens unchanged and trains only the rows of the
 new attribute tokens, "by zeroing their gradients ... via PyTorch hook functions". A gradient hook alone is not
 enough with AdamW: decoupled weight decay shrinks every row of a parameter whatever its gradient. So the
-partially-frozen weights go to an optimizer group with ``weight_decay=0``; with a zero gradient from the first
-step Adam's moments stay zero and the frozen rows stay bit-identical.
+partially-frozen weights go to an optimizer group with ``weight_decay=0``
+(:func:`attok_monai.optimizers.optimizer_param_groups`); with a zero gradient from the first step Adam's moments stay
+zero and the frozen rows stay bit-identical.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-__all__ = ["freeze_rows_except", "optimizer_param_groups", "RowFreeze"]
+__all__ = ["freeze_rows_except", "RowFreeze"]
 
 
 class RowFreeze:
@@ -33,7 +34,7 @@ class RowFreeze:
         self.mask = mask
         self.trainable_rows = rows
         self.handle: RemovableHandle = weight.register_hook(self._hook)
-        weight._attok_row_freeze = self  # marks the parameter for optimizer_param_groups
+        weight._attok_row_freeze = self  # marks the parameter for optimizers.optimizer_param_groups
 
     def _hook(self, grad: torch.Tensor) -> torch.Tensor:
         return grad * self.mask.to(device=grad.device, dtype=grad.dtype)
@@ -58,33 +59,3 @@ def freeze_rows_except(module_or_weight: nn.Module | nn.Parameter, trainable_row
         existing.remove()
     weight.requires_grad_(True)
     return RowFreeze(weight, trainable_rows)
-
-
-def optimizer_param_groups(
-    model: nn.Module, weight_decay: float, no_decay: Iterable[str] = ("bias", "norm", "book")
-) -> list[dict]:
-    """AdamW parameter groups: decayed weights; and a ``weight_decay=0`` group for biases, norms, the embedding
-    book and every row-frozen weight (so that decay cannot move frozen rows). Only parameters that require grad.
-
-    A parameter is exempt when it is 1-D, row-frozen, or one of the dot-separated parts of its lower-case name
-    contains an entry of ``no_decay``: with the default, ``*.bias``, ``*layernorm*``/``*norm*`` and everything under
-    a module named ``book`` (``AttTokGPTv.book``: ``a_k`` and ``e_k``, which the paper treats as token embeddings).
-    (Up to this version the default entry was ``"embedding_book"``, which matched no parameter: the book was decayed.)
-    """
-    decay, no_dec = [], []
-    seen: set[int] = set()
-    for name, p in model.named_parameters():
-        if not p.requires_grad or id(p) in seen:
-            continue
-        seen.add(id(p))
-        parts = name.lower().split(".")
-        if hasattr(p, "_attok_row_freeze") or p.ndim < 2 or any(s in part for part in parts for s in no_decay):
-            no_dec.append(p)
-        else:
-            decay.append(p)
-    groups = []
-    if decay:
-        groups.append({"params": decay, "weight_decay": weight_decay})
-    if no_dec:
-        groups.append({"params": no_dec, "weight_decay": 0.0})
-    return groups

@@ -1,0 +1,47 @@
+"""Save the trained model folder (best weights inside) when training completes."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from ignite.engine import Engine, Events
+
+__all__ = ["SavePretrainedHandler"]
+
+
+class SavePretrainedHandler:
+    """At the end of training, ``network.save_pretrained(directory)`` for each directory (the run's ``model/``
+    folder, logged as an MLflow artifact), with the question templates beside it.
+
+    With ``best_checkpoint`` (the validation's ``model_best.pt``), the best weights are loaded into the network
+    first, so the model folder is self-contained: it holds the weights that scored best on validation, and
+    ``evaluate``/``inference`` need nothing else. Without a best checkpoint (no validation ran) the last weights
+    are saved.
+    """
+
+    def __init__(
+        self, network: Any, directory: str | os.PathLike | Sequence[str | os.PathLike],
+        templates: Any = None, best_checkpoint: str | os.PathLike | None = None,
+    ) -> None:
+        dirs = [directory] if isinstance(directory, (str, os.PathLike)) else list(directory)
+        self.network, self.directories, self.templates = network, [Path(d) for d in dirs], templates
+        self.best_checkpoint = Path(best_checkpoint) if best_checkpoint else None
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.COMPLETED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        from attok_monai.fileio import atomic_write_text
+
+        if self.best_checkpoint is not None and self.best_checkpoint.is_file():
+            state = torch.load(self.best_checkpoint, map_location="cpu", weights_only=True)
+            self.network.load_state_dict(state.get("network", state) if "network" in state else state)
+        for d in self.directories:
+            self.network.save_pretrained(d)
+            if self.templates is not None:
+                atomic_write_text(d / "templates.json", json.dumps(self.templates.to_dict(), indent=2))
