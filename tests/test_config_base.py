@@ -1,0 +1,47 @@
+"""Every bundle config combination resolves (``ConfigParser.read_config`` + ``resolve_macro_and_relative_ids``, nothing
+instantiated) to the same dict as the golden in ``tests/data/resolved_configs/``, written from the configs before they
+were split into a shared base and per-bundle files. Regenerate (only when a config VALUE is meant to change):
+``python -m attok_monai.bundle.resolve --out tests/data/resolved_configs``."""
+
+from __future__ import annotations
+
+import difflib
+import json
+
+import pytest
+
+from attok_monai.bundle import resolve
+from tests.conftest import REPO
+
+GOLDEN = REPO / "tests" / "data" / "resolved_configs"
+BUNDLES = REPO / "bundles"
+CASES = list(resolve.combinations(BUNDLES))
+
+
+def _diff(want: str, got: str, name: str, limit: int = 80) -> str:
+    lines = list(difflib.unified_diff(want.splitlines(), got.splitlines(), f"golden/{name}", f"now/{name}", lineterm="", n=2))
+    more = f"\n... {len(lines) - limit} more diff lines" if len(lines) > limit else ""
+    return "\n".join(lines[:limit]) + more
+
+
+@pytest.mark.parametrize("bundle,workflow,extras", CASES, ids=[resolve.name_of(*c)[:-5] for c in CASES])
+def test_resolves_as_golden(bundle, workflow, extras):
+    name = resolve.name_of(bundle, workflow, extras)
+    golden = GOLDEN / name
+    assert golden.is_file(), f"no golden {golden}: a new combination? write it with python -m attok_monai.bundle.resolve"
+    want = golden.read_text(encoding="utf-8")
+    got = resolve.canonical(resolve.resolved(BUNDLES, bundle, workflow, extras))
+    if got != want:
+        pytest.fail(f"{name} resolves differently from the golden:\n{_diff(want, got, name)}", pytrace=False)
+
+
+def test_every_golden_is_checked():
+    names = {resolve.name_of(*c) for c in CASES}
+    stale = sorted(p.name for p in GOLDEN.glob("*.json") if p.name not in names)
+    assert not stale, f"goldens with no combination left (a config file removed?): {stale}"
+
+
+def test_goldens_are_canonical():
+    for path in GOLDEN.glob("*.json"):
+        text = path.read_text(encoding="utf-8")
+        assert resolve.canonical(json.loads(text)) == text, path.name
