@@ -45,3 +45,22 @@ def test_goldens_are_canonical():
     for path in GOLDEN.glob("*.json"):
         text = path.read_text(encoding="utf-8")
         assert resolve.canonical(json.loads(text)) == text, path.name
+
+
+def test_multi_gpu_copies_match_the_base():
+    """``classification/multi_gpu_train.json`` replaces four shared parts whole (an override cannot reach inside a
+    macro): each copy is the base's part with only the multi-GPU changes."""
+    base = json.loads((REPO / "attok_monai/configs/classification/train.json").read_text())
+    multi = json.loads((REPO / "attok_monai/configs/classification/multi_gpu_train.json").read_text())
+    changes = {
+        ("train", "dataloader"): {"shuffle": False},
+        ("train", "trainer"): {"network": "@ddp_network",
+                               "train_handlers": "$attok_monai.engines.distributed.rank_zero_handlers(@train#handlers)"},
+        ("train", "mlflow"): {"_disabled_": "$not attok_monai.engines.distributed.is_rank_zero()"},
+    }
+    for (section, part), change in changes.items():
+        assert multi[section][part] == {**base[section][part], **change}, f"{section}#{part}"
+    handlers = [dict(h) if isinstance(h, dict) else h for h in base["validate"]["handlers"]]
+    handlers[3] = {**handlers[3], "_disabled_": "$not attok_monai.engines.distributed.is_rank_zero()"}
+    assert multi["validate"]["handlers"] == handlers
+

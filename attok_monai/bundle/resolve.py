@@ -89,14 +89,28 @@ def _cwd(path: Path) -> Iterator[None]:
         os.chdir(before)
 
 
+def _normalize(value: Any) -> Any:
+    """Every string with MONAI's id separator: ``resolve_macro_and_relative_ids`` rewrites ``#`` as ``::`` in the
+    strings a file holds, but not in the content a ``%file#id`` macro pulls in; the reference resolver normalises
+    both the same way when it parses, so ``@train#sampler`` and ``@train::sampler`` are one reference."""
+    from monai.bundle.reference_resolver import ReferenceResolver
+
+    if isinstance(value, dict):
+        return {k: _normalize(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_normalize(v) for v in value]
+    return ReferenceResolver.normalize_id(value) if isinstance(value, str) else value
+
+
 def resolve_files(files: list[str]) -> dict[str, Any]:
-    """``ConfigParser.read_config(files)`` then ``resolve_macro_and_relative_ids()``: the dict MONAI parses."""
+    """``ConfigParser.read_config(files)`` then ``resolve_macro_and_relative_ids()``: the dict MONAI parses (strings
+    normalised, see :func:`_normalize`)."""
     from monai.bundle import ConfigParser
 
     parser = ConfigParser()
     parser.read_config(files if len(files) > 1 else files[0])
     parser.resolve_macro_and_relative_ids()
-    return parser.get()
+    return _normalize(parser.get())
 
 
 def resolved(bundles: Path, bundle: str, workflow: str, extras: tuple[str, ...] = ()) -> dict[str, Any]:
