@@ -228,7 +228,7 @@ def strip_components(config: dict, mlflow: bool = True) -> list[str]:
         for h in handlers:
             if _target(h) in drop:
                 removed.append(f"{section}#handlers: {_target(h)}")
-            elif not mlflow and h == "@train#mlflow":
+            elif not mlflow and isinstance(h, str) and h.replace("::", "#") == "@train#mlflow":
                 removed.append(f"{section}#handlers: @train#mlflow")
             else:
                 kept.append(h)
@@ -242,8 +242,8 @@ def strip_components(config: dict, mlflow: bool = True) -> list[str]:
             if isinstance(expr, str) and ("checkpoint_saver" in expr or "checkpoint_loader" in expr):
                 removed.append(f"{key}: {expr}")
                 continue
-            if not mlflow and isinstance(expr, str) and "@train#mlflow" in expr:
-                expr = expr.replace("@train#mlflow", "None")
+            if not mlflow and isinstance(expr, str) and ("@train#mlflow" in expr or "@train::mlflow" in expr):
+                expr = expr.replace("@train#mlflow", "None").replace("@train::mlflow", "None")
             kept.append(expr)
         config[key] = kept
     return removed
@@ -256,6 +256,7 @@ def bundle_texts(bundle: Path) -> tuple[list[str], int, str, int]:
 
     parser = ConfigParser()
     parser.read_config([str(bundle / "configs" / "train.json"), str(bundle / "configs" / "train_qwen25vl.json")])
+    parser.resolve_macro_and_relative_ids()  # the shared base's %macros
     labels = parser["attributes"]["labels"]
     texts = list(parser["open_questions"]) + list(parser["closed_questions"])
     texts += [k for v in labels.values() for k in v["keywords"]] + [parser["modality_name"]]
@@ -341,7 +342,6 @@ def run_bundle(bundle: Path, model_dir: Path, data_root: Path, work: Path, px: i
     run_dir = work / f"run_{px}"
     overrides = {
         "bundle_root": str(bundle), "model_id": str(model_dir), "min_pixels": px * px, "max_pixels": px * px,
-        "network_def#_target_": "benchmarks.gpu_check.build_random_hf_attok", "network_def#device": "@device",
         "device": f"$torch.device('{device}')", "data_root": str(data_root), "download": False, "epochs": 1,
         "epoch_length": 1 + steps, "limit_train": batch * (1 + steps), "limit_val": batch, "batch_size": batch,
         "val_batch_size": batch, "tsne": False, "resume": False, "output_dir": str(run_dir),
@@ -353,6 +353,9 @@ def run_bundle(bundle: Path, model_dir: Path, data_root: Path, work: Path, px: i
         config_file=[str(configs / "train.json"), str(configs / "train_qwen25vl.json")],
         meta_file=str(configs / "metadata.json"), workflow_type="train", **overrides,
     )
+    # the shared base's %macros pulled in first (network_def and the handler lists are macros until then)
+    wf.parser.resolve_macro_and_relative_ids()
+    wf.parser.update({"network_def#_target_": "benchmarks.gpu_check.build_random_hf_attok", "network_def#device": "@device"})
     removed = strip_components(wf.parser.config, mlflow=tracking_uri is not None)
     wf.initialize()
     network = wf.parser.get_parsed_content("network")
@@ -474,6 +477,7 @@ def bundle_samples(bundle: Path, data_root: Path, n: int) -> list[tuple[torch.Te
 
     parser = ConfigParser()
     parser.read_config([str(bundle / "configs" / "train.json"), str(bundle / "configs" / "train_qwen25vl.json")])
+    parser.resolve_macro_and_relative_ids()  # the shared base's %macros
     parser.update({"bundle_root": str(bundle), "data_root": str(data_root), "download": False, "limit_train": n})
     dataset = parser.get_parsed_content("train#dataset")
     vocab = parser.get_parsed_content("vocabulary")
@@ -769,6 +773,7 @@ def _run_parts(report: dict, args: argparse.Namespace, bundle: Path, work: Path,
 
         parser = ConfigParser()
         parser.read_config([str(bundle / "configs" / "train.json"), str(bundle / "configs" / "train_qwen25vl.json")])
+        parser.resolve_macro_and_relative_ids()  # the shared base's %macros
         settings = {k: parser[k] for k in ("dtype", "attn_implementation", "lora", "gradient_checkpointing", "amp",
                                            "lr", "weight_decay", "seed")}
         plain = _phase(report, "(2) plain HF + PEFT step", lambda: run_plain(
@@ -828,6 +833,9 @@ def doc_from_report(json_path: str | os.PathLike, doc: Path | None = None) -> st
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from attok_monai.configs import install
+
+    install()  # the bundles' %attok_monai/configs/... macros resolve from the scratch folder too
     if argv is None:
         argv = sys.argv[1:]
     if argv and argv[0] == "--to-doc":  # python benchmarks/gpu_check.py --to-doc gpu_check.json [doc.md]

@@ -8,7 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from attok_monai.configs import install
+
 REPO = Path(__file__).resolve().parents[1]
+
+install()  # the bundles' %attok_monai/configs/... macros resolve from a test's own working directory too
 
 
 def shared_data_root() -> Path:

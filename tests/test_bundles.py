@@ -40,6 +40,7 @@ def _parser(name: str, files: list[str], **overrides) -> ConfigParser:
     paths = [str(_configs(name) / f) for f in files]
     parser.read_config(paths if len(paths) > 1 else paths[0])
     parser.update({"bundle_root": str(REPO / "bundles" / name), **overrides})
+    parser.resolve_macro_and_relative_ids()  # as parse() does: the shared base's %macros pulled in
     return parser
 
 

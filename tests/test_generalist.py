@@ -239,6 +239,7 @@ def test_generalist_configs_parse():
     for name in ("fundus_dr", "xray_pneumonia", "pathology_crc", "derma_isic", "oct_retina", "pathology_lung", "vqa_rad"):
         parser = ConfigParser()
         parser.read_config([str(BUNDLES / name / "configs" / f) for f in ("train.json", "from_generalist.json")])
+        parser.resolve_macro_and_relative_ids()  # the shared base's %macros, as parse() does
         nd = parser["network_def"]
         assert nd["_target_"].endswith("build_compact_from_generalist"), name
         assert parser["image_size"] == 32 and nd["generalist_dir"] == "@generalist_dir", name

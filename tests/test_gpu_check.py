@@ -153,6 +153,7 @@ def test_strip_components_finds_the_checkpoint_and_mlflow_parts(name):
     configs = REPO / "bundles" / name / "configs"
     parser = ConfigParser()
     parser.read_config([str(configs / "train.json"), str(configs / "train_qwen25vl.json")])
+    parser.resolve_macro_and_relative_ids()  # the shared base's %macros, as run_bundle does
     config = parser.config
     removed = " ".join(strip_components(config, mlflow=False))
     for gone in ("monai.handlers.CheckpointSaver", "monai.handlers.MLFlowHandler", "MLflowArtifactsHandler",
@@ -162,7 +163,8 @@ def test_strip_components_finds_the_checkpoint_and_mlflow_parts(name):
     targets = {h.get("_target_", "") for h in handlers if isinstance(h, dict)}
     assert not any(t.endswith(("CheckpointSaver", "MLFlowHandler", "MLflowArtifactsHandler", "MLflowRunHandler"))
                    for t in targets)
-    assert "@train#mlflow" not in json.dumps(handlers + config["run"] + config["finalize"])
+    left = json.dumps(handlers + config["run"] + config["finalize"])
+    assert "@train#mlflow" not in left and "@train::mlflow" not in left
     assert not any("checkpoint" in expr for expr in config["run"])
     assert any("trainer.run()" in expr for expr in config["run"])
     assert {"monai.handlers.LrScheduleHandler", "attok_monai.handlers.PrototypeEMAHandler"} <= targets

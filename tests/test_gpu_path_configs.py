@@ -37,6 +37,7 @@ def _parser(name: str, *files: str) -> ConfigParser:
     parser = ConfigParser()
     parser.read_config([str(REPO / "bundles" / name / "configs" / f) for f in files])
     parser.update({"bundle_root": str(REPO / "bundles" / name)})
+    parser.resolve_macro_and_relative_ids()  # as parse() does: the shared base's %macros pulled in
     return parser
 
 
@@ -126,7 +127,8 @@ def test_qwen25vl_config_trains_and_evaluates_on_cpu(tiny_qwen, data_root, tmp_p
     assert json.loads((model / "attok.json").read_text())["acc_inner_dim"] == 32 and p["acc_inner_dim"] == "32"
     out = tmp_path / "eval"
     _run_bundle([
-        "-m", "monai.bundle", "run", "--config_file", str(REPO / "bundles" / "fundus_dr" / "configs" / "evaluate.json"),
+        # the short form: run from tmp_path, where MONAI's own CLI would not find the shared base's macro files
+        "-m", "attok_monai.bundle", "run", "--config", str(REPO / "bundles" / "fundus_dr"), "evaluate",
         "--model_dir", str(model), "--checkpoint", "none", "--data_root", str(data_root / "medmnist"),
         "--download", "False", "--limit", "4", "--tsne", "False", "--output_dir", str(out),
         "--mlflow_tracking_uri", f"sqlite:///{tmp_path}/eval.db",
@@ -141,7 +143,13 @@ def test_multi_gpu_config_under_torchrun_gives_identical_ranks(data_root, tmp_pa
     model, the checkpoint and one MLflow run."""
     require(data_root / "medmnist" / "retinamnist.npz")
     save = tmp_path / "save.json"
-    save.write_text(json.dumps({"+run": [
+    # "run" is a macro into the shared base until parse time, so "+run" (merged at load time) cannot append to it:
+    # the extra file gives the whole multi-GPU run list plus the two saves
+    from attok_monai.bundle.resolve import resolve_files
+
+    configs = REPO / "bundles" / "fundus_dr" / "configs"
+    multi_run = resolve_files([str(configs / "train.json"), str(configs / "multi_gpu_train.json")])["run"]
+    save.write_text(json.dumps({"run": multi_run + [
         f"$torch.save({{k: v.detach().cpu() for k, v in @network.state_dict().items()}}, '{tmp_path}/rank' + "
         "str(attok_monai.engines.distributed.rank()) + '.pt')",
         f"$torch.save([s for s in @train#dataloader.sampler], '{tmp_path}/samples' + "

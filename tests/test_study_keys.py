@@ -201,7 +201,9 @@ def test_balanced_sampler_frequencies():
 # ------------------------------------------------------------------ bundles
 @pytest.mark.parametrize("bundle", CLASSIFICATION)
 def test_bundle_keys_defaults_and_tokens_only(bundle):
-    cfg = json.loads((REPO / "bundles" / bundle / "configs" / "train.json").read_text())
+    from attok_monai.bundle.resolve import resolve_files
+
+    cfg = resolve_files([str(REPO / "bundles" / bundle / "configs" / "train.json")])  # the shared base pulled in
     # fa_position: "attribute" chosen by docs/study_defaults.md; the others keep the behaviour before issue #21
     assert cfg["fa_position"] == "attribute" and cfg["acm_bias"] is True and cfg["acm_weighting"] == "mean"
     assert cfg["prototype_init"] == "first_batch" and cfg["prototype_init_batches"] == 8

@@ -17,6 +17,9 @@ from typing import Any
 
 __all__ = ["bundle_run_args", "build_parser", "main", "WORKFLOWS"]
 
+# the shared config base (attok_monai/configs, package data): its logging.conf serves a bundle without its own
+SHARED_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
 WORKFLOWS = ("train", "evaluate", "inference")
 EPILOG = (
     "Every other --key value pair is passed to monai.bundle.run unchanged, parsed as MONAI's CLI parses it: config\n"
@@ -124,8 +127,8 @@ def bundle_run_args(argv: list[str]) -> dict[str, Any]:
     kwargs: dict[str, Any] = {"config_file": config_files[0] if len(config_files) == 1 else config_files}
     if (configs / "metadata.json").is_file():
         kwargs["meta_file"] = str(configs / "metadata.json")
-    if (configs / "logging.conf").is_file():
-        kwargs["logging_file"] = str(configs / "logging.conf")
+    logging_file = configs / "logging.conf"
+    kwargs["logging_file"] = str(logging_file if logging_file.is_file() else SHARED_CONFIGS / "logging.conf")
     kwargs["bundle_root"] = str(root.resolve())
     kwargs.update(overrides)
     return kwargs
@@ -145,8 +148,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(2, f"attok_monai.bundle: {e}\n")
     from monai.bundle import run
 
+    from attok_monai.configs import install
     from attok_monai.errors import user_error
 
+    install()  # the bundles' %attok_monai/configs/... macros resolve from any working directory
     try:
         run(**kwargs)
     except Exception as e:

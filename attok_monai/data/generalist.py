@@ -195,6 +195,10 @@ def _bundle_parser(bundle_dir: Path, overrides: Mapping[str, Any] | None, work_d
     updates.update(overrides or {})
     for k, v in updates.items():
         parser[k] = v
+    from attok_monai.configs import install
+
+    install()  # the bundle's %attok_monai/configs/... macros, from any working directory
+    parser.resolve_macro_and_relative_ids()
     return parser
 
 
