@@ -110,3 +110,15 @@ def test_readme_new_modality_trains(tmp_path, monkeypatch):
     models = list((bundle / "runs").glob("*/model/model.pt"))
     assert len(models) == 1, list((bundle / "runs").rglob("*"))
     assert json.loads((bundle / "runs" / "latest.json").read_text())
+
+
+def test_run_snapshot_holds_resolved_configs(tmp_path):
+    """A run's configs/ snapshot has the shared base's macros resolved (the base may change after the run)."""
+    from attok_monai.bundle.paths import snapshot_configs
+
+    snapshot_configs(REPO / "bundles" / "fundus_dr", tmp_path)
+    train = json.loads((tmp_path / "configs" / "train.json").read_text())
+    assert "%attok_monai/configs" not in json.dumps(train)
+    assert isinstance(train["train"]["trainer"], dict) and train["attribute_init"] in ("keyword", "distinct")
+    assert sorted(p.name for p in (tmp_path / "configs").iterdir()) == sorted(
+        p.name for p in (REPO / "bundles" / "fundus_dr" / "configs").glob("*.json"))

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import logging
 import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -33,9 +33,29 @@ def find_bundle_root(default: str = ".") -> str:
 
 
 def snapshot_configs(bundle_root: str | os.PathLike, output_dir: str | os.PathLike) -> None:
-    """Copy the bundle's ``configs/*.json`` into ``output_dir/configs`` (logged with the run's artifacts)."""
+    """Write the bundle's ``configs/*.json`` into ``output_dir/configs`` (logged with the run's artifacts), each with
+    its ``%file#id`` macros resolved: the shared base (``attok_monai/configs``) may change after the run, the
+    snapshot must still say what the run used. A file whose macros cannot be resolved is copied as it is."""
+    import json
+
+    from monai.bundle import ConfigParser
+
+    from attok_monai.configs import install
+    from attok_monai.fileio import atomic_write_text
+
+    install()
     src = Path(bundle_root) / "configs"
     dst = Path(output_dir) / "configs"
     dst.mkdir(parents=True, exist_ok=True)
-    for f in src.glob("*.json"):
-        shutil.copy2(f, dst / f.name)
+    for f in sorted(src.glob("*.json")):
+        text = f.read_text()
+        if '"%' in text:
+            try:
+                parser = ConfigParser()
+                parser.read_config(str(f))
+                parser.resolve_macro_and_relative_ids()
+                config = {k: v for k, v in parser.get().items() if k != parser.meta_key}
+                text = json.dumps(config, indent=4) + "\n"
+            except Exception as e:  # noqa: BLE001 - a snapshot never stops a run; the raw file is kept instead
+                logging.getLogger(__name__).warning("config snapshot: %s keeps its macros (%s)", f.name, e)
+        atomic_write_text(dst / f.name, text)
