@@ -204,10 +204,13 @@ def test_bundle_keys_defaults_and_tokens_only(bundle):
     from attok_monai.bundle.resolve import resolve_files
 
     cfg = resolve_files([str(REPO / "bundles" / bundle / "configs" / "train.json")])  # the shared base pulled in
-    # fa_position: "attribute" chosen by docs/study_defaults.md; the others keep the behaviour before issue #21
+    # fa_position "attribute" and attribute_init "distinct" chosen by docs/study_defaults.md; the others keep the
+    # behaviour before issue #21 (acc_norm: measured, not chosen)
     assert cfg["fa_position"] == "attribute" and cfg["acm_bias"] is True and cfg["acm_weighting"] == "mean"
     assert cfg["prototype_init"] == "first_batch" and cfg["prototype_init_batches"] == 8
-    for key in ("fa_position", "acm_bias", "acm_weighting", "prototype_init", "prototype_init_batches"):
+    assert cfg["attribute_init"] == "distinct" and cfg["acc_norm"] is False
+    for key in ("fa_position", "acm_bias", "acm_weighting", "prototype_init", "prototype_init_batches", "acc_norm",
+                "attribute_init"):
         assert cfg["network_def"][key] == f"@{key}"
         assert f"{key}=@{key}" in cfg["hyperparameters"]
     assert cfg["loss"]["acm_weighting"] == "@acm_weighting"
