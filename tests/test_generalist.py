@@ -133,7 +133,12 @@ def test_fundus_starts_from_generalist(generalist, data_root, tmp_path):
     ids = tok.encode(first, add_special_tokens=False)
     assert tok.unk_token_id not in ids
     assert torch.allclose(net.book.keyword_embeddings[0].detach(), gen_emb[ids].mean(0), atol=1e-6)
-    assert torch.allclose(emb[net.attr_ids[0]], gen_emb[ids].mean(0), atol=1e-6)
+    # a_k (the attribute row) from the keyword words no other attribute shares (attribute_init: distinct, the default)
+    assert net.config.attribute_init == "distinct"
+    kw_ids = [tok.encode(a.keyword, add_special_tokens=False) for a in net.vocabulary.attributes]
+    rows = AttTokGPTv.attribute_row_token_ids(kw_ids)[0]  # "no" of "no diabetic retinopathy"
+    assert set(rows) < set(ids)
+    assert torch.allclose(emb[net.attr_ids[0]], gen_emb[rows].mean(0), atol=1e-6)
     wf.run()
     wf.finalize()
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlruns.db")
