@@ -56,14 +56,12 @@ def grad_norm(value: torch.Tensor, params: list[torch.nn.Parameter]) -> torch.Te
 
 
 def diagnose(bundle: str, overrides: dict, model_dir: str | None, batches: int, lam: float) -> dict:
-    from monai.bundle import ConfigParser
-
+    from attok_monai.configs import read_config
     from attok_monai.engines.steps import _first_attributes
     from attok_monai.losses import AttTokLoss
     from attok_monai.networks.nets import AttTokGPTv
 
-    parser = ConfigParser()
-    parser.read_config(str(REPO / "bundles" / bundle / "configs" / "train.json"))
+    parser = read_config(REPO / "bundles" / bundle / "configs" / "train.json")  # the shared base's %macros pulled in
     parser.update({"bundle_root": str(REPO / "bundles" / bundle), "download": False, **overrides})
     torch.manual_seed(int(parser["seed"]))
     net = AttTokGPTv.from_pretrained(model_dir).train() if model_dir else parser.get_parsed_content("network_def")

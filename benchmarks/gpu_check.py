@@ -252,11 +252,9 @@ def strip_components(config: dict, mlflow: bool = True) -> list[str]:
 def bundle_texts(bundle: Path) -> tuple[list[str], int, str, int]:
     """The bundle's questions and keywords (to train the offline tokenizer), its class count, dataset name and
     image size, read from ``configs/train.json``."""
-    from monai.bundle import ConfigParser
+    from attok_monai.configs import read_config
 
-    parser = ConfigParser()
-    parser.read_config([str(bundle / "configs" / "train.json"), str(bundle / "configs" / "train_qwen25vl.json")])
-    parser.resolve_macro_and_relative_ids()  # the shared base's %macros
+    parser = read_config([bundle / "configs" / "train.json", bundle / "configs" / "train_qwen25vl.json"])  # %macros pulled in
     labels = parser["attributes"]["labels"]
     texts = list(parser["open_questions"]) + list(parser["closed_questions"])
     texts += [k for v in labels.values() for k in v["keywords"]] + [parser["modality_name"]]
@@ -473,11 +471,9 @@ def plain_inputs(tokenizer: Any, image_processor: Any, chat_template: str, merge
 def bundle_samples(bundle: Path, data_root: Path, n: int) -> list[tuple[torch.Tensor, str, str]]:
     """``n`` training samples as the bundle's own dataset makes them (images after its transforms, its instruction
     questions), each with the plain-text answer of the no-AttTok baseline (the class keyword)."""
-    from monai.bundle import ConfigParser
+    from attok_monai.configs import read_config
 
-    parser = ConfigParser()
-    parser.read_config([str(bundle / "configs" / "train.json"), str(bundle / "configs" / "train_qwen25vl.json")])
-    parser.resolve_macro_and_relative_ids()  # the shared base's %macros
+    parser = read_config([bundle / "configs" / "train.json", bundle / "configs" / "train_qwen25vl.json"])  # %macros pulled in
     parser.update({"bundle_root": str(bundle), "data_root": str(data_root), "download": False, "limit_train": n})
     dataset = parser.get_parsed_content("train#dataset")
     vocab = parser.get_parsed_content("vocabulary")
@@ -769,11 +765,9 @@ def _run_parts(report: dict, args: argparse.Namespace, bundle: Path, work: Path,
                         report["failed"].append("(5) round trip")
             _write(out, report)
         # (2)
-        from monai.bundle import ConfigParser
+        from attok_monai.configs import read_config
 
-        parser = ConfigParser()
-        parser.read_config([str(bundle / "configs" / "train.json"), str(bundle / "configs" / "train_qwen25vl.json")])
-        parser.resolve_macro_and_relative_ids()  # the shared base's %macros
+        parser = read_config([bundle / "configs" / "train.json", bundle / "configs" / "train_qwen25vl.json"])  # %macros pulled in
         settings = {k: parser[k] for k in ("dtype", "attn_implementation", "lora", "gradient_checkpointing", "amp",
                                            "lr", "weight_decay", "seed")}
         plain = _phase(report, "(2) plain HF + PEFT step", lambda: run_plain(

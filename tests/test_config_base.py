@@ -122,3 +122,14 @@ def test_run_snapshot_holds_resolved_configs(tmp_path):
     assert isinstance(train["train"]["trainer"], dict) and train["attribute_init"] in ("keyword", "distinct")
     assert sorted(p.name for p in (tmp_path / "configs").iterdir()) == sorted(
         p.name for p in (REPO / "bundles" / "fundus_dr" / "configs").glob("*.json"))
+
+
+def test_read_config_pulls_the_base_from_any_directory(tmp_path, monkeypatch):
+    """``attok_monai.configs.read_config``: the one reader the snapshot, the goldens, the generalist's sources and the
+    benchmarks use; shared keys come back as values, not ``%file#id`` strings (diagnose_attok read ``seed`` raw)."""
+    from attok_monai.configs import read_config
+
+    monkeypatch.chdir(tmp_path)
+    parser = read_config(REPO / "bundles" / "fundus_dr" / "configs" / "train.json")
+    assert isinstance(parser["seed"], int) and parser["attribute_init"] == "distinct"
+    assert "%attok_monai/configs" not in json.dumps(parser.get())

@@ -38,12 +38,9 @@ def snapshot_configs(bundle_root: str | os.PathLike, output_dir: str | os.PathLi
     snapshot must still say what the run used. A file whose macros cannot be resolved is copied as it is."""
     import json
 
-    from monai.bundle import ConfigParser
-
-    from attok_monai.configs import install
+    from attok_monai.configs import read_config
     from attok_monai.fileio import atomic_write_text
 
-    install()
     src = Path(bundle_root) / "configs"
     dst = Path(output_dir) / "configs"
     dst.mkdir(parents=True, exist_ok=True)
@@ -51,9 +48,7 @@ def snapshot_configs(bundle_root: str | os.PathLike, output_dir: str | os.PathLi
         text = f.read_text()
         if '"%' in text:
             try:
-                parser = ConfigParser()
-                parser.read_config(str(f))
-                parser.resolve_macro_and_relative_ids()
+                parser = read_config(f)
                 config = {k: v for k, v in parser.get().items() if k != parser.meta_key}
                 text = json.dumps(config, indent=4) + "\n"
             except Exception as e:  # noqa: BLE001 - a snapshot never stops a run; the raw file is kept instead

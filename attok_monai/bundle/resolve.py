@@ -105,12 +105,9 @@ def _normalize(value: Any) -> Any:
 def resolve_files(files: list[str]) -> dict[str, Any]:
     """``ConfigParser.read_config(files)`` then ``resolve_macro_and_relative_ids()``: the dict MONAI parses (strings
     normalised, see :func:`_normalize`)."""
-    from monai.bundle import ConfigParser
+    from attok_monai.configs import read_config
 
-    parser = ConfigParser()
-    parser.read_config(files if len(files) > 1 else files[0])
-    parser.resolve_macro_and_relative_ids()
-    return _normalize(parser.get())
+    return _normalize(read_config(files if len(files) > 1 else files[0]).get())
 
 
 def resolved(bundles: Path, bundle: str, workflow: str, extras: tuple[str, ...] = ()) -> dict[str, Any]:

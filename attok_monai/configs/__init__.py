@@ -11,10 +11,14 @@ not hold is read from this package instead (a path that exists is read as MONAI 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["ROOT", "MACRO_DIR", "locate", "install"]
+if TYPE_CHECKING:
+    from monai.bundle import ConfigParser
+
+__all__ = ["ROOT", "MACRO_DIR", "locate", "install", "read_config"]
 
 ROOT = Path(__file__).resolve().parent
 MACRO_DIR = "attok_monai/configs/"
@@ -44,3 +48,16 @@ def install() -> None:
     load_config_file._attok_shared = True  # type: ignore[attr-defined]
     load_config_file.__doc__ = original.__doc__
     ConfigParser.load_config_file = classmethod(load_config_file)  # type: ignore[method-assign]
+
+
+def read_config(files: str | os.PathLike | Sequence[str | os.PathLike]) -> ConfigParser:
+    """A ``monai.bundle.ConfigParser`` holding ``files`` (a list merges, later over earlier, as MONAI's
+    ``--config_file``) with the shared base's ``%file#id`` macros pulled in and relative ids made absolute, from any
+    working directory (:func:`install`). Nothing is instantiated; set overrides on the returned parser."""
+    from monai.bundle import ConfigParser
+
+    install()
+    parser = ConfigParser()
+    parser.read_config([str(f) for f in files] if isinstance(files, (list, tuple)) else str(files))
+    parser.resolve_macro_and_relative_ids()
+    return parser

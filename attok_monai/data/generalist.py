@@ -182,23 +182,18 @@ def _item_texts(items: Sequence[Mapping[str, Any]]) -> list[str]:
 
 
 def _bundle_parser(bundle_dir: Path, overrides: Mapping[str, Any] | None, work_dir: str | os.PathLike | None):
-    from monai.bundle import ConfigParser
+    from attok_monai.configs import read_config
 
     config = bundle_dir / "configs" / "train.json"
     if not config.is_file():
         raise FileNotFoundError(f"compact generalist: source bundle {bundle_dir} has no configs/train.json.")
-    parser = ConfigParser()
-    parser.read_config(str(config))
+    parser = read_config(config)  # the bundle's %attok_monai/configs/... macros pulled in, from any working directory
     updates: dict[str, Any] = {"bundle_root": str(bundle_dir)}
     if work_dir is not None:
         updates["output_dir"] = str(work_dir)
     updates.update(overrides or {})
     for k, v in updates.items():
         parser[k] = v
-    from attok_monai.configs import install
-
-    install()  # the bundle's %attok_monai/configs/... macros, from any working directory
-    parser.resolve_macro_and_relative_ids()
     return parser
 
 
