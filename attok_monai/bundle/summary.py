@@ -11,13 +11,40 @@ from typing import Any
 __all__ = ["print_summary", "print_vqa_summary"]
 
 
-def print_summary(metrics_file: str | os.PathLike, mlflow_handler: Any = None, title: str = "validation") -> dict:
-    """Print the final metrics and where the MLflow run is; returns the metrics."""
+def _read_metrics(metrics_file: str | os.PathLike) -> tuple[Path, dict | None]:
+    """The ``metrics`` of a report's ``metrics.json``; None (said in one line) when the file was not written."""
     metrics_file = Path(metrics_file)
     if not metrics_file.exists():
         print(f"[attok] no metrics written ({metrics_file} missing)")
+        return metrics_file, None
+    return metrics_file, json.loads(metrics_file.read_text())["metrics"]
+
+
+def _print_mlflow_run(mlflow_handler: Any) -> None:
+    """Where the run of MONAI's ``MLFlowHandler`` is (found by name once the handler has closed it) and how to browse
+    it."""
+    if mlflow_handler is None:
+        return
+    client = mlflow_handler.client
+    uri = getattr(client, "tracking_uri", None) or getattr(getattr(client, "_tracking_client", None),
+                                                           "tracking_uri", "")
+    run = getattr(mlflow_handler, "cur_run", None)  # None once the handler closed the run
+    if run is None and getattr(mlflow_handler, "experiment", None) is not None:
+        runs = client.search_runs(
+            [mlflow_handler.experiment.experiment_id],
+            filter_string=f"attributes.run_name = '{mlflow_handler.run_name}'", max_results=1,
+        )
+        run = runs[0] if runs else None
+    if run is not None:
+        print(f"[attok] MLflow run {run.info.run_id} (experiment {mlflow_handler.experiment_name}) at {uri}")
+        print(f"[attok] browse: mlflow ui --backend-store-uri {uri}")
+
+
+def print_summary(metrics_file: str | os.PathLike, mlflow_handler: Any = None, title: str = "validation") -> dict:
+    """Print the final metrics and where the MLflow run is; returns the metrics."""
+    metrics_file, metrics = _read_metrics(metrics_file)
+    if metrics is None:
         return {}
-    metrics = json.loads(metrics_file.read_text())["metrics"]
     keys = ["open_accuracy", "closed_accuracy", "open_macro_f1", "open_balanced_accuracy", "auc",
             "retrieval_accuracy", "ece", "num_samples"]
     print(f"\n[attok] {title} metrics:")
@@ -25,30 +52,15 @@ def print_summary(metrics_file: str | os.PathLike, mlflow_handler: Any = None, t
         if k in metrics:
             print(f"  {k:24s} {metrics[k]:.4f}" if isinstance(metrics[k], float) else f"  {k:24s} {metrics[k]}")
     print(f"[attok] report files: {metrics_file.parent}")
-    if mlflow_handler is not None:
-        client = mlflow_handler.client
-        uri = getattr(client, "tracking_uri", None) or getattr(getattr(client, "_tracking_client", None),
-                                                               "tracking_uri", "")
-        run = getattr(mlflow_handler, "cur_run", None)  # None once the handler closed the run
-        if run is None and getattr(mlflow_handler, "experiment", None) is not None:
-            runs = client.search_runs(
-                [mlflow_handler.experiment.experiment_id],
-                filter_string=f"attributes.run_name = '{mlflow_handler.run_name}'", max_results=1,
-            )
-            run = runs[0] if runs else None
-        if run is not None:
-            print(f"[attok] MLflow run {run.info.run_id} (experiment {mlflow_handler.experiment_name}) at {uri}")
-            print(f"[attok] browse: mlflow ui --backend-store-uri {uri}")
+    _print_mlflow_run(mlflow_handler)
     return metrics
 
 
 def print_vqa_summary(metrics_file: str | os.PathLike, mlflow_handler: Any = None, title: str = "validation") -> dict:
     """Print the headline VQA numbers next to the question-only baseline, and where the MLflow run is."""
-    metrics_file = Path(metrics_file)
-    if not metrics_file.exists():
-        print(f"[attok] no metrics written ({metrics_file} missing)")
+    metrics_file, metrics = _read_metrics(metrics_file)
+    if metrics is None:
         return {}
-    metrics = json.loads(metrics_file.read_text())["metrics"]
     print(f"\n[attok] {title} VQA scores ({metrics.get('n', '?')} questions: {metrics.get('n_closed', '?')} closed, "
           f"{metrics.get('n_open', '?')} open)     model   question-only")
     from attok_monai.handlers.vqa_report import HEADLINE
@@ -57,8 +69,5 @@ def print_vqa_summary(metrics_file: str | os.PathLike, mlflow_handler: Any = Non
         qo = metrics.get(f"question_only_{k}")
         print(f"  {k:22s} {metrics.get(k, float('nan')):8.4f}" + (f"   {qo:8.4f}" if qo is not None else ""))
     print(f"[attok] report files: {metrics_file.parent} (scores.md lists the worst question types)")
-    run = getattr(mlflow_handler, "cur_run", None) if mlflow_handler is not None else None
-    if run is not None:
-        uri = getattr(mlflow_handler.client, "tracking_uri", "")
-        print(f"[attok] MLflow run {run.info.run_id} (experiment {mlflow_handler.experiment_name}) at {uri}")
+    _print_mlflow_run(mlflow_handler)
     return metrics
