@@ -41,3 +41,19 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def tiny_attok(config=None, **overrides):
+    """A tiny compact AttTokGPTv for unit tests of the model: 3 radiology attributes (ct, mri, lung), 1-channel 16 px
+    images, a 32-wide 2-head LM, seed 0; ``config``/``overrides`` are AttTokConfig keys."""
+    from attok_monai.attributes import AttributeVocabulary
+    from attok_monai.data.instructions import InstructionTemplates
+    from attok_monai.networks.builders import build_compact_attok
+
+    vocab = AttributeVocabulary.from_label_map("rad", {0: "ct", 1: "mri", 2: "lung"})
+    templates = InstructionTemplates("radiology", vocab.names, ["what is this {modality} image?"], ["which of {options}?"])
+    return build_compact_attok(
+        vocab, templates, vision={"in_channels": 1, "img_size": 16, "widths": [8, 8, 8, 8], "grid": 2},
+        llm={"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2, "num_key_value_heads": 2},
+        seed=0, config=config, **overrides,
+    )

@@ -9,29 +9,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from attok_monai.attributes import AttributeVocabulary
-from attok_monai.data.instructions import InstructionTemplates
 from attok_monai.losses import AttTokLoss
-from attok_monai.networks.builders import build_compact_attok
 from attok_monai.networks.nets import AttributeClassifier, AttTokGPTv
+from tests.conftest import tiny_attok
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 REPO = Path(__file__).resolve().parents[1]
 
 
-def tiny(**attok) -> AttTokGPTv:
-    vocab = AttributeVocabulary.from_label_map("rad", {0: "ct", 1: "mri", 2: "lung"})
-    templates = InstructionTemplates("radiology", vocab.names, ["what is this {modality} image?"], ["which of {options}?"])
-    return build_compact_attok(
-        vocab, templates, vision={"in_channels": 1, "img_size": 16, "widths": [8, 8, 8, 8], "grid": 2},
-        llm={"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2, "num_key_value_heads": 2},
-        seed=0, **attok,
-    )
-
-
 def test_loss_and_gradients_equal_values_before_the_move():
     """Values computed at the commit before theta moved (the loss owned it as ``acm.projection``)."""
-    net = tiny()
+    net = tiny_attok()
     torch.manual_seed(1)
     x = torch.rand(3, 1, 16, 16)
     out = net(x, ["what is this radiology image?"] * 3, [None] * 3, [[0], [2], [1]])
@@ -62,11 +50,11 @@ def _legacy(state: dict) -> dict:
 
 
 def test_old_state_dict_loads(tmp_path):
-    net = tiny()
+    net = tiny_attok()
     state = net.state_dict()
     old = _legacy(state)
     assert "acm.projection.weight" in old and "acm.projection.bias" in old
-    other = tiny(acm_bias=True)
+    other = tiny_attok(acm_bias=True)
     with torch.no_grad():
         other.acm_projection.linear.weight.zero_()
     other.load_state_dict(old)  # strict: every key renamed
@@ -77,7 +65,7 @@ def test_old_state_dict_loads(tmp_path):
     again = AttTokGPTv.from_pretrained(tmp_path)
     assert all(torch.equal(v, again.state_dict()[k]) for k, v in state.items())
     # the export wrapper loads the model's state dict under the model's names, old keys included
-    clf = AttributeClassifier(tiny(), "what is this radiology image?")
+    clf = AttributeClassifier(tiny_attok(), "what is this radiology image?")
     clf.load_state_dict(old)
     assert torch.equal(clf.acm_projection.linear.bias, net.acm_projection.linear.bias)
 
@@ -85,7 +73,7 @@ def test_old_state_dict_loads(tmp_path):
 def test_same_seed_same_model_as_before():
     """The projection is created where the loss used to create it (last, after ACC), so a seeded build is the same
     as before the move (checked once by hand against the fundus bundle's network: all parameters torch.equal)."""
-    a, b = tiny(), tiny()
+    a, b = tiny_attok(), tiny_attok()
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
     assert list(a.state_dict())[-2:] == ["acm_projection.linear.weight", "acm_projection.linear.bias"]
 

@@ -18,25 +18,16 @@ from attok_monai.networks.blocks import ACMProjection
 from attok_monai.networks.builders import build_compact_attok
 from attok_monai.networks.nets import AttTokGPTv
 from attok_monai.optimizers import optimizer_param_groups
+from tests.conftest import tiny_attok
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSIFICATION = ["derma_isic", "fundus_dr", "oct_retina", "pathology_crc", "pathology_lung", "xray_pneumonia"]
 
 
-def tiny(**attok) -> AttTokGPTv:
-    vocab = AttributeVocabulary.from_label_map("rad", {0: "ct", 1: "mri", 2: "lung"})
-    templates = InstructionTemplates("radiology", vocab.names, ["what is this {modality} image?"], ["which of {options}?"])
-    return build_compact_attok(
-        vocab, templates, vision={"in_channels": 1, "img_size": 16, "widths": [8, 8, 8, 8], "grid": 2},
-        llm={"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2, "num_key_value_heads": 2},
-        seed=0, **attok,
-    )
-
-
 # ------------------------------------------------------------------ fa_position
 @pytest.mark.parametrize("position, shift", [("decision", 0), ("attribute", 1)])
 def test_fa_position_indices_on_hand_built_batch(position, shift):
-    net = tiny(fa_position=position)
+    net = tiny_attok(fa_position=position)
     a = net.attr_ids.tolist()
     # hidden[b, t] = (b, t, 0, ...) so that each returned row names its own position
     hidden = torch.zeros(2, 7, 32)
@@ -55,7 +46,7 @@ def test_fa_position_indices_on_hand_built_batch(position, shift):
 
 @pytest.mark.parametrize("position, expected", [("decision", [1, 2]), ("attribute", [2, 3])])
 def test_fa_position_plain_text_answers(position, expected):
-    net = tiny(fa_position=position, use_attribute_tokens=False)
+    net = tiny_attok(fa_position=position, use_attribute_tokens=False)
     hidden = torch.arange(2 * 6).float().view(2, 6, 1).expand(2, 6, 32)
     f_a, targets = net._attribute_positions(hidden, torch.full((2, 6), -100), torch.tensor([2, 3]), [[1], [2]])
     assert f_a[:, 0].tolist() == [expected[0], 6 + expected[1]] and targets.tolist() == [1, 2]
@@ -65,11 +56,11 @@ def test_fa_position_in_forward_and_bad_value():
     x = torch.rand(2, 1, 16, 16)
     q = ["what is this radiology image?"] * 2
     for position in ("decision", "attribute"):
-        net = tiny(fa_position=position)
+        net = tiny_attok(fa_position=position)
         out = net(x, q, [None, None], [[0], [2]])
         assert out.f_a.shape == (2, 32) and out.attr_targets.tolist() == [0, 2]
     with pytest.raises(ValueError, match="fa_position"):
-        tiny(fa_position="end")
+        tiny_attok(fa_position="end")
 
 
 # ------------------------------------------------------------------ acm_bias
@@ -77,7 +68,7 @@ def test_acm_bias_switch():
     assert ACMProjection(8).linear.bias is not None
     theta = ACMProjection(8, bias=False)
     assert theta.linear.bias is None and [n for n, _ in theta.named_parameters()] == ["linear.weight"]
-    net = tiny(acm_bias=False)
+    net = tiny_attok(acm_bias=False)
     assert net.acm_projection.linear.bias is None
     assert not any(n.startswith("acm_projection.") and n.endswith("bias") for n, _ in net.named_parameters())
     # without a bias theta is linear: theta(2x) = 2 theta(x), so the cosines of eq. (8) are scale-free
@@ -121,12 +112,12 @@ def test_acm_weighting_bad_value():
     with pytest.raises(ValueError, match="acm_weighting"):
         AttTokLoss(use_acm=False, acm_weighting="sum")
     with pytest.raises(ValueError, match="acm_weighting"):
-        tiny(acm_weighting="sum")
+        tiny_attok(acm_weighting="sum")
 
 
 # ------------------------------------------------------------------ saved with the model
 def test_new_keys_saved_and_rebuilt(tmp_path):
-    net = tiny(fa_position="attribute", acm_bias=False, acm_weighting="per_token")
+    net = tiny_attok(fa_position="attribute", acm_bias=False, acm_weighting="per_token")
     net.save_pretrained(tmp_path)
     hp = json.loads((tmp_path / "attok.json").read_text())
     assert hp["fa_position"] == "attribute" and hp["acm_bias"] is False and hp["acm_weighting"] == "per_token"
@@ -170,12 +161,12 @@ def test_attribute_init_distinct_rows():
     assert torch.equal(kw.backbone.output_embeddings().weight[mask], ds.backbone.output_embeddings().weight[mask])
     assert ds.hparams["attribute_init"] == "distinct"
     with pytest.raises(ValueError, match="attribute_init"):
-        tiny(attribute_init="random")
+        tiny_attok(attribute_init="random")
 
 
 # ------------------------------------------------------------------ weight decay groups
 def test_weight_decay_groups_exempt_the_book():
-    net = tiny()
+    net = tiny_attok()
     groups = optimizer_param_groups(net, 0.01)
     decayed = {id(p) for p in groups[0]["params"]}
     exempt = {id(p) for p in groups[1]["params"]}
@@ -242,7 +233,7 @@ def test_prototype_init_class_means_and_handler():
     labels = torch.tensor([0, 2, 0, 2, 2, 0])
     loader = [{"image": images[:3], "label": labels[:3]}, {"image": images[3:], "label": labels[3:]},
               {"image": torch.rand(2, 1, 16, 16), "label": torch.tensor([1, 1])}]  # beyond prototype_init_batches
-    net = tiny(prototype_init="class_means", prototype_init_batches=2)
+    net = tiny_attok(prototype_init="class_means", prototype_init_batches=2)
     net.train()
     with torch.no_grad():
         # batch-norm in training mode normalises per batch: encode the loader's batches as they come
@@ -257,11 +248,11 @@ def test_prototype_init_class_means_and_handler():
     assert all(torch.equal(b, buffers[n]) for n, b in net.backbone.named_buffers())  # BN statistics restored
     assert json.loads(json.dumps(net.hparams))["prototype_init"] == "class_means"
     # the default starts nothing: the first training batch sets each prototype, as before
-    plain = tiny()
+    plain = tiny_attok()
     PrototypeEMAHandler(plain.book, network=plain, init_loader=loader).init_prototypes()
     assert not plain.book.prototype_initialized.any()
     with pytest.raises(ValueError, match="prototype_init"):
-        tiny(prototype_init="zeros")
+        tiny_attok(prototype_init="zeros")
 
 
 def test_diagnose_mean_offdiag_cos():
