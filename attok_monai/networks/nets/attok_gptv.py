@@ -132,10 +132,9 @@ class AttTokGPTv(nn.Module):
         row_ids = self.attribute_row_token_ids(kw_ids) if self.config.attribute_init == "distinct" else kw_ids
         emb = self.backbone.input_embeddings().weight
         self.book.init_keyword_embeddings(emb, kw_ids)
-        if row_ids is kw_ids:
-            self.book.init_attribute_embeddings(self.book.keyword_embeddings.detach())
-        else:
-            self.book.init_attribute_embeddings(torch.stack([emb[torch.tensor(ids)].float().mean(0) for ids in row_ids]))
+        # a_k: the mean of its rows, computed as e_k's (the same vector as e_k with attribute_init="keyword")
+        self.book.init_attribute_embeddings(torch.stack(
+            [emb[torch.as_tensor(ids, device=emb.device)].float().mean(0) for ids in row_ids]))
         emb[self.attr_ids] = self.book.attribute_embeddings.detach().to(emb.dtype)
         head = self.backbone.output_embeddings().weight
         if head is not emb:
