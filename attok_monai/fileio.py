@@ -15,19 +15,23 @@ __all__ = ["atomic_write", "atomic_write_text", "rows_to_csv", "write_rows"]
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None], mode: int = 0o644) -> None:
     """Call ``write(tmp_path)`` on a temp file beside ``path``, then rename it to ``path`` (permissions ``mode``,
-    default 0644; 0600 for private files). On any error the temp file is removed and ``path`` is left as it was."""
+    default 0644; 0600 for private files). On any error the temp file is removed and ``path`` is left as it was.
+
+    The temp file has ``path``'s own name, in a temp folder beside it (``.<name>.<random>.tmp/<name>``): writers that
+    record their file name (``torch.save`` names its zip records after it) write the same bytes on every run, so a
+    model saved twice from the same weights has the same checksum."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    folder = tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = os.path.join(folder, path.name)
     try:
         write(tmp)
         os.chmod(tmp, mode)
         os.replace(tmp, path)
-    except BaseException:
+    finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-        raise
+        os.rmdir(folder)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str, mode: int = 0o644) -> None:

@@ -200,7 +200,9 @@ class AttTokGPTv(nn.Module):
         is_attr = self.attr_ids_sorted[pos] == ids
         if is_attr.any():
             attr_index = self.attr_sort_index[pos]
-            a = self.book.attribute_embeddings.to(embeds.dtype)[attr_index]
+            # F.embedding, not weight[attr_index]: advanced indexing backpropagates by index_put_(accumulate=True),
+            # whose multi-threaded CPU sum is not bit-reproducible (the same seed gave another model at 2 threads)
+            a = F.embedding(attr_index, self.book.attribute_embeddings.to(embeds.dtype))
             embeds = torch.where(is_attr[..., None], a, embeds)
         return embeds
 
