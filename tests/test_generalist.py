@@ -86,6 +86,37 @@ def test_generalist_trains_on_training_parts_logs_and_saves_a_marked_folder(gene
         assert all(d.get("split", "train") == "train" for d in src.items), src.name
 
 
+def test_source_weights_set_each_sources_share_of_the_draws(generalist):
+    """Default (source_weights null): the plain shuffle, a source's share is its size's. 'equal' or a mapping: a
+    seeded sampler drawing each source its share; a bad mapping names the source."""
+    from collections import Counter
+
+    _, _, wf = generalist
+    assert wf.parser.get_parsed_content("train#sampler") is None
+    data = wf.parser.get_parsed_content("data")
+    names = data.item_sources()
+    assert len(names) == 72 and names[:12] == ["fundus_dr"] * 12
+    weights = {n: 1.0 for n in data.counts()} | {"fundus_dr": 5.0}  # fundus 5/10 of the draws, the others 1/10
+    sampler = data.sampler(weights, seed=0)  # 72 draws per pass; its generator runs on between passes
+    draws = [names[i] for _ in range(100) for i in sampler]
+    freq = Counter(draws)
+    assert abs(freq["fundus_dr"] / len(draws) - 0.5) < 0.03 and abs(freq["vqa_rad"] / len(draws) - 0.1) < 0.03
+    sampler = data.sampler("equal", seed=1)
+    equal = Counter(names[i] for _ in range(100) for i in sampler)
+    assert all(abs(c / 7200 - 1 / 6) < 0.03 for c in equal.values()), equal
+    with pytest.raises(ValueError, match=r"source_weights: .*no share for \['vqa_rad'\]"):
+        data.sampler({n: 1.0 for n in data.counts() if n != "vqa_rad"})
+    with pytest.raises(ValueError, match="'equal' or a mapping"):
+        data.sampler("balanced")
+    # the bundle key: the dataloader draws through the sampler, recorded with the run's parameters
+    parser = wf.parser
+    parser["source_weights"] = "equal"
+    sampler = parser.get_parsed_content("train#sampler", lazy=False)
+    assert sampler is not None and len(list(sampler)) == 72
+    assert "source_weights=json.dumps(@source_weights" in parser["hyperparameters"]
+    assert parser["train"]["dataloader"]["sampler"].replace("::", "#") == "@train#sampler"
+
+
 def test_source_other_than_training_part_is_refused(data_root, tmp_path):
     from attok_monai.data.generalist import read_bundle_source
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import hashlib
 
 import torch
+from conftest import tiny_attok
 
 from attok_monai.fileio import atomic_write
-from conftest import tiny_attok
 
 
 def test_attribute_substitution_gradient_is_reproducible_with_two_threads():
@@ -36,8 +36,8 @@ def test_attribute_substitution_gradient_is_reproducible_with_two_threads():
     is_attr = torch.isin(ids, attr)
     assert torch.equal(out[~is_attr], torch.zeros_like(out[~is_attr]))
     index = {int(t): i for i, t in enumerate(attr)}
-    b, l = is_attr.nonzero()[0].tolist()
-    assert torch.equal(out[b, l], net.book.attribute_embeddings[index[int(ids[b, l])]].detach())
+    b, pos = is_attr.nonzero()[0].tolist()
+    assert torch.equal(out[b, pos], net.book.attribute_embeddings[index[int(ids[b, pos])]].detach())
 
 
 def test_saved_weights_are_byte_identical(tmp_path):

@@ -9,7 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from attok_monai.data.sampling import class_balanced_sampler, class_balanced_weights
+from attok_monai.data.sampling import (
+    class_balanced_sampler,
+    class_balanced_weights,
+    group_share_sampler,
+    group_share_weights,
+)
 from attok_monai.data.splits import (
     grouped_stratified_split,
     make_or_load_split,
@@ -138,6 +143,31 @@ def test_class_balanced_sampler_balances_draws():
         class_balanced_sampler(labels, num_samples=500, seed=3)
     )
     assert len(list(class_balanced_sampler(labels, seed=0))) == len(labels)  # default: one epoch
+
+
+def test_group_share_sampler_draws_each_group_its_share():
+    groups = ["big"] * 900 + ["mid"] * 90 + ["small"] * 10
+    w = group_share_weights(groups, {"big": 1, "mid": 1, "small": 2})
+    assert float(w.sum()) == pytest.approx(1.0)
+    assert float(w[:900].sum()) == pytest.approx(0.25) and float(w[-10:].sum()) == pytest.approx(0.5)
+    draws = list(group_share_sampler(groups, {"big": 1, "mid": 1, "small": 2}, num_samples=20000, seed=0))
+    freq = Counter(groups[i] for i in draws)
+    assert abs(freq["big"] / 20000 - 0.25) < 0.02 and abs(freq["small"] / 20000 - 0.5) < 0.02, freq
+    assert len(list(group_share_sampler(groups, {"big": 1, "mid": 1, "small": 1}))) == len(groups)
+    assert list(group_share_sampler(groups, {"big": 1, "mid": 1, "small": 1}, seed=3)) == list(
+        group_share_sampler(groups, {"big": 1, "mid": 1, "small": 1}, seed=3))
+
+
+@pytest.mark.parametrize("shares, match", [
+    ({"big": 1}, r"no share for \['small'\]"),
+    ({"big": 1, "small": 1, "other": 1}, r"no samples for \['other'\]"),
+    ({"big": 1, "small": 0}, "share of 'small' must be a positive number, got 0"),
+    ({"big": 1, "small": float("nan")}, "share of 'small'"),
+    ({"big": 1, "small": "2"}, "share of 'small'"),
+])
+def test_group_share_weights_bad_shares(shares, match):
+    with pytest.raises(ValueError, match=match):
+        group_share_weights(["big", "small"], shares)
 
 
 def test_class_balanced_weights_single_and_multi_label():

@@ -114,6 +114,32 @@ class GeneralistData:
                 parts.append(CacheDataset(s.items, transform=chain, cache_rate=cache_rate, progress=False))
         return torch.utils.data.ConcatDataset(parts)
 
+    def item_sources(self) -> list[str]:
+        """The source name of every item of :meth:`dataset`, in its order."""
+        return [s.name for s in self.sources for _ in s.items]
+
+    def sampler(self, source_weights: Mapping[str, float] | str, seed: int = 0) -> torch.utils.data.Sampler:
+        """A sampler over :meth:`dataset` that gives each source a share of the draws instead of its size's share
+        (:func:`attok_monai.data.sampling.group_share_sampler`; ``len(dataset)`` draws per epoch, with replacement).
+
+        Args:
+            source_weights: ``{source name: positive weight}`` naming every source, or ``"equal"`` (each source
+                the same share). Without it (the bundle's ``source_weights: null``) every item is equally likely,
+                so a source's share is its size's.
+            seed: seeds the sampler's generator (reseeded each epoch by ``EpochSeedHandler``).
+        """
+        from attok_monai.data.sampling import group_share_sampler
+
+        if isinstance(source_weights, str):
+            if source_weights != "equal":
+                raise ValueError(f"compact generalist: source_weights must be 'equal' or a mapping of source name to "
+                                 f"weight, got {source_weights!r}.")
+            source_weights = {s.name: 1.0 for s in self.sources}
+        try:
+            return group_share_sampler(self.item_sources(), dict(source_weights), seed=seed)
+        except ValueError as e:
+            raise ValueError(f"compact generalist: source_weights: {e}") from None
+
     def params(self) -> dict[str, Any]:
         """Flat MLflow params: per source the number of training items, the split read and the data file."""
         out: dict[str, Any] = {"sources": ",".join(s.name for s in self.sources), "num_train": sum(self.counts().values()),

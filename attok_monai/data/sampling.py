@@ -1,25 +1,30 @@
-"""Class-imbalance helpers: inverse-frequency sample weights and a balanced ``WeightedRandomSampler``.
+"""Sampling helpers: inverse-frequency class weights and a class-balanced ``WeightedRandomSampler``; per-group shares
+of the draws (a generalist's mixture of sources).
 
 With weights ``1 / count(class)`` every class is drawn equally often in expectation. Multi-label samples (a list of
-classes) get the mean of their classes' weights; samples without a label form their own class.
+classes) get the mean of their classes' weights; samples without a label form their own class. With group shares,
+group ``g`` gets ``shares[g] / sum(shares)`` of the draws, spread evenly over its samples.
 
 Example::
 
     sampler = class_balanced_sampler([it["label"] for it in train_items], seed=0)
     loader = monai.data.DataLoader(train_ds, batch_size=32, sampler=sampler)
+    sampler = group_share_sampler(["fundus", "fundus", "xray"], {"fundus": 1, "xray": 1}, seed=0)  # half each
 """
 
 from __future__ import annotations
 
+import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import WeightedRandomSampler
 
-__all__ = ["class_balanced_sampler", "class_balanced_weights", "class_frequencies"]
+__all__ = ["class_balanced_sampler", "class_balanced_weights", "class_frequencies", "group_share_sampler",
+           "group_share_weights"]
 
 _NONE = "__no_label__"
 
@@ -76,3 +81,46 @@ def class_balanced_sampler(
     return WeightedRandomSampler(
         weights, num_samples=int(num_samples or len(labels)), replacement=replacement, generator=generator
     )
+
+
+def group_share_weights(groups: Sequence[str], shares: Mapping[str, float]) -> torch.Tensor:
+    """Per-sample weights (N,) float64 such that group ``g`` holds ``shares[g] / sum(shares)`` of the total weight,
+    split evenly over its samples (``shares[g] / count(g)`` each, normalised).
+
+    Args:
+        groups: the group of each sample.
+        shares: a positive share for every group that occurs in ``groups`` (and no other).
+
+    Raises:
+        ValueError: ``groups`` is empty; a group has no share, a share names no group, or a share is not a positive
+            finite number (the message names it).
+    """
+    if len(groups) == 0:
+        raise ValueError("group_share_weights: no samples given.")
+    counts = Counter(groups)
+    missing = sorted(set(counts) - set(shares))
+    unknown = sorted(set(shares) - set(counts))
+    if missing or unknown:
+        raise ValueError(
+            "group_share_weights: shares must name exactly the groups "
+            f"{sorted(counts)}; " + "; ".join(
+                ([f"no share for {missing}"] if missing else []) + ([f"no samples for {unknown}"] if unknown else []))
+            + "."
+        )
+    for g, v in shares.items():
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v <= 0:
+            raise ValueError(f"group_share_weights: the share of {g!r} must be a positive number, got {v!r}.")
+    total = float(sum(shares.values()))
+    return torch.tensor([shares[g] / total / counts[g] for g in groups], dtype=torch.float64)
+
+
+def group_share_sampler(
+    groups: Sequence[str], shares: Mapping[str, float], num_samples: int | None = None, seed: int = 0,
+) -> WeightedRandomSampler:
+    """A :class:`torch.utils.data.WeightedRandomSampler` (with replacement) drawing each group its share
+    (:func:`group_share_weights`); ``num_samples`` draws per epoch (default ``len(groups)``); ``seed`` seeds the
+    sampler's own generator."""
+    weights = group_share_weights(groups, shares)
+    generator = torch.Generator().manual_seed(int(seed))
+    return WeightedRandomSampler(weights, num_samples=int(num_samples or len(groups)), replacement=True,
+                                 generator=generator)
