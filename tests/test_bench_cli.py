@@ -46,3 +46,24 @@ def test_final_val_only_validates_after_the_overridden_epoch_count():
     assert final_epoch("fundus_dr") == train_config("fundus_dr")["epochs"]
     assert final_epoch("fundus_dr", ["lr=0.1", "epochs=20"]) == 20
     assert final_epoch("vqa_rad", ["image_size=64"]) == train_config("vqa_rad")["epochs"]
+
+
+def test_starts_table_reads_recorded_runs_and_marks_missing_ones(tmp_path, monkeypatch):
+    import json
+
+    from benchmarks import starts_table
+
+    monkeypatch.setattr(starts_table, "STATE", tmp_path)
+    (tmp_path / "oct_retina_gen.json").write_text(json.dumps({
+        "baseline/0": {"open_accuracy": 0.90, "open_macro_f1": 0.80},
+        "baseline/2": {"open_accuracy": 0.94, "open_macro_f1": 0.84},
+        "all/1": {"open_accuracy": 0.95},
+    }))
+    lines = {(r[1], r[2], r[3], r[4]): r for r in (
+        [c.strip() for c in line.split("|")] for line in starts_table.table().splitlines()[2:])}
+    base = lines[("oct_retina", "generalist", "baseline", "-")]
+    assert base[5] == "92.0 ± 2.8" and base[7] == "82.0 ± 2.8" and base[10] == "0,2"
+    assert lines[("oct_retina", "generalist", "+All", "today's defaults")][5:11] == ["95.0", "-", "-", "-", "-", "1"]
+    assert lines[("oct_retina", "scratch", "+All", "today's defaults")][10] == "not run"
+    cmd = next(r for r in starts_table.ROWS if r.state == "oct_retina_gen" and r.variant == "all").command("G")
+    assert "--extra from_generalist" in cmd and "--tag gen" in cmd and cmd.endswith("--override generalist_dir=G")

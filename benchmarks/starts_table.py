@@ -1,0 +1,129 @@
+"""Issue 21's table: baseline, attribute tokens alone and AttTok (+All, +ACC, +ACM) from scratch and from the compact
+generalist, on every set, written from the runs that ``bench_bundles.py`` recorded in ``benchmarks/.state``.
+
+Each row names its result set (``<bundle>_<tag>.json``), the variant and the settings it ran with; the command that
+trains a row's missing seeds is printed by ``--commands`` (resumable: recorded runs are skipped). A row without
+recorded runs shows ``not run``. Nothing here trains.
+
+    python benchmarks/starts_table.py                       # rewrite the section of docs/benchmarks.md
+    python benchmarks/starts_table.py --commands G=/path/to/generalist/model
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import write_section  # noqa: E402
+
+STATE = Path(__file__).resolve().parent / ".state"
+SEEDS = (0, 1, 2)
+SECTION = "issue21_table"
+VARIANT_NAMES = {"baseline": "baseline", "tokens": "tokens alone", "acc": "+ACC", "acm": "+ACM", "all": "+All"}
+
+
+@dataclass(frozen=True)
+class Row:
+    bundle: str
+    start: str  # "scratch" | "generalist"
+    variant: str  # bench_bundles variant
+    tag: str  # result set: benchmarks/.state/<bundle>_<tag>.json
+    settings: str = "today's defaults"
+    overrides: str = ""  # the --override values beyond generalist_dir, as run
+
+    def __post_init__(self) -> None:
+        if self.variant == "baseline" and self.settings == "today's defaults":
+            object.__setattr__(self, "settings", "-")
+
+    @property
+    def state(self) -> str:
+        return f"{self.bundle}_{self.tag}"
+
+    def command(self, generalist: str) -> str:
+        cmd = (f"python benchmarks/bench_bundles.py --bundles {self.bundle} --variants {self.variant} --seeds 0 1 2 "
+               f"--jobs 2 --threads 1 --final-val-only --tag {self.tag} --doc /tmp/{self.state}.md")
+        over = ([f"generalist_dir={generalist}"] if self.start == "generalist" else []) + self.overrides.split()
+        if self.start == "generalist":
+            cmd += " --extra from_generalist"
+        return cmd + (" --override " + " ".join(over) if over else "")
+
+
+CLASSIFICATION = ("fundus_dr", "derma_isic", "oct_retina", "xray_pneumonia", "pathology_lung")
+ROWS: list[Row] = []
+for b in CLASSIFICATION + ("vqa_rad",):
+    if b == "fundus_dr":  # fundus from scratch: the study's own runs at today's defaults
+        ROWS += [Row(b, "scratch", "baseline", "merged"), Row(b, "scratch", "tokens", "new"),
+                 Row(b, "scratch", "all", "distinct")]
+    else:  # derma's scratch baseline is the study's (a baseline has no attribute tokens, no ACC: the study's
+        # attribute_init/acc_norm settings do not reach it)
+        ROWS += [Row(b, "scratch", "baseline", "study" if b == "derma_isic" else "defaults"),
+                 Row(b, "scratch", "all", "defaults")]
+    # from the generalist; the baselines of fundus and derma ran under tag gen_new (the tag's acc_norm/attribute_init
+    # overrides touch no part of a baseline model: no attribute tokens, no ACC)
+    base_tag = "gen_new" if b in ("fundus_dr", "derma_isic") else "gen"
+    ROWS += [Row(b, "generalist", "baseline", base_tag, "-" if base_tag == "gen" else "- (run as gen_new)",
+                 "acc_norm=True attribute_init=distinct" if base_tag == "gen_new" else "")]
+    if b in ("fundus_dr", "derma_isic"):
+        ROWS += [Row(b, "generalist", "tokens", "gen")]
+    ROWS += [Row(b, "generalist", "all", "gen")]
+    if b in ("fundus_dr", "derma_isic"):
+        ROWS += [Row(b, "generalist", "all", "gen_new", "acc_norm: true", "acc_norm=True attribute_init=distinct"),
+                 Row(b, "generalist", "acc", "gen"), Row(b, "generalist", "acm", "gen")]
+
+
+def runs(row: Row) -> list[tuple[int, dict]]:
+    path = STATE / f"{row.state}.json"
+    if not path.is_file():
+        return []
+    d = json.loads(path.read_text())
+    return [(s, d[f"{row.variant}/{s}"]) for s in SEEDS if f"{row.variant}/{s}" in d]
+
+
+def cell(rs: list[tuple[int, dict]], key: str) -> str:
+    vals = [r[key] * 100 for _, r in rs if isinstance(r.get(key), (int, float))]
+    if not vals:
+        return "-"
+    return f"{statistics.mean(vals):.1f} ± {statistics.stdev(vals):.1f}" if len(vals) > 1 else f"{vals[0]:.1f}"
+
+
+def table() -> str:
+    head = ("| set | start | variant | settings | open acc | closed acc | macro-F1 | bal. acc | retrieval | seeds | "
+            "result set |\n|---|---|---|---|---|---|---|---|---|---|---|")
+    lines = [head]
+    for r in ROWS:
+        rs = runs(r)
+        seeds = ",".join(str(s) for s, _ in rs) or "not run"
+        lines.append(
+            f"| {r.bundle} | {r.start} | {VARIANT_NAMES[r.variant]} | {r.settings} | {cell(rs, 'open_accuracy')} | "
+            f"{cell(rs, 'closed_accuracy')} | {cell(rs, 'open_macro_f1')} | {cell(rs, 'open_balanced_accuracy')} | "
+            f"{cell(rs, 'retrieval_accuracy')} | {seeds} | `{r.state}` |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--commands", metavar="G=FOLDER", help="print the command of every row with missing seeds, "
+                    "G= the generalist's model folder")
+    ap.add_argument("--print", action="store_true", help="print the table instead of writing the doc")
+    args = ap.parse_args()
+    if args.commands:
+        generalist = args.commands.split("=", 1)[-1]
+        for r in ROWS:
+            if len(runs(r)) < len(SEEDS):
+                print(r.command(generalist))
+        return
+    if args.print:
+        print(table())
+        return
+    write_section(SECTION, table())
+    print(f"wrote section {SECTION} of docs/benchmarks.md ({len(ROWS)} rows)")
+
+
+if __name__ == "__main__":
+    main()
