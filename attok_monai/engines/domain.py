@@ -28,8 +28,11 @@ import torch
 from attok_monai.errors import InputError
 
 __all__ = [
+    "NO_CALIBRATION_NOTE",
     "bundle_domain",
     "calibrate_domain",
+    "domain_columns",
+    "domain_summary",
     "header_in_domain",
     "load_domain_calibration",
     "mean_visual_token",
@@ -80,6 +83,56 @@ def prototype_distance(network: Any, images: torch.Tensor, calibration: Mapping[
     return torch.cdist(v / scale, protos / scale).min(dim=1).values / v.shape[1] ** 0.5
 
 
+NO_CALIBRATION_NOTE = "prototype check not run: no domain.json in the model folder"
+
+
+def domain_columns(
+    modality: str, body_part: str, distance: float | None, domain: Mapping[str, Any] | None,
+    calibration: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """The four domain columns of one inference row (classification and VQA inference alike).
+
+    Args:
+        modality, body_part: the image's DICOM header values (``""`` when the file is no DICOM or the loader reads no
+            header: the header check is then not applicable).
+        distance: the image's :func:`prototype_distance` (None when not computed).
+        domain: the bundle's declared domain (:func:`bundle_domain`).
+        calibration: :func:`load_domain_calibration` of the model folder (None: no prototype check, said in
+            ``domain_note``).
+
+    Returns:
+        ``{"header_in_domain": bool | "", "prototype_distance": float | "", "in_domain": bool | "" (false when either
+        check flags the image, empty when neither ran), "domain_note": why flagged / what was not checked}``.
+    """
+    header_ok, note = header_in_domain(modality, body_part, domain)
+    proto_ok = None
+    if not calibration:
+        note = "; ".join(filter(None, [note, NO_CALIBRATION_NOTE]))
+        distance = None
+    elif distance is not None:
+        threshold = float(calibration["threshold"])
+        proto_ok = distance <= threshold
+        if not proto_ok:
+            note = "; ".join(filter(None, [note, f"far from every visual prototype ({distance:.3f} > "
+                                                 f"{threshold:.3f})"]))
+    checks = [c for c in (header_ok, proto_ok) if c is not None]
+    return {
+        "header_in_domain": "" if header_ok is None else header_ok,
+        "prototype_distance": "" if distance is None else round(float(distance), 4),
+        "in_domain": "" if not checks else all(checks),
+        "domain_note": note,
+    }
+
+
+def domain_summary(rows: Sequence[Mapping[str, Any]], calibration: Mapping[str, Any] | None) -> str:
+    """The summary line's domain part over rows carrying :func:`domain_columns`: ``"out of domain: H by DICOM header,
+    P by prototype distance"`` (P: rows flagged by the prototype check alone), noting a missing calibration."""
+    by_header = sum(r["header_in_domain"] is False for r in rows)
+    by_proto = sum(r["in_domain"] is False and r["header_in_domain"] is not False for r in rows)
+    return (f"out of domain: {by_header} by DICOM header, {by_proto} by prototype distance"
+            + ("" if calibration else " (no calibration in the model folder)"))
+
+
 def _labels_of(value: Any) -> list[int]:
     if isinstance(value, torch.Tensor):
         value = value.tolist()
@@ -91,6 +144,38 @@ def _labels_of(value: Any) -> list[int]:
         return []
 
 
+def _item_labels(item: Mapping[str, Any]) -> list[int]:
+    return _labels_of(item.get("label")) or _labels_of(item.get("attributes"))
+
+
+def _one_item_per_image(datalist: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """``datalist`` with one item per image file (path and ``frame``): the first item of each, its ``label`` and
+    ``attributes`` set to the union of those of every item of that image. Items are returned unchanged when no image
+    repeats (classification data lists) or when their ``image`` is no path (arrays)."""
+    items = list(datalist)
+    keys = [(str(it["image"]), it.get("frame")) if isinstance(it.get("image"), (str, os.PathLike)) else None
+            for it in items]
+    named = [k for k in keys if k is not None]
+    if len(set(named)) == len(named):
+        return items
+    first: dict[Any, int] = {}
+    union: dict[Any, list[int]] = {}
+    out: list[Mapping[str, Any]] = []
+    for it, key in zip(items, keys):
+        if key is None:
+            out.append(it)
+            continue
+        if key not in first:
+            first[key] = len(out)
+            out.append(it)
+        union.setdefault(key, [])
+        union[key] += [k for k in _item_labels(it) if k not in union[key]]
+    for key, pos in first.items():
+        labs = sorted(union[key])
+        out[pos] = {**out[pos], "label": labs, **({"attributes": labs} if "attributes" in out[pos] else {})}
+    return out
+
+
 @torch.no_grad()
 def calibrate_domain(
     network: Any, datalist: Sequence[Mapping[str, Any]], transform: Any, output_dir: str | os.PathLike | None = None,
@@ -99,9 +184,11 @@ def calibrate_domain(
     """Set the out-of-domain threshold on validation images.
 
     The visual prototypes are the mean ``mean_visual_token`` of the validation images of each attribute (items'
-    ``label``: an index or a list of indices; items without one form a single prototype), the scale is the
-    per-feature standard deviation, and the threshold is ``margin`` x the ``quantile`` of the validation images'
-    :func:`prototype_distance`. Written to ``output_dir/domain.json`` when given.
+    ``label``: an index or a list of indices, else their ``attributes`` list as VQA items carry; items with
+    neither form a single prototype), the scale is the per-feature standard deviation, and the threshold is
+    ``margin`` x the ``quantile`` of the validation images' :func:`prototype_distance`. Items naming the same image
+    file (and ``frame``), as the many questions about one VQA image do, count as one image whose attributes are
+    the union of theirs (:func:`_one_item_per_image`). Written to ``output_dir/domain.json`` when given.
 
     Returns:
         ``{"threshold", "quantile", "margin", "num_images", "distance_median", "distance_max", "prototypes" (K, d),
@@ -115,16 +202,17 @@ def calibrate_domain(
     from attok_monai.engines.inference import _GuardedDataset, _split_collate
 
     network = network.to(device).eval()
-    loader = DataLoader(_GuardedDataset(list(datalist), transform), batch_size=batch_size, shuffle=False,
-                        collate_fn=_split_collate)
+    loader = DataLoader(_GuardedDataset(_one_item_per_image(datalist), transform), batch_size=batch_size,
+                        shuffle=False, collate_fn=_split_collate)
     feats, labels = [], []
     for good, _ in loader:
         if good is None:
             continue
         feats.append(mean_visual_token(network, good["image"].to(device).float()).cpu())
-        lab = good.get("label")
+        lab, att = good.get("label"), good.get("attributes")
         n = good["image"].shape[0]
-        labels += [_labels_of(lab[i]) if lab is not None else [] for i in range(n)]
+        labels += [(_labels_of(lab[i]) if lab is not None else []) or (_labels_of(att[i]) if att is not None else [])
+                   for i in range(n)]
     if not feats or sum(f.shape[0] for f in feats) < 2:
         raise InputError("calibrate_domain: fewer than 2 validation images could be read.")
     v = torch.cat(feats)

@@ -13,7 +13,7 @@ Domain check per image (:mod:`attok_monai.engines.domain`; counted in the summar
 ``prototype_distance``, ``in_domain``, ``domain_note``): a DICOM whose ``Modality`` or ``BodyPartExamined`` contradicts
 the bundle's declared domain is flagged, and so is an image farther from every visual prototype than the threshold
 set on the validation part (``domain.json`` in the model folder). ``in_domain`` is false when either check flags the
-image, empty when neither could run.
+image, empty when neither could run (:func:`attok_monai.engines.domain.domain_columns`, shared with VQA inference).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from attok_monai.data.instructions import InstructionTemplates, attok_collate
 from attok_monai.data.load2d import LoadDicomFramed
 from attok_monai.data.nifti import NIFTI_SUFFIXES
 from attok_monai.data.pseudonym import file_key
-from attok_monai.engines.domain import header_in_domain, prototype_distance
+from attok_monai.engines.domain import domain_columns, domain_summary, prototype_distance
 from attok_monai.errors import InputError
 from attok_monai.fileio import atomic_write_text, rows_to_csv, write_rows
 from attok_monai.metrics import parse_prediction
@@ -235,16 +235,8 @@ def run_inference(
             probs = apply_temperature(probs, temperature)
         dist = prototype_distance(network, images, domain_calibration) if domain_calibration else None
         map_names = _save_maps(network, images, good["id"], probs, output_file) if save_maps else None
-        threshold = float(domain_calibration["threshold"]) if domain_calibration else None
         for i, answer in enumerate(answers):
             k = int(probs[i].argmax()) if screen else parse_prediction(vocab, answer)
-            header_ok, note = header_in_domain(good["modality"][i], good["body_part"][i], domain)
-            proto = float(dist[i]) if dist is not None else None
-            proto_ok = None if proto is None else proto <= threshold
-            if proto_ok is False:
-                note = "; ".join(filter(None, [note, f"far from every visual prototype ({proto:.3f} > "
-                                                     f"{threshold:.3f})"]))
-            checks = [c for c in (header_ok, proto_ok) if c is not None]
             row = {
                 "id": good["id"][i],
                 "file": good["file"][i],
@@ -260,12 +252,8 @@ def run_inference(
                 row.update(retrieval_attribute=vocab.token(r), retrieval_score=round(float(retrieval[i, r]), 4))
             if map_names is not None:
                 row["map"] = map_names[i]
-            row.update({
-                "header_in_domain": "" if header_ok is None else header_ok,
-                "prototype_distance": "" if proto is None else round(proto, 4),
-                "in_domain": "" if not checks else all(checks),
-                "domain_note": note,
-            })
+            row.update(domain_columns(good["modality"][i], good["body_part"][i],
+                                      float(dist[i]) if dist is not None else None, domain, domain_calibration))
             rows.append(row)
     total = len(rows) + len(skipped)
     if rows:
@@ -276,12 +264,9 @@ def run_inference(
     elif skip_file.exists():
         skip_file.unlink()  # a stale report of an earlier run would describe other files
     why = Counter(_short(s["reason"]) for s in skipped)
-    flagged_header = sum(r["header_in_domain"] is False for r in rows)
-    flagged_proto = sum(r["in_domain"] is False and r["header_in_domain"] is not False for r in rows)
     summary = (f"[attok] inference: {total} file(s): {len(rows)} answered, {len(skipped)} skipped"
                + (f" ({', '.join(f'{n} {r}' for r, n in why.most_common())})" if skipped else "")
-               + f"; out of domain: {flagged_header} by DICOM header, {flagged_proto} by prototype distance"
-               + ("" if domain_calibration else " (no calibration in the model folder)")
+               + f"; {domain_summary(rows, domain_calibration)}"
                + (f"; answers: {output_file}" if rows else "")
                + (f"; skip report: {skip_file}" if skipped else ""))
     print(summary)

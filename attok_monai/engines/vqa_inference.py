@@ -8,18 +8,27 @@ block), ``answer_text`` (the text after the block), ``attributes`` (the attribut
 A row whose image is missing or cannot be read, or whose question is empty, is skipped with its reason in
 ``<output stem>.skipped.csv`` (``id,image,reason``); the run goes on and ends with a one-line summary, and fails only
 when no row can be answered. A table without the ``image``/``question`` columns or without rows is an input error.
+
+Domain check per row, as in classification inference (:mod:`attok_monai.engines.domain`; columns
+``header_in_domain``, ``prototype_distance``, ``in_domain``, ``domain_note``; counted in the summary): an image
+farther from every visual prototype than the threshold set on the validation part (``domain.json`` in the model
+folder) is flagged ``in_domain: False``. The VQA loader reads pixels only (JPEG/PNG, no DICOM header), so
+``header_in_domain`` is empty (not applicable); a model folder without ``domain.json`` leaves ``in_domain`` empty and
+says so in ``domain_note``.
 """
 
 from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from attok_monai.data.instructions import attok_collate
+from attok_monai.engines.domain import domain_columns, domain_summary, prototype_distance
 from attok_monai.engines.vqa_steps import detokenize
 from attok_monai.fileio import atomic_write_text, rows_to_csv, write_rows
 from attok_monai.vqa.datalists import preload_images
@@ -65,9 +74,21 @@ def question_table_datalist(table: str | os.PathLike, image_root: str | os.PathL
 @torch.no_grad()
 def run_vqa_inference(
     network: Any, datalist: list[dict], transform: Any, output_file: str | os.PathLike, batch_size: int = 32,
-    device: str | torch.device = "cpu", max_new_tokens: int = 32,
+    device: str | torch.device = "cpu", max_new_tokens: int = 32, domain: Mapping[str, Any] | None = None,
+    domain_calibration: Mapping[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
-    """Answer each item's question about its image (greedy); write CSV (``.csv``) or JSON (otherwise), atomically."""
+    """Answer each item's question about its image (greedy); write CSV (``.csv``) or JSON (otherwise), atomically.
+
+    Args:
+        domain: the bundle's declared domain (:func:`~attok_monai.engines.domain.bundle_domain`), for the DICOM
+            header check (not applicable to this loader's images: ``header_in_domain`` stays empty).
+        domain_calibration: :func:`~attok_monai.engines.domain.load_domain_calibration` of the model folder; None:
+            no prototype check (``domain_note`` says so).
+
+    Returns:
+        rows ``{"id", "image", "question", "answer", "answer_text", "attributes", "attribute_names",
+        "header_in_domain", "prototype_distance", "in_domain", "domain_note"}``.
+    """
     from attok_monai.data.image2d import safe_reason
     from attok_monai.engines.inference import skip_report_path
 
@@ -83,6 +104,7 @@ def run_vqa_inference(
         batch = attok_collate(items[start : start + batch_size])
         images = batch["image"].to(device).float()
         answers = [detokenize(t) for t in network.generate(images, batch["question"], max_new_tokens)]
+        dist = prototype_distance(network, images, domain_calibration) if domain_calibration else None
         for i, answer in enumerate(answers):
             parsed = vocab.parse_answer(answer)
             rows.append({
@@ -93,6 +115,8 @@ def run_vqa_inference(
                 "answer_text": parsed.text,
                 "attributes": " ".join(vocab.token(k) for k in parsed.indices),
                 "attribute_names": "; ".join(vocab.names[k] for k in parsed.indices),
+                # no DICOM header through this loader: the header check is not applicable
+                **domain_columns("", "", float(dist[i]) if dist is not None else None, domain, domain_calibration),
             })
     skip_file = skip_report_path(output_file)
     if skipped:
@@ -100,7 +124,8 @@ def run_vqa_inference(
     elif skip_file.exists():
         skip_file.unlink()  # a stale report of an earlier run would describe other rows
     print(f"[attok] VQA inference: {len(rows) + len(skipped)} question(s): {len(rows)} answered, {len(skipped)} skipped"
-          + (f" (reasons in {skip_file})" if skipped else "") + (f"; answers: {output_file}" if rows else ""))
+          + (f" (reasons in {skip_file})" if skipped else "") + f"; {domain_summary(rows, domain_calibration)}"
+          + (f"; answers: {output_file}" if rows else ""))
     if not rows:
         from attok_monai.errors import InputError
 

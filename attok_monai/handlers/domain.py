@@ -21,6 +21,8 @@ from typing import Any
 import torch
 from ignite.engine import Engine, Events
 
+from attok_monai.errors import InputError
+
 __all__ = ["DomainCalibrationHandler"]
 
 logger = logging.getLogger("attok_monai.handlers")
@@ -35,7 +37,8 @@ class DomainCalibrationHandler:
         transform: its (deterministic) preprocessing.
         directory: model folder(s) to write ``domain.json`` into.
         quantile, margin: see :func:`~attok_monai.engines.domain.calibrate_domain`.
-        limit: at most this many validation images (the first ones), to bound the cost.
+        limit: at most this many validation items (the first ones), to bound the cost; VQA items are question-image
+            pairs, and the questions about one image count as one image (with their attributes' union).
         batch_size: images per forward pass.
         checkpoint: the MONAI checkpoint inference loads over the model folder (None or absent: the final weights).
     """
@@ -76,6 +79,9 @@ class DomainCalibrationHandler:
         try:
             result = calibrate_domain(self.network, items, self.transform, quantile=self.quantile,
                                       margin=self.margin, batch_size=self.batch_size, device=device)
+        except InputError as e:  # a finished training is not lost for want of validation images
+            logger.warning("no domain.json written (inference will not run the prototype check): %s", e)
+            return
         finally:
             if final is not None:
                 self.network.load_state_dict(final, strict=False)
