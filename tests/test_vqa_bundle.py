@@ -1,10 +1,12 @@
 """End-to-end: the vqa_rad bundle trains a few iterations on real VQA-RAD (held-out part by image), logs to MLflow,
-and evaluates/infers from the saved model; empty attribute lists go through the model, ACM and the EMA book."""
+and evaluates/infers from the saved model (with the out-of-domain check calibrated at the end of training); empty
+attribute lists go through the model, ACM and the EMA book."""
 
 from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -80,7 +82,8 @@ def test_training_logs_params_metrics_artifacts(trained):
     arts = {a.path for d in ("", "val", "model", "configs", "vocabulary")
             for a in client.list_artifacts(run.info.run_id, d or None)}
     for name in ("val/metrics.json", "val/scores.json", "val/scores.md", "val/predictions.csv", "model/model.pt",
-                 "model/vocabulary.json", "configs/train.json", "vocabulary/attribute_vocabulary.json"):
+                 "model/vocabulary.json", "model/domain.json", "configs/train.json",
+                 "vocabulary/attribute_vocabulary.json"):
         assert name in arts, name
     ntp = [m.value for m in client.get_metric_history(run.info.run_id, "ntp")]
     assert len(ntp) == 4 and ntp[-1] < ntp[0]  # 2 epochs x 2 iterations; the loss goes down
@@ -182,6 +185,20 @@ def test_evaluate_and_inference_from_saved_model(trained, data_root, tmp_path):
     rows = list(csv.DictReader(open(out)))
     assert len(rows) == 3 and rows[0]["image"] == images[0].name and rows[2]["question"] == "what organ is shown?"
     assert {"answer", "answer_text", "attributes", "attribute_names"} <= set(rows[0])
+    # the out-of-domain threshold was set on the validation images (the 16 pairs' 5 images) with the best weights
+    domain = json.loads((tmp / "run" / "model" / "domain.json").read_text())
+    assert domain["num_images"] == 5 and domain["weights"] == "model_best.pt" and domain["threshold"] > 0
+    assert all(r["prototype_distance"] != "" and r["in_domain"] in ("True", "False") for r in rows)
+    assert all(r["header_in_domain"] == "" for r in rows)  # JPEGs: no DICOM header to check
+    # a model folder trained before domain.json existed still answers; the columns say the check did not run
+    old = tmp_path / "old_model"
+    shutil.copytree(tmp / "run" / "model", old)
+    (old / "domain.json").unlink()
+    out_old = tmp_path / "answers_old.csv"
+    _workflow("inference.json", tmp, input_table=str(table), image_root=str(images[0].parent),
+              output_file=str(out_old), model_dir=str(old)).run()
+    rows_old = list(csv.DictReader(open(out_old)))
+    assert len(rows_old) == 3 and all(r["in_domain"] == "" and "no domain.json" in r["domain_note"] for r in rows_old)
     # a missing image, a truncated JPEG and an empty question are skipped with their reasons; the rest is answered
     (tmp_path / "trunc.jpg").write_bytes(images[0].read_bytes()[:300])
     mixed = tmp_path / "mixed.csv"
