@@ -12,7 +12,10 @@ that setting has two steps:
 2. any bundle with ``--extra from_generalist --generalist_dir FOLDER``: :func:`build_compact_from_generalist` loads
    the trained backbone (vision encoder, projector, LM, tokenizer), adds the bundle's attribute tokens the tokenizer
    lacks (embedding and lm_head grow by as many rows) and wraps it in :class:`AttTokGPTv` with the bundle's switches,
-   which sets the attribute rows and e_k from the trained rows of the keywords.
+   which sets the attribute rows and e_k from the trained rows of the keywords. ``finetune="full"`` (the default)
+   trains every parameter; ``finetune="lora"`` is the paper's recipe (vision encoder, projector and LM frozen, LoRA on
+   the LM's linear layers, only the attribute-token rows of the embedding and lm_head trained:
+   :meth:`CompactGPTvBackbone.enable_lora`).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import torch
 
 from attok_monai.attributes import AttributeVocabulary
 from attok_monai.data.instructions import InstructionTemplates
+from attok_monai.errors import InputError
 from attok_monai.networks.nets import AttTokConfig, AttTokGPTv, CompactGPTvBackbone, build_word_tokenizer
 
 __all__ = [
@@ -36,7 +40,11 @@ __all__ = [
     "build_compact_generalist",
     "build_compact_from_generalist",
     "read_generalist_card",
+    "FINETUNE_MODES",
 ]
+
+#: ``finetune`` values of :func:`build_compact_from_generalist` (and of the ``from_generalist`` config layers)
+FINETUNE_MODES = ("full", "lora")
 
 logger = logging.getLogger("attok_monai.engines")
 
@@ -104,6 +112,8 @@ def build_compact_from_generalist(
     vision: dict | None = None,
     llm: dict | None = None,
     config: AttTokConfig | Mapping[str, Any] | None = None,
+    finetune: str = "full",
+    lora: Mapping[str, Any] | None = None,
     **config_overrides: Any,
 ) -> AttTokGPTv:
     """A bundle's AttTok (or baseline) model started from a trained compact generalist.
@@ -125,7 +135,20 @@ def build_compact_from_generalist(
         config, config_overrides: the :class:`~attok_monai.networks.nets.AttTokConfig` (or a dict of its keys; None =
             the defaults) and its keys as keyword arguments over it (``use_acc``, ``tau``, ...: the bundles pass them
             this way); unknown keys are refused by name.
+        finetune: ``"full"`` (default): every parameter of the model trains. ``"lora"``: the paper's recipe
+            (appendix A.1): the generalist's vision encoder (batch-norm statistics included), projector and LM
+            weights are frozen, PEFT LoRA (r=16, alpha=32, dropout 0.05) is injected into the LM's attention and MLP
+            projections, the embedding and lm_head train only on the attribute-token rows, and the modules AttTok
+            adds (book, ACC, ACM projection) train (:meth:`CompactGPTvBackbone.enable_lora`).
+        lora: ``peft.LoraConfig`` keys over those defaults (``finetune="lora"`` only).
+
+    Raises:
+        InputError: (a ValueError) an unknown ``finetune`` value, or ``lora`` settings without ``finetune="lora"``.
     """
+    if finetune not in FINETUNE_MODES:
+        raise InputError(f"from_generalist: finetune must be 'full' or 'lora', got {finetune!r}.")
+    if lora is not None and finetune != "lora":
+        raise InputError(f"from_generalist: lora settings apply only with finetune 'lora' (finetune is {finetune!r}).")
     config = AttTokConfig.coerce(config, **config_overrides)  # refuse an unknown key before building anything
     card = read_generalist_card(generalist_dir)
     directory = Path(generalist_dir)
@@ -151,6 +174,10 @@ def build_compact_from_generalist(
             "from_generalist: %d word(s) of this bundle are not in the generalist's tokenizer and read as <unk>: %s",
             len(unknown), ", ".join(unknown[:10]),
         )
+    if finetune == "lora":
+        if seed is not None:  # LoRA's A matrices from the seed; AttTok's modules then from the same seed as "full"
+            torch.manual_seed(seed)
+        backbone.enable_lora(dict(lora) if lora is not None else True)
     if seed is not None:
         torch.manual_seed(seed)
     return AttTokGPTv(backbone, vocab, config)

@@ -5,6 +5,11 @@ word-level ``tokenizers`` model built offline from the bundle's question templat
 
 Sequence layout: ``<bos> [N_v visual tokens] prompt <sep> answer <eos> <pad>...`` (right padding). Visual tokens enter
 the LLM as input embeddings; the prompt and answer are token ids.
+
+Fine-tuning a trained backbone as the paper does (appendix A.1): :meth:`CompactGPTvBackbone.enable_lora` (or
+``lora=`` at construction) freezes the vision encoder, the projector and the LM, injects PEFT LoRA into the LM's
+linear layers and, once :meth:`~CompactGPTvBackbone.add_tokens` has named them, trains only the attribute-token rows
+of the embedding and lm_head.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -21,7 +26,24 @@ from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFast
 
-__all__ = ["build_word_tokenizer", "CompactGPTvBackbone", "VisionEncoder2D"]
+from attok_monai.networks.nets.hf_qwen2vl import default_lora_config
+from attok_monai.networks.row_freeze import freeze_rows_except
+
+__all__ = ["build_word_tokenizer", "compact_lora_config", "COMPACT_LORA_TARGETS", "CompactGPTvBackbone", "VisionEncoder2D"]
+
+#: regex (PEFT full match, module names inside ``CompactGPTvBackbone.llm``) of the Qwen2 LM's linear layers: the
+#: attention q/k/v/o and MLP gate/up/down projections of every decoder layer (not the embedding, not lm_head).
+COMPACT_LORA_TARGETS = r"model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
+
+
+def compact_lora_config(lora: Mapping | bool | None = True) -> dict | None:
+    """The ``peft.LoraConfig`` keywords of the compact LM: :func:`default_lora_config` (r=16, alpha=32, dropout 0.05)
+    with :data:`COMPACT_LORA_TARGETS`, ``lora``'s keys over them; None for ``lora`` None/False."""
+    if lora is None or lora is False:
+        return None
+    if lora is not True and not isinstance(lora, Mapping):
+        raise ValueError(f"lora: expected True, None or a mapping of peft.LoraConfig keys, got {lora!r}.")
+    return {**default_lora_config(), "target_modules": COMPACT_LORA_TARGETS, **(dict(lora) if lora is not True else {})}
 
 SPECIAL = {"pad_token": "<pad>", "unk_token": "<unk>", "bos_token": "<bos>", "eos_token": "<eos>", "sep_token": "<sep>"}
 
@@ -124,6 +146,9 @@ class CompactGPTvBackbone(nn.Module):
         llm: keyword arguments of the LM config (``model_type`` default ``"qwen2"``; ``hidden_size`` 256,
             ``num_hidden_layers`` 2, ``num_attention_heads`` 4, ``intermediate_size`` 512).
         max_length: maximum token length of prompt + answer.
+        lora: None (default: every parameter trains) or the paper's fine-tuning mode, :meth:`enable_lora`'s argument
+            (True = the defaults of :func:`compact_lora_config`); saved in ``backbone.json`` and re-applied by
+            :meth:`from_config_dir`.
 
     The backbone interface used by :class:`attok_monai.networks.nets.AttTokGPTv`:
     ``hidden_size``, ``tokenizer``, ``embed_tokens(ids)``, ``encode_images(pixel) -> (B, N_v, d)``,
@@ -133,7 +158,7 @@ class CompactGPTvBackbone(nn.Module):
 
     def __init__(
         self, tokenizer: PreTrainedTokenizerFast, vision: dict | None = None, llm: dict | None = None,
-        max_length: int = 96,
+        max_length: int = 96, lora: Mapping | bool | None = None,
     ) -> None:
         super().__init__()
         self.tokenizer = tokenizer
@@ -158,6 +183,56 @@ class CompactGPTvBackbone(nn.Module):
         self.projector = nn.Sequential(
             nn.Linear(self.vision.out_channels, self.hidden_size), nn.GELU(), nn.Linear(self.hidden_size, self.hidden_size)
         )
+        self.lora_kwargs: dict | None = None
+        self.trainable_token_ids: list[int] | None = None
+        self._row_freezes: list = []
+        if lora:
+            self.enable_lora(lora)
+
+    # ------------------------------------------------------------------ paper-style fine-tuning
+    def enable_lora(self, lora: Mapping | bool = True) -> CompactGPTvBackbone:
+        """Fine-tune as the paper does (appendix A.1): freeze the vision encoder (its batch-norm statistics too: it
+        stays in eval mode, see :meth:`train`), the projector and every LM weight; inject PEFT LoRA
+        (:func:`compact_lora_config`: r=16, alpha=32, dropout 0.05 on the q/k/v/o/gate/up/down projections) into
+        the LM; train the embedding and lm_head only on the rows of the tokens given to :meth:`add_tokens` (the
+        attribute tokens, when :class:`~attok_monai.networks.nets.AttTokGPTv` wraps this backbone; before that call
+        no row trains). The LoRA layers rename the LM's linear weights (``...q_proj.base_layer.weight``), so call
+        this after loading plain weights; a model folder saved afterwards records ``lora`` and reloads with it.
+
+        Raises:
+            ValueError: LoRA is already on, or ``lora`` is not True or a mapping.
+        """
+        if self.lora_kwargs is not None:
+            raise ValueError("CompactGPTvBackbone.enable_lora: LoRA is already enabled on this backbone.")
+        kwargs = compact_lora_config(lora)
+        if kwargs is None:
+            raise ValueError(f"CompactGPTvBackbone.enable_lora: expected True or a mapping, got {lora!r}.")
+        from peft import LoraConfig, inject_adapter_in_model
+
+        for p in self.parameters():
+            p.requires_grad_(False)
+        inject_adapter_in_model(LoraConfig(**kwargs), self.llm)
+        for name, p in self.llm.named_parameters():
+            p.requires_grad_("lora_" in name)
+        self.lora_kwargs = kwargs
+        if self.trainable_token_ids is not None:
+            self._freeze_rows(self.trainable_token_ids)
+        return self.train(self.training)
+
+    def _freeze_rows(self, ids: Sequence[int]) -> None:
+        for rf in self._row_freezes:
+            rf.remove()
+        emb, head = self.input_embeddings(), self.output_embeddings()
+        self._row_freezes = [freeze_rows_except(emb, ids)]
+        if head.weight is not emb.weight:
+            self._row_freezes.append(freeze_rows_except(head, ids))
+
+    def train(self, mode: bool = True) -> CompactGPTvBackbone:
+        """With LoRA on, the frozen vision encoder stays in eval mode (running batch-norm statistics, never updated)."""
+        super().train(mode)
+        if self.lora_kwargs is not None:
+            self.vision.train(False)
+        return self
 
     # ------------------------------------------------------------------ interface
     @property
@@ -235,17 +310,24 @@ class CompactGPTvBackbone(nn.Module):
         """Add the ``tokens`` the tokenizer lacks as special tokens (never split) and grow the LM's input embedding and
         lm_head by as many rows; returns the tokens added (none when the tokenizer holds them all already, as in a
         model built by :func:`~attok_monai.networks.builders.build_compact_attok`). The new rows are placeholders: the
-        wrapper (:class:`~attok_monai.networks.nets.AttTokGPTv`) sets attribute rows from their keywords' rows."""
+        wrapper (:class:`~attok_monai.networks.nets.AttTokGPTv`) sets attribute rows from their keywords' rows. With LoRA on
+        (:meth:`enable_lora`) the rows of ``tokens`` are the only trainable rows of the embedding and lm_head."""
         tok = self.tokenizer
         missing = [t for t in dict.fromkeys(tokens) if tok.convert_tokens_to_ids(t) in (None, tok.unk_token_id)]
         if missing:
             tok.add_special_tokens({"additional_special_tokens": missing}, replace_extra_special_tokens=False)
             self.llm.resize_token_embeddings(len(tok), mean_resizing=False)
+        self.trainable_token_ids = tok.convert_tokens_to_ids(list(dict.fromkeys(tokens)))
+        if self.lora_kwargs is not None:  # the resized embedding and lm_head: only these tokens' rows train
+            self._freeze_rows(self.trainable_token_ids)
         return missing
 
     # ------------------------------------------------------------------ persistence
     def config_dict(self) -> dict:
-        return {"vision": self.vision_kwargs, "llm": self.llm_kwargs, "max_length": self.max_length}
+        cfg = {"vision": self.vision_kwargs, "llm": self.llm_kwargs, "max_length": self.max_length}
+        if self.lora_kwargs is not None:  # recorded only when on: folders of fully fine-tuned models are as before
+            cfg["lora"] = self.lora_kwargs
+        return cfg
 
     def save_config(self, directory: str | os.PathLike) -> None:
         directory = Path(directory)
@@ -258,7 +340,7 @@ class CompactGPTvBackbone(nn.Module):
         directory = Path(directory)
         cfg = json.loads((directory / "backbone.json").read_text())
         tok = PreTrainedTokenizerFast.from_pretrained(directory / "tokenizer")
-        return cls(tok, vision=cfg["vision"], llm=cfg["llm"], max_length=cfg["max_length"])
+        return cls(tok, vision=cfg["vision"], llm=cfg["llm"], max_length=cfg["max_length"], lora=cfg.get("lora"))
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> CompactGPTvBackbone:
