@@ -281,3 +281,142 @@ def test_generalist_configs_parse():
         assert parser["image_size"] == 32 and nd["generalist_dir"] == "@generalist_dir", name
         # merged into the bundle's network_def: every switch the bundle passes is kept
         assert nd["use_acm"] == "@use_acm" and nd["vocabulary"] == "@vocabulary", name
+        assert nd["finetune"] == "@finetune" and parser["finetune"] == "full", name
+        assert "finetune=@finetune" in parser["backbone_params"], name
+
+
+FUNDUS_VOCAB = {"modality": "fundus", "labels": {"0": "no diabetic retinopathy", "1": "mild diabetic retinopathy",
+                                                  "2": "proliferative diabetic retinopathy"}}
+FUNDUS_Q = "what is the diagnosis of this fundus image?"
+
+
+def test_finetune_full_is_the_default_model(generalist):
+    from attok_monai.engines.generalist import build_compact_from_generalist
+
+    _, model_dir, _ = generalist
+    default = build_compact_from_generalist(model_dir, FUNDUS_VOCAB, image_size=32, channels=3, seed=0)
+    full = build_compact_from_generalist(model_dir, FUNDUS_VOCAB, image_size=32, channels=3, seed=0, finetune="full")
+    a, b = default.state_dict(), full.state_dict()
+    assert list(a) == list(b) and all(torch.equal(a[k], b[k]) for k in a)
+    assert all(p.requires_grad for p in full.parameters()) and "lora" not in full.backbone.config_dict()
+    assert not any(hasattr(p, "_attok_row_freeze") for p in full.parameters())
+
+
+def test_finetune_lora_trains_lora_attribute_rows_and_attok_modules_only(generalist):
+    """The paper's recipe (A.1): vision encoder, projector and LM weights frozen (bit-identical after AdamW steps,
+    batch-norm statistics included), LoRA on the LM's linear layers, embedding/lm_head rows trained only for the
+    attribute tokens, book/ACC/ACM projection trained."""
+    from attok_monai.engines.generalist import build_compact_from_generalist
+    from attok_monai.optimizers import optimizer_param_groups
+
+    _, model_dir, _ = generalist
+    full = build_compact_from_generalist(model_dir, FUNDUS_VOCAB, image_size=32, channels=3, seed=0)
+    net = build_compact_from_generalist(model_dir, FUNDUS_VOCAB, image_size=32, channels=3, seed=0, finetune="lora")
+    bb = net.backbone
+    assert bb.lora_kwargs["r"] == 16 and bb.lora_kwargs["lora_alpha"] == 32 and bb.lora_kwargs["lora_dropout"] == 0.05
+    # AttTok's modules start as with finetune "full" (same seed)
+    assert torch.equal(net.acc.q_proj.weight, full.acc.q_proj.weight)
+    assert torch.equal(net.book.attribute_embeddings, full.book.attribute_embeddings)
+    emb_name, head_name = "backbone.llm.model.embed_tokens.weight", "backbone.llm.lm_head.weight"
+    trainable = {n for n, p in net.named_parameters() if p.requires_grad}
+    lora = {n for n, _ in net.named_parameters() if "lora_" in n}
+    # q/k/v/o/gate/up/down of each of the 2 layers: an A and a B each
+    assert len(lora) == 2 * 7 * 2 and all(".layers." in n for n in lora)
+    attok = {n for n, _ in net.named_parameters() if n.split(".")[0] in ("book", "acc", "acm_projection")}
+    assert attok and trainable == lora | attok | {emb_name, head_name}
+    params = dict(net.named_parameters())
+    assert all(hasattr(params[n], "_attok_row_freeze") for n in (emb_name, head_name))
+    special = torch.tensor(bb.trainable_token_ids)
+    assert sorted(bb.trainable_token_ids) == sorted([net.begin_id, net.end_id, *net.attr_ids.tolist()])
+    before = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    opt = torch.optim.AdamW(optimizer_param_groups(net, 0.05), lr=1e-2)
+    net.train()
+    assert not bb.vision.training and bb.llm.training
+    g = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        out = net(torch.rand(4, 3, 32, 32, generator=g), [FUNDUS_Q] * 4, [None] * 4, [[0], [1], [2], [1]])
+        loss = torch.nn.functional.cross_entropy(out.logits[:, :-1].flatten(0, 1), out.labels[:, 1:].flatten(),
+                                                 ignore_index=-100)
+        proj, book = net.acm_inputs(out.f_a)
+        loss = loss + (proj @ book.flatten(0, 1).t()).logsumexp(-1).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    after = net.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    frozen = [k for k in before if k.startswith("backbone.") and "lora_" not in k and k not in (emb_name, head_name)]
+    assert any(k.startswith("backbone.vision.") and "running_mean" in k for k in frozen)
+    assert not changed & set(frozen), sorted(changed & set(frozen))[:5]
+    assert lora <= changed and {"acc.q_proj.weight", "acm_projection.linear.weight"} <= changed
+    keep = torch.ones(before[emb_name].shape[0], dtype=torch.bool)
+    keep[special] = False
+    for name in (emb_name, head_name):
+        assert torch.equal(after[name][keep], before[name][keep]), name
+    assert not torch.equal(after[head_name][net.attr_ids], before[head_name][net.attr_ids])
+    assert not torch.equal(after[emb_name][net.begin_id], before[emb_name][net.begin_id])
+
+
+def test_finetune_bad_value_is_one_short_error(generalist, tmp_path):
+    from attok_monai.engines.generalist import build_compact_from_generalist
+    from attok_monai.errors import user_error
+
+    _, model_dir, _ = generalist
+    with pytest.raises(ValueError, match=r"^from_generalist: finetune must be 'full' or 'lora', got 'frozen'\.$"):
+        build_compact_from_generalist(model_dir, FUNDUS_VOCAB, finetune="frozen")
+    with pytest.raises(ValueError, match="lora settings apply only with finetune 'lora'"):
+        build_compact_from_generalist(model_dir, FUNDUS_VOCAB, lora={"r": 4})
+    # through the bundle: the CLI prints the innermost user error (one line)
+    parser = ConfigParser()
+    parser.read_config([str(BUNDLES / "fundus_dr" / "configs" / f) for f in ("train.json", "from_generalist.json")])
+    parser.update({"generalist_dir": str(model_dir), "finetune": "frozen", "bundle_root": str(BUNDLES / "fundus_dr")})
+    with pytest.raises(Exception) as info:
+        parser.get_parsed_content("network_def")
+    assert str(user_error(info.value)) == "from_generalist: finetune must be 'full' or 'lora', got 'frozen'."
+
+
+def test_fundus_lora_from_generalist_trains_saves_and_reloads(generalist, data_root, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from attok_monai.bundle.model_folder import load_pretrained
+    from attok_monai.networks.nets import AttTokGPTv
+
+    _, model_dir, _ = generalist
+    wf = _workflow(
+        BUNDLES / "fundus_dr", ["train.json", "from_generalist.json"], tmp_path, generalist_dir=str(model_dir),
+        finetune="lora", data_root=str(data_root / "medmnist"), download=False, epochs=1, batch_size=16,
+        val_batch_size=32, limit_train=32, limit_val=16, output_dir=str(tmp_path / "run"),
+        ckpt_dir=str(tmp_path / "models"), amp=False, tsne=False,
+    )
+    net = wf.parser.get_parsed_content("network")
+    assert net.backbone.lora_kwargs is not None
+    vision0 = net.backbone.vision.net.conv1.weight.detach().clone()
+    lora0 = {n: p.detach().clone() for n, p in net.named_parameters() if "lora_B" in n}
+    wf.run()
+    wf.finalize()
+    assert torch.equal(net.backbone.vision.net.conv1.weight, vision0)
+    assert any(not torch.equal(p, lora0[n]) for n, p in net.named_parameters() if "lora_B" in n)
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlruns.db")
+    run = client.search_runs([client.get_experiment_by_name("attok_fundus_dr").experiment_id])[0]
+    assert run.data.params["finetune"] == "lora" and run.data.params["backbone"] == "compact_generalist"
+    saved = tmp_path / "run" / "model"
+    assert json.loads((saved / "backbone.json").read_text())["lora"]["r"] == 16
+    images = torch.rand(3, 3, 32, 32)
+    q = [FUNDUS_Q] * 3
+    net.eval()
+    expected = net.class_probabilities(images, q)
+    reloaded = AttTokGPTv.from_pretrained(saved)
+    assert reloaded.backbone.lora_kwargs == net.backbone.lora_kwargs
+    assert torch.allclose(reloaded.class_probabilities(images, q), expected, atol=1e-6)
+    best = load_pretrained(saved, tmp_path / "models" / "model_best.pt")
+    assert torch.allclose(best.class_probabilities(images, q), expected, atol=1e-6)
+    ev = ConfigWorkflow(
+        config_file=[str(BUNDLES / "fundus_dr" / "configs" / c) for c in ("evaluate.json", "from_generalist.json")],
+        meta_file=str(BUNDLES / "fundus_dr" / "configs" / "metadata.json"), workflow_type="infer",
+        bundle_root=str(BUNDLES / "fundus_dr"), mlflow_tracking_uri=f"sqlite:///{tmp_path}/mlruns.db",
+        model_dir=str(saved), data_root=str(data_root / "medmnist"), download=False, limit=16,
+        output_dir=str(tmp_path / "eval"), tsne=False,
+    )
+    ev.initialize()
+    ev.run()
+    ev.finalize()
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["metrics"]["num_samples"] == 16
