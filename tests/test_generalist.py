@@ -38,6 +38,22 @@ def _workflow(bundle: Path, configs: list[str], tmp: Path, **overrides) -> Confi
     return wf
 
 
+def _evaluate_fundus(model_dir: Path, data_root: Path, tmp: Path) -> dict:
+    """fundus_dr's evaluate config with the from_generalist extra (32 px input read from the 28 px MedMNIST file) on
+    16 validation images of ``model_dir``; its metrics."""
+    ev = ConfigWorkflow(
+        config_file=[str(BUNDLES / "fundus_dr" / "configs" / c) for c in ("evaluate.json", "from_generalist.json")],
+        meta_file=str(BUNDLES / "fundus_dr" / "configs" / "metadata.json"), workflow_type="infer",
+        bundle_root=str(BUNDLES / "fundus_dr"), mlflow_tracking_uri=f"sqlite:///{tmp}/mlruns.db",
+        model_dir=str(model_dir), data_root=str(data_root / "medmnist"), download=False, limit=16,
+        output_dir=str(tmp / "eval"), tsne=False,
+    )
+    ev.initialize()
+    ev.run()
+    ev.finalize()
+    return json.loads((tmp / "eval" / "metrics.json").read_text())["metrics"]
+
+
 @pytest.fixture(scope="module")
 def generalist(tmp_path_factory, data_root):
     for rel in SOURCES:
@@ -184,17 +200,7 @@ def test_fundus_starts_from_generalist(generalist, data_root, tmp_path):
     net.eval()
     assert torch.allclose(net.class_probabilities(images, q), reloaded.class_probabilities(images, q), atol=1e-5)
     # evaluate takes the same extra: 32 px input read from the 28 px MedMNIST file
-    ev = ConfigWorkflow(
-        config_file=[str(BUNDLES / "fundus_dr" / "configs" / c) for c in ("evaluate.json", "from_generalist.json")],
-        meta_file=str(BUNDLES / "fundus_dr" / "configs" / "metadata.json"), workflow_type="infer",
-        bundle_root=str(BUNDLES / "fundus_dr"), mlflow_tracking_uri=f"sqlite:///{tmp_path}/mlruns.db",
-        model_dir=str(saved), data_root=str(data_root / "medmnist"), download=False, limit=16,
-        output_dir=str(tmp_path / "eval"), tsne=False,
-    )
-    ev.initialize()
-    ev.run()
-    ev.finalize()
-    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["metrics"]["num_samples"] == 16
+    assert _evaluate_fundus(saved, data_root, tmp_path)["num_samples"] == 16
 
 
 def test_vqa_rad_starts_from_generalist(generalist, data_root, tmp_path):
@@ -409,14 +415,4 @@ def test_fundus_lora_from_generalist_trains_saves_and_reloads(generalist, data_r
     assert torch.allclose(reloaded.class_probabilities(images, q), expected, atol=1e-6)
     best = load_pretrained(saved, tmp_path / "models" / "model_best.pt")
     assert torch.allclose(best.class_probabilities(images, q), expected, atol=1e-6)
-    ev = ConfigWorkflow(
-        config_file=[str(BUNDLES / "fundus_dr" / "configs" / c) for c in ("evaluate.json", "from_generalist.json")],
-        meta_file=str(BUNDLES / "fundus_dr" / "configs" / "metadata.json"), workflow_type="infer",
-        bundle_root=str(BUNDLES / "fundus_dr"), mlflow_tracking_uri=f"sqlite:///{tmp_path}/mlruns.db",
-        model_dir=str(saved), data_root=str(data_root / "medmnist"), download=False, limit=16,
-        output_dir=str(tmp_path / "eval"), tsne=False,
-    )
-    ev.initialize()
-    ev.run()
-    ev.finalize()
-    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["metrics"]["num_samples"] == 16
+    assert _evaluate_fundus(saved, data_root, tmp_path)["num_samples"] == 16
