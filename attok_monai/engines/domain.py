@@ -209,10 +209,8 @@ def calibrate_domain(
         if good is None:
             continue
         feats.append(mean_visual_token(network, good["image"].to(device).float()).cpu())
-        lab, att = good.get("label"), good.get("attributes")
-        n = good["image"].shape[0]
-        labels += [(_labels_of(lab[i]) if lab is not None else []) or (_labels_of(att[i]) if att is not None else [])
-                   for i in range(n)]
+        keys = [k for k in ("label", "attributes") if good.get(k) is not None]
+        labels += [_item_labels({k: good[k][i] for k in keys}) for i in range(good["image"].shape[0])]
     if not feats or sum(f.shape[0] for f in feats) < 2:
         raise InputError("calibrate_domain: fewer than 2 validation images could be read.")
     v = torch.cat(feats)
