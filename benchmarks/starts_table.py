@@ -36,9 +36,11 @@ class Row:
     settings: str = "today's defaults"
     overrides: str = ""  # the --override values beyond generalist_dir, as run
 
-    def __post_init__(self) -> None:
-        if self.variant == "baseline" and self.settings == "today's defaults":
-            object.__setattr__(self, "settings", "-")
+    @property
+    def shown_settings(self) -> str:
+        """``settings`` as the table shows it: ``-`` for a baseline at the defaults (no attribute tokens, no ACC: the
+        AttTok keys do not reach it)."""
+        return "-" if self.variant == "baseline" and self.settings == "today's defaults" else self.settings
 
     @property
     def state(self) -> str:
@@ -117,7 +119,7 @@ def table(rows: list[Row] | None = None) -> str:
             continue  # a lever not run on this set is left out
         seeds = ",".join(str(s) for s, _ in rs) or "not run"
         lines.append(
-            f"| {r.bundle} | {r.start} | {VARIANT_NAMES[r.variant]} | {r.settings} | {cell(rs, 'open_accuracy')} | "
+            f"| {r.bundle} | {r.start} | {VARIANT_NAMES[r.variant]} | {r.shown_settings} | {cell(rs, 'open_accuracy')} | "
             f"{cell(rs, 'closed_accuracy')} | {cell(rs, 'open_macro_f1')} | {cell(rs, 'open_balanced_accuracy')} | "
             f"{cell(rs, 'retrieval_accuracy')} | {seeds} | `{r.state}` |"
         )
