@@ -70,9 +70,7 @@ for b in CLASSIFICATION + ("vqa_rad",):
     base_tag = "gen_new" if b in ("fundus_dr", "derma_isic") else "gen"
     ROWS += [Row(b, "generalist", "baseline", base_tag, "-" if base_tag == "gen" else "- (run as gen_new)",
                  "acc_norm=True attribute_init=distinct" if base_tag == "gen_new" else "")]
-    if b in ("fundus_dr", "derma_isic"):
-        ROWS += [Row(b, "generalist", "tokens", "gen")]
-    ROWS += [Row(b, "generalist", "all", "gen")]
+    ROWS += [Row(b, "generalist", "tokens", "gen"), Row(b, "generalist", "all", "gen")]
     if b in ("fundus_dr", "derma_isic"):
         ROWS += [Row(b, "generalist", "all", "gen_new", "acc_norm: true", "acc_norm=True attribute_init=distinct"),
                  Row(b, "generalist", "acc", "gen"), Row(b, "generalist", "acm", "gen")]

@@ -65,5 +65,8 @@ def test_starts_table_reads_recorded_runs_and_marks_missing_ones(tmp_path, monke
     assert base[5] == "92.0 ± 2.8" and base[7] == "82.0 ± 2.8" and base[10] == "0,2"
     assert lines[("oct_retina", "generalist", "+All", "today's defaults")][5:11] == ["95.0", "-", "-", "-", "-", "1"]
     assert lines[("oct_retina", "scratch", "+All", "today's defaults")][10] == "not run"
+    # the issue asks for tokens alone from the generalist on every set, not only on the study's two
+    assert all(lines[(b, "generalist", "tokens alone", "today's defaults")][10] == "not run"
+               for b in ("oct_retina", "xray_pneumonia", "pathology_lung", "vqa_rad"))
     cmd = next(r for r in starts_table.ROWS if r.state == "oct_retina_gen" and r.variant == "all").command("G")
     assert "--extra from_generalist" in cmd and "--tag gen" in cmd and cmd.endswith("--override generalist_dir=G")
