@@ -289,6 +289,8 @@ def test_generalist_configs_parse():
         assert nd["use_acm"] == "@use_acm" and nd["vocabulary"] == "@vocabulary", name
         assert nd["finetune"] == "@finetune" and parser["finetune"] == "full", name
         assert "finetune=@finetune" in parser["backbone_params"], name
+        assert nd["shrink_perturb"] == "@shrink_perturb" and parser["shrink_perturb"] is None, name
+        assert "shrink_perturb=json.dumps(@shrink_perturb)" in parser["backbone_params"], name
 
 
 FUNDUS_VOCAB = {"modality": "fundus", "labels": {"0": "no diabetic retinopathy", "1": "mild diabetic retinopathy",
@@ -306,6 +308,69 @@ def test_finetune_full_is_the_default_model(generalist):
     assert list(a) == list(b) and all(torch.equal(a[k], b[k]) for k in a)
     assert all(p.requires_grad for p in full.parameters()) and "lora" not in full.backbone.config_dict()
     assert not any(hasattr(p, "_attok_row_freeze") for p in full.parameters())
+
+
+def test_shrink_perturb_mixes_the_generalist_with_a_fresh_init(generalist):
+    """Every backbone parameter becomes shrink * theta + perturb * theta_fresh (theta_fresh drawn from the seed);
+    batch-norm statistics and the modules AttTok adds are those of the plain start."""
+    from attok_monai.engines.generalist import build_compact_from_generalist
+    from attok_monai.networks.nets import CompactGPTvBackbone
+
+    _, model_dir, _ = generalist
+    kw = dict(image_size=32, channels=3, seed=3)
+    plain = build_compact_from_generalist(model_dir, FUNDUS_VOCAB, **kw)
+    mixed = build_compact_from_generalist(model_dir, FUNDUS_VOCAB, shrink_perturb=[0.4, 0.1], **kw)
+    torch.manual_seed(3)
+    fresh = dict(CompactGPTvBackbone.from_config_dir(model_dir).named_parameters())
+    gen = dict(CompactGPTvBackbone.from_pretrained(model_dir).named_parameters())
+    mixed_bb = dict(mixed.backbone.named_parameters())
+    n_words = len(gen["llm.model.embed_tokens.weight"])  # rows past it are the attribute tokens, added afterwards
+    for name, p in gen.items():
+        got = mixed_bb[name][:n_words] if "embed_tokens" in name or "lm_head" in name else mixed_bb[name]
+        assert torch.allclose(got, 0.4 * p + 0.1 * fresh[name], atol=1e-6), name
+    a, b = plain.state_dict(), mixed.state_dict()
+    differ = {k for k in a if ("running_" in k or not k.startswith("backbone.")) and not torch.equal(a[k], b[k])}
+    assert differ == {"book.attribute_embeddings", "book.keyword_embeddings"}  # read from the mixed embedding rows
+    assert not torch.equal(a["backbone.vision.net.conv1.weight"], b["backbone.vision.net.conv1.weight"])
+
+
+def test_finetune_frozen_vision_freezes_the_vision_encoder_only(generalist, tmp_path):
+    """Vision weights and batch-norm statistics unchanged by AdamW steps; projector and LM train; the folder
+    records the mode and reloads with it."""
+    from attok_monai.engines.generalist import build_compact_from_generalist
+    from attok_monai.networks.nets import AttTokGPTv
+
+    _, model_dir, _ = generalist
+    net = build_compact_from_generalist(model_dir, FUNDUS_VOCAB, image_size=32, channels=3, seed=0,
+                                        finetune="frozen_vision")
+    frozen = {n for n, p in net.named_parameters() if not p.requires_grad}
+    assert frozen and all(n.startswith("backbone.vision.") for n in frozen)
+    assert {n for n, _ in net.backbone.vision.named_parameters()} == {n[len("backbone.vision."):] for n in frozen}
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=1e-2)
+    net.train()
+    assert not net.backbone.vision.training
+    torch.manual_seed(0)
+    for _ in range(2):
+        out = net(torch.rand(4, 3, 32, 32), [FUNDUS_Q] * 4, ["no diabetic retinopathy"] * 4, [[0]] * 4)
+        opt.zero_grad()
+        out.logits.logsumexp(-1).mean().backward()  # any loss that reaches every weight
+        opt.step()
+    after = net.state_dict()
+    assert all(torch.equal(after[k], before[k]) for k in after if k.startswith("backbone.vision."))
+    assert not torch.equal(after["backbone.projector.0.weight"], before["backbone.projector.0.weight"])
+    net.save_pretrained(tmp_path / "m")
+    again = AttTokGPTv.from_pretrained(tmp_path / "m")
+    assert again.backbone.vision_frozen and not any(p.requires_grad for p in again.backbone.vision.parameters())
+
+
+@pytest.mark.parametrize("bad", [[0.0, 0.1], [0.4, -1.0], [0.4], "0.4", [1.5, 0.0]])
+def test_shrink_perturb_bad_value_is_one_short_error(generalist, bad):
+    from attok_monai.engines.generalist import build_compact_from_generalist
+
+    _, model_dir, _ = generalist
+    with pytest.raises(ValueError, match=r"^from_generalist: shrink_perturb must be \[shrink, perturb\] with 0 < shrink"):
+        build_compact_from_generalist(model_dir, FUNDUS_VOCAB, shrink_perturb=bad)
 
 
 def test_finetune_lora_trains_lora_attribute_rows_and_attok_modules_only(generalist):
@@ -367,7 +432,7 @@ def test_finetune_bad_value_is_one_short_error(generalist, tmp_path):
     from attok_monai.errors import user_error
 
     _, model_dir, _ = generalist
-    with pytest.raises(ValueError, match=r"^from_generalist: finetune must be 'full' or 'lora', got 'frozen'\.$"):
+    with pytest.raises(ValueError, match=r"^from_generalist: finetune must be one of 'full', 'lora', 'frozen_vision', got 'frozen'\.$"):
         build_compact_from_generalist(model_dir, FUNDUS_VOCAB, finetune="frozen")
     with pytest.raises(ValueError, match="lora settings apply only with finetune 'lora'"):
         build_compact_from_generalist(model_dir, FUNDUS_VOCAB, lora={"r": 4})
@@ -377,7 +442,8 @@ def test_finetune_bad_value_is_one_short_error(generalist, tmp_path):
     parser.update({"generalist_dir": str(model_dir), "finetune": "frozen", "bundle_root": str(BUNDLES / "fundus_dr")})
     with pytest.raises(Exception) as info:
         parser.get_parsed_content("network_def")
-    assert str(user_error(info.value)) == "from_generalist: finetune must be 'full' or 'lora', got 'frozen'."
+    assert str(user_error(info.value)) == (
+        "from_generalist: finetune must be one of 'full', 'lora', 'frozen_vision', got 'frozen'.")
 
 
 def test_fundus_lora_from_generalist_trains_saves_and_reloads(generalist, data_root, tmp_path):

@@ -149,6 +149,7 @@ class CompactGPTvBackbone(nn.Module):
         lora: None (default: every parameter trains) or the paper's fine-tuning mode, :meth:`enable_lora`'s argument
             (True = the defaults of :func:`compact_lora_config`); saved in ``backbone.json`` and re-applied by
             :meth:`from_config_dir`.
+        freeze_vision: freeze the vision encoder (:meth:`freeze_vision`); saved in ``backbone.json`` when on.
 
     The backbone interface used by :class:`attok_monai.networks.nets.AttTokGPTv`:
     ``hidden_size``, ``tokenizer``, ``embed_tokens(ids)``, ``encode_images(pixel) -> (B, N_v, d)``,
@@ -158,7 +159,7 @@ class CompactGPTvBackbone(nn.Module):
 
     def __init__(
         self, tokenizer: PreTrainedTokenizerFast, vision: dict | None = None, llm: dict | None = None,
-        max_length: int = 96, lora: Mapping | bool | None = None,
+        max_length: int = 96, lora: Mapping | bool | None = None, freeze_vision: bool = False,
     ) -> None:
         super().__init__()
         self.tokenizer = tokenizer
@@ -184,10 +185,22 @@ class CompactGPTvBackbone(nn.Module):
             nn.Linear(self.vision.out_channels, self.hidden_size), nn.GELU(), nn.Linear(self.hidden_size, self.hidden_size)
         )
         self.lora_kwargs: dict | None = None
+        self.vision_frozen = False
         self.trainable_token_ids: list[int] | None = None
         self._row_freezes: list = []
         if lora:
             self.enable_lora(lora)
+        if freeze_vision:
+            self.freeze_vision()
+
+    def freeze_vision(self) -> CompactGPTvBackbone:
+        """Freeze the vision encoder, its batch-norm statistics too (it stays in eval mode, see :meth:`train`); the
+        projector, the LM and the attribute modules keep training (LLaVA's second stage). A model folder saved
+        afterwards records ``freeze_vision`` and reloads with it."""
+        for p in self.vision.parameters():
+            p.requires_grad_(False)
+        self.vision_frozen = True
+        return self.train(self.training)
 
     # ------------------------------------------------------------------ paper-style fine-tuning
     def enable_lora(self, lora: Mapping | bool = True) -> CompactGPTvBackbone:
@@ -228,9 +241,10 @@ class CompactGPTvBackbone(nn.Module):
             self._row_freezes.append(freeze_rows_except(head, ids))
 
     def train(self, mode: bool = True) -> CompactGPTvBackbone:
-        """With LoRA on, the frozen vision encoder stays in eval mode (running batch-norm statistics, never updated)."""
+        """With LoRA on or the vision encoder frozen, the vision encoder stays in eval mode (running batch-norm
+        statistics, never updated)."""
         super().train(mode)
-        if self.lora_kwargs is not None:
+        if self.lora_kwargs is not None or self.vision_frozen:
             self.vision.train(False)
         return self
 
@@ -327,6 +341,8 @@ class CompactGPTvBackbone(nn.Module):
         cfg = {"vision": self.vision_kwargs, "llm": self.llm_kwargs, "max_length": self.max_length}
         if self.lora_kwargs is not None:  # recorded only when on: folders of fully fine-tuned models are as before
             cfg["lora"] = self.lora_kwargs
+        if self.vision_frozen:  # likewise
+            cfg["freeze_vision"] = True
         return cfg
 
     def save_config(self, directory: str | os.PathLike) -> None:
@@ -340,7 +356,8 @@ class CompactGPTvBackbone(nn.Module):
         directory = Path(directory)
         cfg = json.loads((directory / "backbone.json").read_text())
         tok = PreTrainedTokenizerFast.from_pretrained(directory / "tokenizer")
-        return cls(tok, vision=cfg["vision"], llm=cfg["llm"], max_length=cfg["max_length"], lora=cfg.get("lora"))
+        return cls(tok, vision=cfg["vision"], llm=cfg["llm"], max_length=cfg["max_length"], lora=cfg.get("lora"),
+                   freeze_vision=bool(cfg.get("freeze_vision", False)))
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> CompactGPTvBackbone:
