@@ -70,3 +70,28 @@ def test_starts_table_reads_recorded_runs_and_marks_missing_ones(tmp_path, monke
                for b in ("oct_retina", "xray_pneumonia", "pathology_lung", "vqa_rad"))
     cmd = next(r for r in starts_table.ROWS if r.state == "oct_retina_gen" and r.variant == "all").command("G")
     assert "--extra from_generalist" in cmd and "--tag gen" in cmd and cmd.endswith("--override generalist_dir=G")
+
+
+def test_probe_features_scores_separable_features_and_finds_runs(tmp_path):
+    import numpy as np
+
+    from benchmarks import probe_features
+
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1, 2], 20)
+    x = rng.normal(size=(60, 4)) + 5 * np.eye(4)[y]  # class c shifted along axis c
+    assert probe_features.linear_probe(x, y, x + 0.01, y) == (100.0, 100.0)
+    acc, f1 = probe_features.linear_probe(x, y, x, np.roll(y, 20))  # every validation label wrong
+    assert acc == 0.0 and f1 == 0.0
+
+    runs = tmp_path / "bundles" / "oct_retina" / "runs"
+    for name, weights in (("oct_retina_bench_gen_baseline_s0_20261201_000000_1", True),
+                          ("oct_retina_bench_gen_baseline_s0_20261202_000000_2", True),
+                          ("oct_retina_bench_gen_baseline_s0_20261203_000000_3", False),  # unfinished: no model.pt
+                          ("oct_retina_bench_gen_lora_baseline_s0_20261204_000000_4", True)):
+        (runs / name / "model").mkdir(parents=True)
+        if weights:
+            (runs / name / "model" / "model.pt").write_bytes(b"")
+    found = probe_features.find_run("oct_retina", "gen", 0, root=tmp_path)
+    assert found == runs / "oct_retina_bench_gen_baseline_s0_20261202_000000_2" / "model"
+    assert probe_features.find_run("oct_retina", "gen", 1, root=tmp_path) is None
