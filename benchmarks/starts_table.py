@@ -86,6 +86,8 @@ for b in ("fundus_dr", "pathology_lung"):
         ("gen_lora", "finetune: lora (the paper's recipe)", "finetune=lora acc_norm=True"),
         ("gen_eq", "generalist with source_weights: equal", "acc_norm=True"),
         ("gen_lr3e4", "full fine-tuning, lr 3e-4", "lr=0.0003 acc_norm=True"),
+        ("gen_fv", "finetune: frozen_vision (+All: acc_norm false)", "finetune=frozen_vision"),
+        ("gen_sp", "shrink_perturb [0.4, 0.1] (+All: acc_norm false)", "shrink_perturb=[0.4,0.1]"),
     ):
         for v in ("baseline", "all"):
             LEVERS.append(Row(b, "generalist", v, tag, settings, over))

@@ -41,6 +41,7 @@ __all__ = [
     "build_compact_generalist",
     "build_compact_from_generalist",
     "read_generalist_card",
+    "shrink_and_perturb",
     "FINETUNE_MODES",
 ]
 
