@@ -124,7 +124,8 @@ def main() -> None:
                          "issue 21's table, from scratch and from the generalist)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--print", action="store_true", help="print the table instead of writing the doc")
+    ap.add_argument("--print", action="store_true", help="print the table instead of writing the doc (the probes are "
+                    "recorded in benchmarks/.state/feature_probe.json either way)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     os.environ.setdefault("ATTOK_DATA_ROOT", default_data_root())
@@ -134,13 +135,13 @@ def main() -> None:
         tags = args.tags if args.tags is not None else DEFAULT_TAGS.get(bundle, ("defaults", "gen"))
         results[bundle] = {**results.get(bundle, {}), **probe_bundle(bundle, args.generalist_dir, tags, args.seed)}
         print(bundle, json.dumps(results[bundle]), flush=True)
-    if args.print:
-        print(table({b: results[b] for b in args.bundles}))
-        return
     STATE.mkdir(parents=True, exist_ok=True)
     tmp = state.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(results, indent=1))
     os.replace(tmp, state)
+    if args.print:
+        print(table({b: results[b] for b in args.bundles}))
+        return
     write_section(SECTION, (
         "### Linear probe of the starts' visual features\n\n"
         "Command: `python benchmarks/probe_features.py --generalist_dir <generalist>/model`. A logistic regression on "
