@@ -1,6 +1,9 @@
 """Rerun every benchmark that writes docs/benchmarks.md (long: the bundle ablations take hours on 2 CPU cores).
 
-    ATTOK_DATA_ROOT=../shared/data python benchmarks/run_all.py [--skip-bundles]
+    ATTOK_DATA_ROOT=../shared/data python benchmarks/run_all.py [--skip-bundles] [--generalist_dir G/model]
+
+With ``--generalist_dir`` (a compact generalist's model folder) it also trains every missing row of issue 21's table
+(the commands ``starts_table.py --commands`` prints; resumable), rewrites that table and runs the linear feature probe.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ HERE = Path(__file__).resolve().parent
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--skip-bundles", action="store_true", help="only the cost benchmarks (minutes, not hours)")
+    ap.add_argument("--generalist_dir", help="also issue 21's table and the feature probe, from this generalist")
     args = ap.parse_args()
     steps = [["bench_acc.py"], ["bench_dicom.py", "--n", "10000"]]
     if not args.skip_bundles:
@@ -23,6 +27,17 @@ def main() -> None:
     for step in steps:
         print(f"[run_all] {' '.join(step)}", flush=True)
         subprocess.run([sys.executable, str(HERE / step[0]), *step[1:]], check=True)
+    if args.generalist_dir:
+        g = args.generalist_dir
+        if not args.skip_bundles:
+            rows = subprocess.run([sys.executable, str(HERE / "starts_table.py"), "--commands", f"G={g}"], check=True,
+                                  capture_output=True, text=True).stdout.splitlines()
+            for cmd in rows:  # "python benchmarks/bench_bundles.py ..." from the repository root
+                print(f"[run_all] {cmd}", flush=True)
+                subprocess.run([sys.executable, *cmd.split()[1:]], check=True, cwd=HERE.parent)
+        for step in (["starts_table.py"], ["probe_features.py", "--generalist_dir", g]):
+            print(f"[run_all] {' '.join(step)}", flush=True)
+            subprocess.run([sys.executable, str(HERE / step[0]), *step[1:]], check=True)
 
 
 if __name__ == "__main__":
