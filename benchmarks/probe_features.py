@@ -74,13 +74,13 @@ def _parser(bundle: str, split: str, generalist_dir: str | None):
 @torch.no_grad()
 def features(net: torch.nn.Module, loader: Iterable) -> tuple[np.ndarray, np.ndarray]:
     """(N, d) mean visual tokens before ACC and (N,) class indices over ``loader``'s batches."""
+    from attok_monai.engines.domain import mean_visual_token
     from attok_monai.engines.steps import _first_attributes
 
     net.eval()
     xs, ys = [], []
     for batch in loader:
-        raw, _ = net.visual_tokens(batch["image"].float())
-        xs.append(raw.mean(1).numpy())
+        xs.append(mean_visual_token(net, batch["image"].float()).numpy())
         ys += [a[0] for a in _first_attributes(batch)]
     return np.concatenate(xs), np.asarray(ys)
 

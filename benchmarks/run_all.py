@@ -30,11 +30,12 @@ def main() -> None:
     if args.generalist_dir:
         g = args.generalist_dir
         if not args.skip_bundles:
-            rows = subprocess.run([sys.executable, str(HERE / "starts_table.py"), "--commands", f"G={g}"], check=True,
-                                  capture_output=True, text=True).stdout.splitlines()
-            for cmd in rows:  # "python benchmarks/bench_bundles.py ..." from the repository root
-                print(f"[run_all] {cmd}", flush=True)
-                subprocess.run([sys.executable, *cmd.split()[1:]], check=True, cwd=HERE.parent)
+            sys.path.insert(0, str(HERE))
+            import starts_table
+
+            for row in starts_table.missing():
+                print(f"[run_all] {row.command(g)}", flush=True)
+                subprocess.run([sys.executable, *row.argv(g)], check=True, cwd=HERE.parent)
         for step in (["starts_table.py"], ["probe_features.py", "--generalist_dir", g]):
             print(f"[run_all] {' '.join(step)}", flush=True)
             subprocess.run([sys.executable, str(HERE / step[0]), *step[1:]], check=True)

@@ -46,13 +46,18 @@ class Row:
     def state(self) -> str:
         return f"{self.bundle}_{self.tag}"
 
-    def command(self, generalist: str) -> str:
-        cmd = (f"python benchmarks/bench_bundles.py --bundles {self.bundle} --variants {self.variant} --seeds 0 1 2 "
-               f"--jobs 2 --threads 1 --final-val-only --tag {self.tag} --doc /tmp/{self.state}.md")
+    def argv(self, generalist: str) -> list[str]:
+        """The ``bench_bundles.py`` arguments that train this row's seeds (from the repository root)."""
+        argv = ["benchmarks/bench_bundles.py", "--bundles", self.bundle, "--variants", self.variant, "--seeds",
+                *map(str, SEEDS), "--jobs", "2", "--threads", "1", "--final-val-only", "--tag", self.tag,
+                "--doc", f"/tmp/{self.state}.md"]
         over = ([f"generalist_dir={generalist}"] if self.start == "generalist" else []) + self.overrides.split()
         if self.start == "generalist":
-            cmd += " --extra from_generalist"
-        return cmd + (" --override " + " ".join(over) if over else "")
+            argv += ["--extra", "from_generalist"]
+        return argv + (["--override", *over] if over else [])
+
+    def command(self, generalist: str) -> str:
+        return "python " + " ".join(self.argv(generalist))
 
 
 CLASSIFICATION = ("fundus_dr", "derma_isic", "oct_retina", "xray_pneumonia", "pathology_lung")
@@ -126,6 +131,11 @@ def table(rows: list[Row] | None = None) -> str:
     return "\n".join(lines)
 
 
+def missing(rows: list[Row] | None = None) -> list[Row]:
+    """The rows (default: issue 21's) with fewer recorded seeds than ``SEEDS``."""
+    return [r for r in (ROWS if rows is None else rows) if len(runs(r)) < len(SEEDS)]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--commands", metavar="G=FOLDER", help="print the command of every row with missing seeds, "
@@ -134,9 +144,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.commands:
         generalist = args.commands.split("=", 1)[-1]
-        for r in ROWS:
-            if len(runs(r)) < len(SEEDS):
-                print(r.command(generalist))
+        for r in missing():
+            print(r.command(generalist))
         return
     if args.print:
         print(table() + "\n\n" + table(LEVERS))
