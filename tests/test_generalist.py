@@ -133,6 +133,42 @@ def test_source_weights_set_each_sources_share_of_the_draws(generalist):
     assert parser["train"]["dataloader"]["sampler"].replace("::", "#") == "@train#sampler"
 
 
+def test_class_balanced_splits_each_sources_share_over_its_classes(generalist):
+    """class_balanced: each source keeps its share (its size's by default) and every class of it (first attribute)
+    gets an equal part; VQA-RAD (no classes) is one group; the bundle key turns the sampler on and is recorded."""
+    from collections import Counter
+
+    _, _, wf = generalist
+    data = wf.parser.get_parsed_content("data")
+    classes = data.item_classes()
+    assert len(classes) == 72 and all(c == "vqa_rad" for c, s in zip(classes, data.item_sources()) if s == "vqa_rad")
+    sampler = data.sampler(None, seed=0, class_balanced=True)
+    draws = [classes[i] for _ in range(200) for i in sampler]
+    freq, n = Counter(draws), len(draws)
+    for src, count in data.counts().items():
+        groups = sorted({c for c in classes if c.split("/")[0] == src})
+        share = sum(freq[g] for g in groups) / n
+        assert abs(share - count / 72) < 0.02, (src, share)
+        for g in groups:  # each class of the source an equal part of the source's share
+            assert abs(freq[g] / n - count / 72 / len(groups)) < 0.02, (g, freq[g] / n)
+    fundus = Counter(c for c in classes if c.startswith("fundus_dr/"))
+    assert len(fundus) > 1 and len(set(fundus.values())) > 1  # the items themselves are not balanced
+    sampler = data.sampler("equal", 1, True)
+    equal = Counter(classes[i].split("/")[0] for _ in range(100) for i in sampler)
+    assert all(abs(c / 7200 - 1 / 6) < 0.03 for c in equal.values()), equal
+    with pytest.raises(ValueError, match=r"no share for \['vqa_rad'\]"):
+        data.sampler({n: 1.0 for n in data.counts() if n != "vqa_rad"}, class_balanced=True)
+    with pytest.raises(ValueError, match="class_balanced must be true or false"):
+        data.sampler(None, class_balanced="yes")
+    parser = wf.parser
+    parser["source_weights"], parser["class_balanced"] = None, True
+    sampler = parser.get_parsed_content("train#sampler", lazy=False)
+    assert sampler is not None and len(list(sampler)) == 72
+    assert "class_balanced=@class_balanced" in parser["hyperparameters"]
+    assert "class_balanced=@class_balanced" in json.dumps(parser.get("train"))
+    parser["class_balanced"] = False
+
+
 def test_source_other_than_training_part_is_refused(data_root, tmp_path):
     from attok_monai.data.generalist import read_bundle_source
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from monai.transforms import Compose, MapTransform
@@ -118,15 +119,27 @@ class GeneralistData:
         """The source name of every item of :meth:`dataset`, in its order."""
         return [s.name for s in self.sources for _ in s.items]
 
-    def sampler(self, source_weights: Mapping[str, float] | str, seed: int = 0) -> torch.utils.data.Sampler:
+    def item_classes(self) -> list[str]:
+        """The ``source/class`` group of every item of :meth:`dataset`, in its order: the class is the item's integer
+        ``label`` (a classification bundle's clinical class); an item without one (a VQA-RAD question, whose label
+        is a list of attributes) is in the group ``source``."""
+        return [f"{s.name}/{int(d['label'])}" if _is_class(d.get("label")) else s.name
+                for s in self.sources for d in s.items]
+
+    def sampler(
+        self, source_weights: Mapping[str, float] | str | None = None, seed: int = 0, class_balanced: bool = False,
+    ) -> torch.utils.data.Sampler:
         """A sampler over :meth:`dataset` that gives each source a share of the draws instead of its size's share
+        and, with ``class_balanced``, splits each source's share evenly over its classes
         (:func:`attok_monai.data.sampling.group_share_sampler`; ``len(dataset)`` draws per epoch, with replacement).
 
         Args:
             source_weights: ``{source name: positive weight}`` naming every source, or ``"equal"`` (each source
-                the same share). Without it (the bundle's ``source_weights: null``) every item is equally likely,
-                so a source's share is its size's.
+                the same share). ``None`` (the bundle's ``source_weights: null``): a source's share is its size's.
             seed: seeds the sampler's generator (reseeded each epoch by ``EpochSeedHandler``).
+            class_balanced: each class of a source (its items' integer ``label``) gets the same part of the source's
+                share, as the paper tunes on class-balanced data (Appendix A.2); a source without classes (VQA-RAD)
+                keeps its share as one group.
         """
         from attok_monai.data.sampling import group_share_sampler
 
@@ -135,8 +148,24 @@ class GeneralistData:
                 raise ValueError(f"compact generalist: source_weights must be 'equal' or a mapping of source name to "
                                  f"weight, got {source_weights!r}.")
             source_weights = {s.name: 1.0 for s in self.sources}
+        if source_weights is None:
+            source_weights = {s.name: float(len(s.items)) for s in self.sources if s.items}
+        if not isinstance(class_balanced, bool):
+            raise ValueError(f"compact generalist: class_balanced must be true or false, got {class_balanced!r}.")
+        groups, shares = self.item_sources(), dict(source_weights)
+        if class_balanced:
+            groups = self.item_classes()
+            per_source = {s.name: sorted({g for g in groups if g == s.name or g.startswith(s.name + "/")})
+                          for s in self.sources}
+            try:
+                shares = {g: source_weights[src] / len(gs) for src, gs in per_source.items() for g in gs}
+            except KeyError as e:
+                raise ValueError(f"compact generalist: source_weights: no share for [{str(e)}]") from None
+            unknown = sorted(set(source_weights) - set(per_source))
+            if unknown:
+                raise ValueError(f"compact generalist: source_weights: no samples for {unknown}")
         try:
-            return group_share_sampler(self.item_sources(), dict(source_weights), seed=seed)
+            return group_share_sampler(groups, shares, seed=seed)
         except ValueError as e:
             raise ValueError(f"compact generalist: source_weights: {e}") from None
 
@@ -201,6 +230,10 @@ class GeneralistSampled(MapTransform):
             "id": f"{self.source}/{d.get('id', '?')}",
         }
         return {k: out[k] for k in _KEEP}
+
+
+def _is_class(label: Any) -> bool:
+    return isinstance(label, (int, np.integer)) and not isinstance(label, bool)
 
 
 def _item_texts(items: Sequence[Mapping[str, Any]]) -> list[str]:
