@@ -85,9 +85,10 @@ def features(net: torch.nn.Module, loader: Iterable) -> tuple[np.ndarray, np.nda
     return np.concatenate(xs), np.asarray(ys)
 
 
-def probe_bundle(bundle: str, generalist_dir: str, tags: Iterable[str], seed: int = 0) -> dict[str, list[float]]:
-    """{start: [val accuracy, val macro-F1]} for the generalist (frozen), a random initialisation and every tag's
-    trained baseline (seed ``seed``) that has a model folder."""
+def probe_bundle(bundle: str, generalist_dir: str, tags: Iterable[str], seed: int = 0, label: str = "generalist",
+                 ) -> dict[str, list[float]]:
+    """{start: [val accuracy, val macro-F1]} for the generalist (frozen; its row is ``"<label>, frozen"``), a random
+    initialisation and every tag's trained baseline (seed ``seed``) that has a model folder."""
     from attok_monai.bundle.model_folder import load_pretrained
 
     train_loader = _parser(bundle, "train", generalist_dir).get_parsed_content("validate#dataloader")
@@ -98,7 +99,7 @@ def probe_bundle(bundle: str, generalist_dir: str, tags: Iterable[str], seed: in
 
     out: dict[str, list[float]] = {}
     torch.manual_seed(seed)
-    out["generalist, frozen"] = score(_parser(bundle, "val", generalist_dir).get_parsed_content("network"))
+    out[f"{label}, frozen"] = score(_parser(bundle, "val", generalist_dir).get_parsed_content("network"))
     torch.manual_seed(seed)
     out["random initialisation"] = score(_parser(bundle, "val", None).get_parsed_content("network"))
     for tag in tags:
@@ -123,6 +124,9 @@ def main() -> None:
                     help="bench_bundles result sets whose trained baselines to probe as well (default: the baselines of "
                          "issue 21's table, from scratch and from the generalist)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--label", default="generalist",
+                    help="the generalist's row name (another generalist, e.g. 'class-balanced generalist', gets its "
+                         "own row instead of replacing the default one's)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--print", action="store_true", help="print the table instead of writing the doc (the probes are "
                     "recorded in benchmarks/.state/feature_probe.json either way)")
@@ -133,7 +137,7 @@ def main() -> None:
     results = json.loads(state.read_text()) if state.is_file() else {}
     for bundle in args.bundles:
         tags = args.tags if args.tags is not None else DEFAULT_TAGS.get(bundle, ("defaults", "gen"))
-        results[bundle] = {**results.get(bundle, {}), **probe_bundle(bundle, args.generalist_dir, tags, args.seed)}
+        results[bundle] = {**results.get(bundle, {}), **probe_bundle(bundle, args.generalist_dir, tags, args.seed, args.label)}
         print(bundle, json.dumps(results[bundle]), flush=True)
     STATE.mkdir(parents=True, exist_ok=True)
     tmp = state.with_suffix(".json.tmp")
