@@ -134,13 +134,17 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     os.environ.setdefault("ATTOK_DATA_ROOT", default_data_root())
     state = STATE / "feature_probe.json"
-    results = json.loads(state.read_text()) if state.is_file() else {}
+    new: dict[str, dict[str, list[float]]] = {}
     for bundle in args.bundles:
         tags = args.tags if args.tags is not None else DEFAULT_TAGS.get(bundle, ("defaults", "gen"))
-        results[bundle] = {**results.get(bundle, {}), **probe_bundle(bundle, args.generalist_dir, tags, args.seed, args.label)}
-        print(bundle, json.dumps(results[bundle]), flush=True)
+        new[bundle] = probe_bundle(bundle, args.generalist_dir, tags, args.seed, args.label)
+        print(bundle, json.dumps(new[bundle]), flush=True)
+    # read the state only now, so rows another probe recorded meanwhile (a second generalist's) are kept
+    results = json.loads(state.read_text()) if state.is_file() else {}
+    for bundle, rows in new.items():
+        results[bundle] = {**results.get(bundle, {}), **rows}
     STATE.mkdir(parents=True, exist_ok=True)
-    tmp = state.with_suffix(".json.tmp")
+    tmp = state.with_suffix(f".json.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(results, indent=1))
     os.replace(tmp, state)
     if args.print:

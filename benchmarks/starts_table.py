@@ -81,18 +81,19 @@ for b in CLASSIFICATION + ("vqa_rad",):
                  Row(b, "generalist", "acc", "gen"), Row(b, "generalist", "acm", "gen")]
 
 
-# Levers on the generalist start (fundus_dr, then pathology_lung): each against the gen_new rows (full fine-tuning at
+# Levers on the generalist start (fundus_dr, then pathology_lung; derma_isic for the class-balanced generalist): each against the gen_new rows (full fine-tuning at
 # the bundle's lr 1e-3, acc_norm true for +All); a baseline has no ACC, so acc_norm does not reach it.
 LEVERS: list[Row] = []
-for b in ("fundus_dr", "pathology_lung"):
+for b in ("fundus_dr", "pathology_lung", "derma_isic"):
     for tag, settings, over in (
-        ("gen_new", "full fine-tuning, lr 1e-3", "acc_norm=True attribute_init=distinct") if b == "fundus_dr" else
+        ("gen_new", "full fine-tuning, lr 1e-3", "acc_norm=True attribute_init=distinct") if b != "pathology_lung" else
         ("gen", "full fine-tuning, lr 1e-3 (+All: acc_norm false)", ""),
         ("gen_lora", "finetune: lora (the paper's recipe)", "finetune=lora acc_norm=True"),
         ("gen_eq", "generalist with source_weights: equal", "acc_norm=True"),
         ("gen_lr3e4", "full fine-tuning, lr 3e-4", "lr=0.0003 acc_norm=True"),
         ("gen_fv", "finetune: frozen_vision (+All: acc_norm false)", "finetune=frozen_vision"),
         ("gen_sp", "shrink_perturb [0.4, 0.1] (+All: acc_norm false)", "shrink_perturb=[0.4,0.1]"),
+        ("gen_cb", "generalist pre-trained with class_balanced: true (+All: acc_norm false)", ""),
     ):
         for v in ("baseline", "all"):
             LEVERS.append(Row(b, "generalist", v, tag, settings, over))
