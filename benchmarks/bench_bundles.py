@@ -142,6 +142,37 @@ def _finished_run(bundle: str, name: str) -> dict | None:
     return out
 
 
+def start_of(pairs: Sequence[str]) -> dict | None:
+    """The generalist a result set starts from, when ``generalist_dir=G`` is among the ``key=value`` overrides:
+    ``{"generalist_run": <its card's run name>, "generalist_md5": <MD5 of G/model.pt>}`` (None for a start from
+    scratch). Each result records it, so a result set never mixes runs started from two generalists: two pre-training
+    runs with the same settings need not give the same weights (another code version, another thread count)."""
+    from attok_monai.provenance import file_md5
+
+    given = {k: v for k, _, v in (pair.partition("=") for pair in pairs)}
+    if "generalist_dir" not in given:
+        return None
+    folder = Path(given["generalist_dir"])
+    weights, card = folder / "model.pt", folder / "generalist.json"
+    if not weights.is_file() or not card.is_file():
+        raise SystemExit(f"--override generalist_dir={folder}: expected a compact generalist's model folder "
+                         "(model.pt and generalist.json).")
+    return {"generalist_run": json.loads(card.read_text()).get("run_name"), "generalist_md5": file_md5(weights)}
+
+
+def check_same_start(state_file: Path, results: dict, start: dict | None) -> None:
+    """Refuse to add runs to a result set whose recorded runs started elsewhere (another generalist, or one not
+    recorded: results written before starts were recorded)."""
+    other = {json.dumps(r.get("start"), sort_keys=True) for r in results.values() if isinstance(r, dict)}
+    other.discard(json.dumps(start, sort_keys=True))
+    if other:
+        raise SystemExit(
+            f"{state_file.name}: its recorded runs started from {', '.join(sorted(other))} (null: not recorded), "
+            f"this command from {json.dumps(start, sort_keys=True)}; a result set holds runs of one start: use "
+            "another --tag (or --fresh to drop the recorded runs)."
+        )
+
+
 def override_args(pairs: list[str]) -> list[str]:
     """``["epochs=10", "image_size=64"]`` -> ``["--epochs", "10", "--image_size", "64"]`` (MONAI CLI overrides).
 
@@ -290,6 +321,9 @@ def main() -> None:
         todo = [] if args.report_only else [
             (v, s) for v in args.variants for s in args.seeds if f"{v}/{s}" not in results
         ]
+        start = start_of(args.override) if todo else None
+        if todo:
+            check_same_start(state_file, results, start)
         for v, s in [(v, s) for v in args.variants for s in args.seeds if f"{v}/{s}" in results]:
             print(f"[bench] {bundle} {v}/{s}: done earlier, skipped")
             recorded = results[f"{v}/{s}"]
@@ -317,7 +351,7 @@ def main() -> None:
                     print(f"[bench] {bundle}: skipped ({why})")
                     continue
                 variant, seed = key.split("/")
-                results[key] = {**res, **run_extras(bundle, variant, int(seed), args.tag)}
+                results[key] = {**res, **run_extras(bundle, variant, int(seed), args.tag), "start": start}
                 STATE.mkdir(parents=True, exist_ok=True)
                 state_file.write_text(json.dumps(results, indent=2))
                 print(f"[bench] {bundle} {key}: open acc {res['open_accuracy']:.3f} ({res['wall_time_s']:.0f} s)",

@@ -20,6 +20,37 @@ def test_override_without_key_value_names_the_pair(bad):
         override_args([bad])
 
 
+def test_a_result_set_holds_runs_of_one_generalist(tmp_path):
+    """Each result records the generalist it started from (card run name, weights MD5); adding runs started from
+    another generalist, or to results that never recorded one, stops with a message naming the state file."""
+    import json
+
+    from benchmarks.bench_bundles import check_same_start, start_of
+
+    def generalist(name: str, weights: bytes):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "model.pt").write_bytes(weights)
+        (folder / "generalist.json").write_text(json.dumps({"kind": "attok_compact_generalist", "run_name": name}))
+        return folder
+
+    a, b = generalist("gen_a", b"weights a"), generalist("gen_b", b"weights b")
+    assert start_of(["lr=0.001"]) is None  # from scratch
+    start_a = start_of([f"generalist_dir={a}", "acc_norm=True"])
+    assert start_a["generalist_run"] == "gen_a" and len(start_a["generalist_md5"]) == 32
+    assert start_of([f"generalist_dir={b}"])["generalist_md5"] != start_a["generalist_md5"]
+    state = tmp_path / "fundus_dr_gen.json"
+    check_same_start(state, {}, start_a)  # an empty set takes any start
+    check_same_start(state, {"all/0": {"start": start_a}}, start_a)
+    check_same_start(state, {"all/0": {"open_accuracy": 0.5}}, None)  # from scratch, recorded before starts were
+    with pytest.raises(SystemExit, match=r"fundus_dr_gen.json: its recorded runs started from .*gen_a.*another --tag"):
+        check_same_start(state, {"all/0": {"start": start_a}}, start_of([f"generalist_dir={b}"]))
+    with pytest.raises(SystemExit, match=r"started from null"):  # written before starts were recorded
+        check_same_start(state, {"all/0": {"open_accuracy": 0.5}}, start_a)
+    with pytest.raises(SystemExit, match="expected a compact generalist's model folder"):
+        start_of([f"generalist_dir={tmp_path / 'nothing'}"])
+
+
 def test_tagged_runs_have_their_own_names():
     from benchmarks.bench_bundles import run_name
 
