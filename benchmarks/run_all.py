@@ -3,7 +3,8 @@
     ATTOK_DATA_ROOT=../shared/data python benchmarks/run_all.py [--skip-bundles] [--generalist_dir G/model]
 
 With ``--generalist_dir`` (a compact generalist's model folder) it also trains every missing row of issue 21's table
-(the commands ``starts_table.py --commands`` prints; resumable), rewrites that table and runs the linear feature probe.
+(the commands ``starts_table.py --commands`` prints; resumable; a row whose runs started from another generalist is
+skipped with the reason), rewrites that table and runs the linear feature probe.
 """
 
 from __future__ import annotations
@@ -34,6 +35,11 @@ def main() -> None:
             import starts_table
 
             for row in starts_table.missing():
+                why = starts_table.foreign_start(row, g)
+                if why:  # bench_bundles would refuse: a result set holds the runs of one generalist
+                    print(f"[run_all] skipped {row.state} {row.variant}: {why} (starts_table.py --commands G={g} "
+                          "prints the command for a new tag)", flush=True)
+                    continue
                 print(f"[run_all] {row.command(g)}", flush=True)
                 subprocess.run([sys.executable, *row.argv(g)], check=True, cwd=HERE.parent)
         for step in (["starts_table.py"], ["probe_features.py", "--generalist_dir", g]):

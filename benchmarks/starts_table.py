@@ -15,7 +15,7 @@ import argparse
 import json
 import statistics
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -132,6 +132,24 @@ def table(rows: list[Row] | None = None) -> str:
     return "\n".join(lines)
 
 
+def foreign_start(row: Row, generalist: str) -> str | None:
+    """Why ``row``'s recorded runs cannot be continued from ``generalist`` (they started from another generalist,
+    or from one that was not recorded), or None."""
+    from bench_bundles import start_of
+
+    path = STATE / f"{row.state}.json"
+    if row.start != "generalist" or not path.is_file():
+        return None
+    mine = start_of([f"generalist_dir={generalist}"])
+    starts = {json.dumps(r.get("start"), sort_keys=True) for r in json.loads(path.read_text()).values()
+              if isinstance(r, dict)}
+    starts.discard(json.dumps(mine, sort_keys=True))
+    if not starts:
+        return None
+    return ("its runs started from a generalist that was not recorded" if starts == {"null"}
+            else f"its runs started from {', '.join(sorted(starts))}")
+
+
 def missing(rows: list[Row] | None = None) -> list[Row]:
     """The rows (default: issue 21's) with fewer recorded seeds than ``SEEDS``."""
     return [r for r in (ROWS if rows is None else rows) if len(runs(r)) < len(SEEDS)]
@@ -146,7 +164,12 @@ def main() -> None:
     if args.commands:
         generalist = args.commands.split("=", 1)[-1]
         for r in missing():
-            print(r.command(generalist))
+            other = foreign_start(r, generalist)
+            if other:
+                print(f"# {r.state} {r.variant}: {other}; bench_bundles.py refuses to add runs from {generalist} to it. "
+                      f"Rerun the row's seeds under a new tag (NEW: a name of yours): {replace(r, tag=r.tag + '_NEW').command(generalist)}")
+            else:
+                print(r.command(generalist))
         return
     if args.print:
         print(table() + "\n\n" + table(LEVERS))

@@ -20,7 +20,7 @@ def test_override_without_key_value_names_the_pair(bad):
         override_args([bad])
 
 
-def test_a_result_set_holds_runs_of_one_generalist(tmp_path):
+def test_a_result_set_holds_runs_of_one_generalist(tmp_path, monkeypatch):
     """Each result records the generalist it started from (card run name, weights MD5); adding runs started from
     another generalist, or to results that never recorded one, stops with a message naming the state file."""
     import json
@@ -49,6 +49,20 @@ def test_a_result_set_holds_runs_of_one_generalist(tmp_path):
         check_same_start(state, {"all/0": {"open_accuracy": 0.5}}, start_a)
     with pytest.raises(SystemExit, match="expected a compact generalist's model folder"):
         start_of([f"generalist_dir={tmp_path / 'nothing'}"])
+    # starts_table says which generalist rows cannot be continued from a given generalist, and why
+    from benchmarks import starts_table
+
+    states = tmp_path / "state"
+    states.mkdir()
+    monkeypatch.setattr(starts_table, "STATE", states)
+    row = starts_table.Row("oct_retina", "generalist", "all", "gen")
+    assert starts_table.foreign_start(row, str(a)) is None  # nothing recorded yet
+    (states / "oct_retina_gen.json").write_text(json.dumps({"all/0": {"open_accuracy": 0.9}}))
+    assert "not recorded" in starts_table.foreign_start(row, str(a))
+    (states / "oct_retina_gen.json").write_text(json.dumps({"all/0": {"start": start_a}}))
+    assert starts_table.foreign_start(row, str(a)) is None
+    assert "gen_a" in starts_table.foreign_start(row, str(b))
+    assert starts_table.foreign_start(starts_table.Row("oct_retina", "scratch", "all", "gen"), str(b)) is None
 
 
 def test_tagged_runs_have_their_own_names():
