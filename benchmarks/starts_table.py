@@ -93,6 +93,7 @@ for b in ("fundus_dr", "pathology_lung", "derma_isic"):
         ("gen_lr3e4", "full fine-tuning, lr 3e-4", "lr=0.0003 acc_norm=True"),
         ("gen_fv", "finetune: frozen_vision (+All: acc_norm false)", "finetune=frozen_vision"),
         ("gen_sp", "shrink_perturb [0.4, 0.1] (+All: acc_norm false)", "shrink_perturb=[0.4,0.1]"),
+        ("gen_rt", "the generalist retrained (same command and seed, today's code; +All: acc_norm false)", ""),
         ("gen_cb", "generalist pre-trained with class_balanced: true (+All: acc_norm false)", ""),
     ):
         for v in ("baseline", "all"):
