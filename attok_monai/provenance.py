@@ -52,7 +52,10 @@ def device_info(device: torch.device | str) -> dict[str, str]:
     device = torch.device(device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({os.cpu_count()} cores)"
     world = torch.distributed.get_world_size() if torch.distributed.is_available() and torch.distributed.is_initialized() else 1
-    info = {"device": str(device), "device_name": name, "world_size": str(world), "torch_version": torch.__version__}
+    # the CPU thread count changes how reductions are split, so two runs with the same seed give the same weights only
+    # at the same count: logged so a rerun can match it
+    info = {"device": str(device), "device_name": name, "world_size": str(world), "torch_version": torch.__version__,
+            "torch_threads": str(torch.get_num_threads())}
     pkgs = ("monai", "pytorch-ignite", "transformers", "peft", "numpy", "attok-monai")
     info.update({f"{k.replace('-', '_')}_version": v or "absent" for k, v in package_versions(pkgs).items()})
     return info

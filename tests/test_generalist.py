@@ -77,6 +77,9 @@ def test_generalist_trains_on_training_parts_logs_and_saves_a_marked_folder(gene
     assert card["sources"] == {n: 12 for n in ("fundus_dr", "xray_pneumonia", "derma_isic", "oct_retina",
                                                "pathology_lung", "vqa_rad")}
     assert card["iterations"] == 6 and card["last_epoch_mean_loss"] > 0
+    # the thread count the weights were made at (the same seed gives the same weights only at the same count)
+    assert card["torch_threads"] == torch.get_num_threads() and card["class_balanced"] is False
+    assert wf.parser.get_parsed_content("hyperparameters")["torch_threads"] == str(torch.get_num_threads())
     for name in ("model.pt", "backbone.json", "vocabulary.json", "attok.json", "tokenizer"):
         assert (model_dir / name).exists(), name
     # plain text: no attribute tokens, no ACC, no ACM

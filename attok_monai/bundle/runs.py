@@ -44,7 +44,9 @@ SETTINGS_FILE = "settings.json"
 LATEST_FILE = "latest.json"
 _NONE_STRINGS = {"", "none", "null", "false", "no", "off"}
 # logged with the run but cannot change the trained model (a resumed run may move to a machine with other cores)
-_NOT_RESULT_KEYS = {"device_name"}
+# device_name: the machine; torch_threads: the CPU thread count, logged because two runs give bit-identical weights
+# only at the same count, but not checked on resume (another count changes the last bits, not the recipe)
+_NOT_RESULT_KEYS = {"device_name", "torch_threads"}
 
 
 def optional(value: Any) -> Any | None:
@@ -121,7 +123,8 @@ def run_settings(hyperparameters: Mapping[str, Any], **extra: Any) -> dict[str, 
     such as the vocabulary and the question templates, stored as that dict).
 
     Output paths, logging, t-SNE, validation batch size and the machine's name are not in it: they cannot change
-    the trained model.
+    the trained model. Nor is the CPU thread count (logged with the hyperparameters): it changes the weights' last
+    bits, not the recipe.
     """
     settings = {k: v for k, v in dict(hyperparameters).items() if k not in _NOT_RESULT_KEYS}
     settings.update({k: v.to_dict() if hasattr(v, "to_dict") else v for k, v in extra.items()})
