@@ -9,6 +9,8 @@ here trains a model; the probes take a few minutes on 2 CPU cores.
 
     python benchmarks/probe_features.py --generalist_dir G/model                     # writes docs/benchmarks.md
     python benchmarks/probe_features.py --generalist_dir G/model --bundles fundus_dr --tags gen_fv --print
+    python benchmarks/probe_features.py --generalist_dir G2/model --label "class-balanced generalist" --tags --print
+    python benchmarks/probe_features.py --report-only                               # the doc from the recorded probes
 """
 
 from __future__ import annotations
@@ -118,7 +120,9 @@ def table(results: dict[str, dict[str, list[float]]]) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--generalist_dir", required=True, help="the compact generalist's model folder")
+    ap.add_argument("--generalist_dir", help="the compact generalist's model folder (required unless --report-only)")
+    ap.add_argument("--report-only", action="store_true",
+                    help="write the doc section from the recorded probes, probe nothing")
     ap.add_argument("--bundles", nargs="+", default=list(CLASSIFICATION))
     ap.add_argument("--tags", nargs="*", default=None,
                     help="bench_bundles result sets whose trained baselines to probe as well (default: the baselines of "
@@ -134,8 +138,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     os.environ.setdefault("ATTOK_DATA_ROOT", default_data_root())
     state = STATE / "feature_probe.json"
+    if not args.report_only and not args.generalist_dir:
+        ap.error("--generalist_dir is required unless --report-only")
     new: dict[str, dict[str, list[float]]] = {}
-    for bundle in args.bundles:
+    for bundle in [] if args.report_only else args.bundles:
         tags = args.tags if args.tags is not None else DEFAULT_TAGS.get(bundle, ("defaults", "gen"))
         new[bundle] = probe_bundle(bundle, args.generalist_dir, tags, args.seed, args.label)
         print(bundle, json.dumps(new[bundle]), flush=True)
