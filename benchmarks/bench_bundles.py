@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from attok_monai.fileio import atomic_write_text  # noqa: E402
 from benchmarks._report import hardware, write_section  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -160,11 +161,17 @@ def start_of(pairs: Sequence[str]) -> dict | None:
     return {"generalist_run": json.loads(card.read_text()).get("run_name"), "generalist_md5": file_md5(weights)}
 
 
+def other_starts(results: dict, start: dict | None) -> set[str]:
+    """The starts (as sorted JSON; ``"null"``: not recorded) of the recorded ``results`` other than ``start``."""
+    other = {json.dumps(r.get("start"), sort_keys=True) for r in results.values() if isinstance(r, dict)}
+    other.discard(json.dumps(start, sort_keys=True))
+    return other
+
+
 def check_same_start(state_file: Path, results: dict, start: dict | None) -> None:
     """Refuse to add runs to a result set whose recorded runs started elsewhere (another generalist, or one not
     recorded: results written before starts were recorded)."""
-    other = {json.dumps(r.get("start"), sort_keys=True) for r in results.values() if isinstance(r, dict)}
-    other.discard(json.dumps(start, sort_keys=True))
+    other = other_starts(results, start)
     if other:
         raise SystemExit(
             f"{state_file.name}: its recorded runs started from {', '.join(sorted(other))} (null: not recorded), "
@@ -352,8 +359,7 @@ def main() -> None:
                     continue
                 variant, seed = key.split("/")
                 results[key] = {**res, **run_extras(bundle, variant, int(seed), args.tag), "start": start}
-                STATE.mkdir(parents=True, exist_ok=True)
-                state_file.write_text(json.dumps(results, indent=2))
+                atomic_write_text(state_file, json.dumps(results, indent=2))
                 print(f"[bench] {bundle} {key}: open acc {res['open_accuracy']:.3f} ({res['wall_time_s']:.0f} s)",
                       flush=True)
         if skipped and args.tag:  # a tagged set that never ran leaves the docs alone

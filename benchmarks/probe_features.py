@@ -30,6 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import hardware, write_section  # noqa: E402
 from bench_bundles import default_data_root, run_name  # noqa: E402
 
+from attok_monai.fileio import atomic_write_text  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 STATE = Path(__file__).resolve().parent / ".state"
 SECTION = "feature_probe"
@@ -149,10 +151,7 @@ def main() -> None:
     results = json.loads(state.read_text()) if state.is_file() else {}
     for bundle, rows in new.items():
         results[bundle] = {**results.get(bundle, {}), **rows}
-    STATE.mkdir(parents=True, exist_ok=True)
-    tmp = state.with_suffix(f".json.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(results, indent=1))
-    os.replace(tmp, state)
+    atomic_write_text(state, json.dumps(results, indent=1))
     if args.print:
         print(table({b: results[b] for b in args.bundles}))
         return

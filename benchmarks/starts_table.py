@@ -81,8 +81,9 @@ for b in CLASSIFICATION + ("vqa_rad",):
                  Row(b, "generalist", "acc", "gen"), Row(b, "generalist", "acm", "gen")]
 
 
-# Levers on the generalist start (fundus_dr, then pathology_lung; derma_isic for the class-balanced generalist): each against the gen_new rows (full fine-tuning at
-# the bundle's lr 1e-3, acc_norm true for +All); a baseline has no ACC, so acc_norm does not reach it.
+# Levers on the generalist start (fundus_dr, then pathology_lung; derma_isic for generalists B and C): each against the
+# gen_new rows (pathology_lung: gen; full fine-tuning at the bundle's lr 1e-3, acc_norm true for +All); a baseline has
+# no ACC, so acc_norm does not reach it.
 LEVERS: list[Row] = []
 for b in ("fundus_dr", "pathology_lung", "derma_isic"):
     for tag, settings, over in (
@@ -136,15 +137,12 @@ def table(rows: list[Row] | None = None) -> str:
 def foreign_start(row: Row, generalist: str) -> str | None:
     """Why ``row``'s recorded runs cannot be continued from ``generalist`` (they started from another generalist,
     or from one that was not recorded), or None."""
-    from bench_bundles import start_of
+    from bench_bundles import other_starts, start_of
 
     path = STATE / f"{row.state}.json"
     if row.start != "generalist" or not path.is_file():
         return None
-    mine = start_of([f"generalist_dir={generalist}"])
-    starts = {json.dumps(r.get("start"), sort_keys=True) for r in json.loads(path.read_text()).values()
-              if isinstance(r, dict)}
-    starts.discard(json.dumps(mine, sort_keys=True))
+    starts = other_starts(json.loads(path.read_text()), start_of([f"generalist_dir={generalist}"]))
     if not starts:
         return None
     return ("its runs started from a generalist that was not recorded" if starts == {"null"}

@@ -137,7 +137,7 @@ def test_source_weights_set_each_sources_share_of_the_draws(generalist):
 
 
 def test_class_balanced_splits_each_sources_share_over_its_classes(generalist):
-    """class_balanced: each source keeps its share (its size's by default) and every class of it (first attribute)
+    """class_balanced: each source keeps its share (its size's by default) and every class of it (integer label)
     gets an equal part; VQA-RAD (no classes) is one group; the bundle key turns the sampler on and is recorded."""
     from collections import Counter
 

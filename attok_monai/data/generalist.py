@@ -141,7 +141,7 @@ class GeneralistData:
                 share, as the paper tunes on class-balanced data (Appendix A.2); a source without classes (VQA-RAD)
                 keeps its share as one group.
         """
-        from attok_monai.data.sampling import group_share_sampler
+        from attok_monai.data.sampling import group_share_sampler, group_share_weights
 
         if isinstance(source_weights, str):
             if source_weights != "equal":
@@ -152,20 +152,17 @@ class GeneralistData:
             source_weights = {s.name: float(len(s.items)) for s in self.sources if s.items}
         if not isinstance(class_balanced, bool):
             raise ValueError(f"compact generalist: class_balanced must be true or false, got {class_balanced!r}.")
-        groups, shares = self.item_sources(), dict(source_weights)
-        if class_balanced:
-            groups = self.item_classes()
-            per_source = {s.name: sorted({g for g in groups if g == s.name or g.startswith(s.name + "/")})
-                          for s in self.sources}
-            try:
-                shares = {g: source_weights[src] / len(gs) for src, gs in per_source.items() for g in gs}
-            except KeyError as e:
-                raise ValueError(f"compact generalist: source_weights: no share for [{str(e)}]") from None
-            unknown = sorted(set(source_weights) - set(per_source))
-            if unknown:
-                raise ValueError(f"compact generalist: source_weights: no samples for {unknown}")
+        sources, shares = self.item_sources(), dict(source_weights)
         try:
-            return group_share_sampler(groups, shares, seed=seed)
+            if not class_balanced:
+                return group_share_sampler(sources, shares, seed=seed)
+            group_share_weights(sources, shares)  # every source named, each share positive (the message names it)
+            classes = self.item_classes()
+            per_source: dict[str, set[str]] = {}
+            for src, group in zip(sources, classes):
+                per_source.setdefault(src, set()).add(group)
+            return group_share_sampler(
+                classes, {g: shares[src] / len(gs) for src, gs in per_source.items() for g in gs}, seed=seed)
         except ValueError as e:
             raise ValueError(f"compact generalist: source_weights: {e}") from None
 
