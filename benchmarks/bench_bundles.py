@@ -238,6 +238,12 @@ def fmt(values: list[float], pct: bool = True) -> str:
     return f"{statistics.mean(vals):.1f} ± {statistics.stdev(vals):.1f}"
 
 
+def applies(variant: str, key: str) -> bool:
+    """Whether metric ``key`` is defined for ``variant``: book retrieval needs trained attribute tokens (a baseline's
+    a_k are the untrained keyword rows; runs recorded before the evaluator dropped it there still carry a value)."""
+    return not key.startswith("retrieval") or VARIANTS[variant]["use_attribute_tokens"]
+
+
 def table(bundle: str, results: dict, seeds: list[int]) -> str:
     head = "| variant | " + " | ".join(m[1] for m in METRICS) + " | wall time (s) | train samples/s | seeds |"
     lines = [head, "|" + "---|" * (len(METRICS) + 4)]
@@ -245,7 +251,8 @@ def table(bundle: str, results: dict, seeds: list[int]) -> str:
         runs = [results[f"{variant}/{s}"] for s in seeds if f"{variant}/{s}" in results]
         if not runs:
             continue
-        cells = [fmt([r.get(key, float("nan")) for r in runs]) for key, _ in METRICS]
+        cells = [fmt([r.get(key, float("nan")) for r in runs]) if applies(variant, key) else "n/a"
+                 for key, _ in METRICS]
         wall = fmt([r["wall_time_s"] for r in runs], pct=False)
         rate = fmt([r.get("samples_per_s", float("nan")) for r in runs], pct=False)
         lines.append(f"| {LABELS[variant]} | " + " | ".join(cells) + f" | {wall} | {rate} | {len(runs)} |")
@@ -391,7 +398,7 @@ def main() -> None:
             if per_class:
                 body += "\n\n" + per_class
             if results:
-                state_file.write_text(json.dumps(results, indent=2))
+                atomic_write_text(state_file, json.dumps(results, indent=2))
         section = f"bundle_{bundle}" + (f"_{args.tag}" if args.tag else "")
         if not args.tag:  # docs/benchmarks.md holds the default runs only
             write_section(section, body)

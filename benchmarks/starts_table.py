@@ -109,7 +109,11 @@ def runs(row: Row) -> list[tuple[int, dict]]:
     return [(s, d[f"{row.variant}/{s}"]) for s in SEEDS if f"{row.variant}/{s}" in d]
 
 
-def cell(rs: list[tuple[int, dict]], key: str) -> str:
+def cell(rs: list[tuple[int, dict]], key: str, variant: str | None = None) -> str:
+    from bench_bundles import applies
+
+    if variant is not None and not applies(variant, key):
+        return "n/a"
     vals = [r[key] * 100 for _, r in rs if isinstance(r.get(key), (int, float))]
     if not vals:
         return "-"
@@ -129,7 +133,7 @@ def table(rows: list[Row] | None = None) -> str:
         lines.append(
             f"| {r.bundle} | {r.start} | {VARIANT_NAMES[r.variant]} | {r.shown_settings} | {cell(rs, 'open_accuracy')} | "
             f"{cell(rs, 'closed_accuracy')} | {cell(rs, 'open_macro_f1')} | {cell(rs, 'open_balanced_accuracy')} | "
-            f"{cell(rs, 'retrieval_accuracy')} | {seeds} | `{r.state}` |"
+            f"{cell(rs, 'retrieval_accuracy', r.variant)} | {seeds} | `{r.state}` |"
         )
     return "\n".join(lines)
 

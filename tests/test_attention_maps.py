@@ -102,14 +102,18 @@ def test_bundle_writes_validation_sheet_and_inference_maps(tmp_path, data_root):
     temp = json.loads((tmp_path / "run" / "model" / "temperature.json").read_text())  # fitted on validation
     assert temp["temperature"] > 0 and temp["num_images"] == 16 and "ece_after" in temp
     assert not (tmp_path / "base" / "val" / "attention_maps.png").exists()
+    # book retrieval is scored only where attribute tokens were trained: the baseline's metrics have none
+    run_m, base_m = (json.loads((tmp_path / r / "val" / "metrics.json").read_text())["metrics"] for r in ("run", "base"))
+    assert 0.0 <= run_m["retrieval_accuracy"] <= 1.0 and "open_accuracy" in base_m
+    assert not any(k.startswith("retrieval") for k in base_m)
     folder = tmp_path / "imgs"
     folder.mkdir()
     retina = np.load(data_root / "medmnist" / "retinamnist.npz")["val_images"][:3]
     for i, im in enumerate(retina):
         Image.fromarray(im).save(folder / f"eye{i}.png")
-    def infer(name: str, **kw) -> list[dict]:
+    def infer(name: str, run: str = "run", **kw) -> list[dict]:
         wf = ConfigWorkflow(config_file=str(configs / "inference.json"), workflow_type="infer", input_dir=str(folder),
-                            output_file=str(tmp_path / f"{name}.json"), model_dir=str(tmp_path / "run" / "model"),
+                            output_file=str(tmp_path / f"{name}.json"), model_dir=str(tmp_path / run / "model"),
                             **kw, **common)
         wf.initialize()
         wf.run()
@@ -123,6 +127,43 @@ def test_bundle_writes_validation_sheet_and_inference_maps(tmp_path, data_root):
     assert all("answer" not in r and r["retrieval_attribute"].startswith("<|fundus_") for r in screened)
     for r, g in zip(screened, rows):  # the same probabilities as the generating command computes
         assert [r[k] for k in r if k.startswith("p_")] == [g[k] for k in g if k.startswith("p_")]
+    base = infer("base_screen", run="base", screen=True)  # a baseline screens without a retrieval column
+    assert len(base) == 3 and not any("retrieval_attribute" in r for r in base)
     # the temperature rescales the probabilities, never the class
     raw = infer("raw", screen=True, temperature=1.0)
     assert [r["attribute"] for r in raw] == [r["attribute"] for r in screened]
+
+
+def test_retrieval_needs_attribute_tokens():
+    """A plain-text baseline's a_k are never trained: retrieval_scores says so, screening returns no retrieval,
+    and the evaluation step leaves the key out (so no retrieval metric is reported for it)."""
+    from attok_monai.data.instructions import InstructionTemplates
+    from attok_monai.engines.steps import AnswerMetric, AttTokEvalStep
+    from tests.conftest import tiny_attok
+
+    base = tiny_attok(use_attribute_tokens=False, use_acc=False, use_acm=False).eval()
+    images = torch.rand(2, 1, 16, 16)
+    with pytest.raises(ValueError, match="no attribute tokens"):
+        base.retrieval_scores(images)
+    probs, retrieval = base.screen(images, ["what is this radiology image?"] * 2)
+    assert retrieval is None and probs.shape == (2, 3)
+    tokens = tiny_attok().eval()
+    assert tokens.screen(images, ["what is this radiology image?"] * 2)[1].shape == (2, 3)
+
+    class _Engine:
+        network = base
+        state = type("S", (), {"device": torch.device("cpu")})()
+
+    batch = {"image": images, "attributes": [[0], [2]]}
+    templates = InstructionTemplates("radiology", base.vocabulary.names, ["what is this {modality} image?"],
+                                     ["which of {options}?"])
+    out = AttTokEvalStep(templates, max_new_tokens=4, amp=False)(_Engine(), batch)
+    assert "retrieval" not in out and out["probs"].shape == (2, 3)
+    metric = AnswerMetric("retrieval_accuracy")
+    metric.reset()
+    metric.update((out,))
+    assert np.isnan(metric.compute())
+    # ACC without attribute tokens: the map goes to the book the visual tokens attend to most
+    acc_only = tiny_attok(use_attribute_tokens=False, use_acc=True, use_acm=False).eval()
+    maps, attrs = attention_maps(acc_only, images)
+    assert maps.shape == (2, 16, 16) and attrs.shape == (2,)

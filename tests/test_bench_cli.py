@@ -100,15 +100,16 @@ def test_starts_table_reads_recorded_runs_and_marks_missing_ones(tmp_path, monke
 
     monkeypatch.setattr(starts_table, "STATE", tmp_path)
     (tmp_path / "oct_retina_gen.json").write_text(json.dumps({
-        "baseline/0": {"open_accuracy": 0.90, "open_macro_f1": 0.80},
-        "baseline/2": {"open_accuracy": 0.94, "open_macro_f1": 0.84},
-        "all/1": {"open_accuracy": 0.95},
+        "baseline/0": {"open_accuracy": 0.90, "open_macro_f1": 0.80, "retrieval_accuracy": 0.4},  # recorded
+        "baseline/2": {"open_accuracy": 0.94, "open_macro_f1": 0.84},  # before the baseline dropped it
+        "all/1": {"open_accuracy": 0.95, "retrieval_accuracy": 0.9},
     }))
     lines = {(r[1], r[2], r[3], r[4]): r for r in (
         [c.strip() for c in line.split("|")] for line in starts_table.table().splitlines()[2:])}
     base = lines[("oct_retina", "generalist", "baseline", "-")]
     assert base[5] == "92.0 ± 2.8" and base[7] == "82.0 ± 2.8" and base[10] == "0,2"
-    assert lines[("oct_retina", "generalist", "+All", "today's defaults")][5:11] == ["95.0", "-", "-", "-", "-", "1"]
+    assert base[9] == "n/a"  # no book retrieval without attribute tokens, whatever an old run recorded
+    assert lines[("oct_retina", "generalist", "+All", "today's defaults")][5:11] == ["95.0", "-", "-", "-", "90.0", "1"]
     assert lines[("oct_retina", "scratch", "+All", "today's defaults")][10] == "not run"
     # the issue asks for tokens alone from the generalist on every set, not only on the study's two
     assert all(lines[(b, "generalist", "tokens alone", "today's defaults")][10] == "not run"

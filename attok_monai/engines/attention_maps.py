@@ -32,14 +32,16 @@ def attention_maps(
         network: an :class:`~attok_monai.networks.nets.AttTokGPTv` with ACC.
         images: (B, C, H, W) in [0, 1].
         attributes: (B,) attribute index per image; ``None`` = the most probable attribute by book retrieval
-            (:meth:`retrieval_scores`, one forward of the vision side).
+            (:meth:`retrieval_scores`, one forward of the vision side), or, for ACC without attribute tokens (no
+            trained a_k to retrieve), the book the visual tokens attend to most.
 
     Returns:
         ``(maps (B, H, W) float, each summing to 1; attributes (B,) long)``.
     """
     attn = network.acc_attention(images)  # (B, N_v, K)
     if attributes is None:
-        attributes = network.retrieval_scores(images).argmax(-1)
+        scores = network.retrieval_scores(images) if network.use_attribute_tokens else attn.sum(1)
+        attributes = scores.argmax(-1)
     attributes = torch.as_tensor(attributes, dtype=torch.long, device=attn.device).view(-1)
     per_token = attn.gather(2, attributes.view(-1, 1, 1).expand(-1, attn.shape[1], 1)).squeeze(-1)  # (B, N_v)
     grids = network.backbone.token_grid(images)

@@ -193,8 +193,8 @@ def run_inference(
             no prototype check.
         screen: one-pass screening: no text is generated; the class is the most probable attribute of one forward
             (the attribute-token logits at the decision position, :meth:`class_probabilities`), and the book
-            retrieval's choice is given beside it (``retrieval_attribute``, ``retrieval_score``). The table is the
-            same minus ``answer``.
+            retrieval's choice is given beside it (``retrieval_attribute``, ``retrieval_score``; not for a model
+            without attribute tokens). The table is the same minus ``answer``.
         temperature: the model folder's fitted temperature (``temperature.json``), applied to the class
             probabilities (the predicted class is unchanged; None: the raw probabilities).
         save_maps: also write, per answered image, the ACC attention map to the predicted attribute's book over the
@@ -224,10 +224,12 @@ def run_inference(
         images = good["image"].to(device).float()
         prompts = [question] * images.shape[0]
         if screen:  # one forward: the vision side once for both scores, no decoding
-            probs, retrieval = (t.float().cpu() for t in network.screen(images, prompts))
+            probs, retrieval = network.screen(images, prompts)
+            probs = probs.float().cpu()
+            retrieval = None if retrieval is None else retrieval.float().cpu()
             answers = [None] * images.shape[0]
         else:
-            answers = network.generate(images, prompts, max_new_tokens)
+            answers, retrieval = network.generate(images, prompts, max_new_tokens), None
             probs = network.class_probabilities(images, prompts).float().cpu()
         if temperature is not None:
             from attok_monai.handlers.temperature import apply_temperature
@@ -247,7 +249,7 @@ def run_inference(
                 "probability": round(float(probs[i, k]), 4) if k >= 0 else None,
             }
             row.update({f"p_{a.name}": round(float(probs[i, j]), 4) for j, a in enumerate(vocab)})
-            if screen:
+            if retrieval is not None:
                 r = int(retrieval[i].argmax())
                 row.update(retrieval_attribute=vocab.token(r), retrieval_score=round(float(retrieval[i, r]), 4))
             if map_names is not None:

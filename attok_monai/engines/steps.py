@@ -90,7 +90,8 @@ def loss_components(output: dict) -> dict[str, float]:
 
 class AttTokEvalStep:
     """One evaluation iteration: greedy answers to the open- and close-ended question of each image, class
-    probabilities over the K attributes, retrieval scores with the attribute tokens, and mean visual tokens.
+    probabilities over the K attributes, retrieval scores with the attribute tokens (key ``retrieval``, absent for a
+    model without attribute tokens), and mean visual tokens.
 
     Args:
         templates: the bundle's question templates (template 0 of each kind is used, options in index order).
@@ -116,7 +117,8 @@ class AttTokEvalStep:
             open_text = model.generate(images, open_q, self.max_new_tokens)
             closed_text = model.generate(images, closed_q, self.max_new_tokens)
             probs = model.class_probabilities(images, open_q).float().cpu()
-            retrieval = model.retrieval_scores(images).float().cpu()
+            # retrieval through the book only where a_k were trained (attribute tokens); else the key is absent
+            retrieval = model.retrieval_scores(images).float().cpu() if model.use_attribute_tokens else None
             visual_mean = model.visual_tokens(images)[1].mean(1).float().cpu()
         labels = [a[0] for a in _first_attributes(batch)]
         return {
@@ -127,9 +129,8 @@ class AttTokEvalStep:
             "open_pred": [parse_prediction(vocab, t) for t in open_text],
             "closed_pred": [parse_prediction(vocab, t) for t in closed_text],
             "probs": probs,
-            "retrieval": retrieval,
             "visual_mean": visual_mean,
-        }
+        } | ({} if retrieval is None else {"retrieval": retrieval})
 
 
 class AnswerMetric(Metric):
@@ -137,7 +138,8 @@ class AnswerMetric(Metric):
 
     ``name`` is ``<source>_<metric>``: source ``open``/``closed`` (parsed answers), ``prob`` (argmax of the class
     probabilities) or ``retrieval``; metric any key of :func:`classification_metrics` (``accuracy``, ``macro_f1``,
-    ``balanced_accuracy``, ``auc`` ...). AUC always uses the class probabilities.
+    ``balanced_accuracy``, ``auc`` ...). AUC always uses the class probabilities. A ``retrieval`` metric of a model
+    without attribute tokens (no ``retrieval`` in the outputs) is NaN: it is not defined there.
     """
 
     _SOURCES = ("open", "closed", "prob", "retrieval")
@@ -156,6 +158,8 @@ class AnswerMetric(Metric):
 
     def update(self, output: Sequence[dict]) -> None:
         out = output[0]
+        if self.source == "retrieval" and "retrieval" not in out:
+            return  # plain-text baseline: no book retrieval to score
         self._labels += list(out["label"])
         if self.source in ("open", "closed"):
             self._preds += list(out[f"{self.source}_pred"])
@@ -165,6 +169,8 @@ class AnswerMetric(Metric):
         self._probs.append(out["probs"])
 
     def compute(self) -> float:
+        if not self._labels:  # nothing scored (a retrieval metric of a baseline)
+            return float("nan")
         probs = torch.cat(self._probs).numpy() if self._probs else None
         k = self.num_classes or (probs.shape[1] if probs is not None else None)
         values = classification_metrics(self._labels, self._preds, probs, num_classes=k)

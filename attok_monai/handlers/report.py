@@ -81,10 +81,10 @@ class EvalReportHandler(EpochOutputCollector):
         k = len(names)
         labels = np.asarray(data["label"])
         metrics: dict[str, float] = {"num_samples": int(data["n"])}
-        for source, preds in (
-            ("open", data["open_pred"]), ("closed", data["closed_pred"]),
-            ("prob", data["probs"].argmax(1).tolist()), ("retrieval", data["retrieval"].argmax(1).tolist()),
-        ):
+        sources = [("open", data["open_pred"]), ("closed", data["closed_pred"]), ("prob", data["probs"].argmax(1).tolist())]
+        if "retrieval" in data:  # absent for a model without attribute tokens (nothing trained to retrieve)
+            sources.append(("retrieval", data["retrieval"].argmax(1).tolist()))
+        for source, preds in sources:
             for key, val in classification_metrics(labels, preds, data["probs"], num_classes=k).items():
                 if key == "auc" and source != "open":
                     continue

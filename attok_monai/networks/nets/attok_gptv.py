@@ -410,7 +410,15 @@ class AttTokGPTv(nn.Module):
     def retrieval_scores(self, images: torch.Tensor, visual: torch.Tensor | None = None) -> torch.Tensor:
         """(B, K) cosine similarity of each image's mean visual token (after ACC) to the attribute tokens a_k used
         as classifier weights (paper Table 6); through theta when the model has ACM. ``visual``: as in
-        :meth:`class_probabilities`."""
+        :meth:`class_probabilities`.
+
+        Raises:
+            ValueError: the model has no attribute tokens (``use_attribute_tokens=False``): its a_k are the keyword
+                rows it was built with and never trained, so a "retrieval" would score nothing the model learned.
+        """
+        if not self.use_attribute_tokens:
+            raise ValueError("retrieval_scores: this model has no attribute tokens (use_attribute_tokens=False), so "
+                             "there is no trained attribute embedding to retrieve; use class_probabilities.")
         if visual is None:
             _, visual = self.visual_tokens(images)
         v, a = visual.mean(1), self.book.attribute_embeddings
@@ -419,13 +427,16 @@ class AttTokGPTv(nn.Module):
         return F.normalize(v.float(), dim=-1) @ F.normalize(a.float(), dim=-1).t()
 
     @torch.no_grad()
-    def screen(self, images: torch.Tensor, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    def screen(self, images: torch.Tensor, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor | None]:
         """One-pass screening: ``(class probabilities (B, K), retrieval scores (B, K))`` with the vision encoder and
-        ACC run once for both, no decoding."""
+        ACC run once for both, no decoding. Retrieval is ``None`` for a model without attribute tokens (plain-text
+        baseline; see :meth:`retrieval_scores`)."""
         if self.merges_visual:
-            return self.class_probabilities(images, prompts), self.retrieval_scores(images)
+            probs = self.class_probabilities(images, prompts)
+            return probs, self.retrieval_scores(images) if self.use_attribute_tokens else None
         _, visual = self.visual_tokens(images)
-        return self.class_probabilities(images, prompts, visual), self.retrieval_scores(images, visual)
+        probs = self.class_probabilities(images, prompts, visual)
+        return probs, self.retrieval_scores(images, visual) if self.use_attribute_tokens else None
 
     # ------------------------------------------------------------------ persistence
     def save_pretrained(self, directory: str | os.PathLike) -> None:
