@@ -218,7 +218,8 @@ def strip_components(config: dict, mlflow: bool = True) -> list[str]:
     removed: list[str] = []
     drop = {"monai.handlers.CheckpointSaver"}
     if not mlflow:
-        drop |= {"monai.handlers.MLFlowHandler", "attok_monai.handlers.MLflowArtifactsHandler",
+        drop |= {"monai.handlers.MLFlowHandler", "attok_monai.handlers.mlflow_store.MLFlowHandler",
+                 "attok_monai.handlers.MLflowArtifactsHandler",
                  "attok_monai.handlers.mlflow_run.MLflowRunHandler", "attok_monai.handlers.mlflow_model.MLflowModelHandler"}
     for section in ("train", "validate"):
         handlers = config.get(section, {}).get("handlers")

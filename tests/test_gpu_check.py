@@ -156,7 +156,7 @@ def test_strip_components_finds_the_checkpoint_and_mlflow_parts(name):
     parser.resolve_macro_and_relative_ids()  # the shared base's %macros, as run_bundle does
     config = parser.config
     removed = " ".join(strip_components(config, mlflow=False))
-    for gone in ("monai.handlers.CheckpointSaver", "monai.handlers.MLFlowHandler", "MLflowArtifactsHandler",
+    for gone in ("monai.handlers.CheckpointSaver", "mlflow_store.MLFlowHandler", "MLflowArtifactsHandler",
                  "@train#mlflow", "checkpoint_saver.attach", "checkpoint_loader.attach"):
         assert gone in removed, gone
     handlers = config["train"]["handlers"] + config["validate"]["handlers"]

@@ -59,7 +59,7 @@ def test_gpu_configs_merge_over_train(name):
     assert "distributed.train_sampler" in sampler and m["train"]["dataloader"]["shuffle"] is False
     assert m["initialize"][0].startswith("$attok_monai.engines.distributed.init_distributed")
     assert m["finalize"][-1] == "$attok_monai.engines.distributed.cleanup()"
-    assert m["validate"]["handlers"][3]["_target_"] == "monai.handlers.MLFlowHandler"  # the one disabled on rank > 0
+    assert m["validate"]["handlers"][3]["_target_"] == "attok_monai.handlers.mlflow_store.MLFlowHandler"  # the one disabled on rank > 0
     # both at once: the 7B model under torchrun
     both = _parser(name, "train.json", "train_qwen25vl.json", "multi_gpu_train.json")
     assert both["network_def"]["_target_"].endswith("build_hf_attok") and both["train"]["trainer"]["network"] == (

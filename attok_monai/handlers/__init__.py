@@ -4,7 +4,8 @@ Training: :class:`LambdaScheduleHandler` (ACM weight), :class:`PrototypeEMAHandl
 :class:`RunStatsHandler` (throughput, memory), :class:`EpochSeedHandler` (``seeding``), :class:`SavePretrainedHandler`
 (the model folder), :class:`GeneralistCardHandler` (the generalist's card). Evaluation: ``report``
 (classification report), ``vqa_report``, ``temperature``, ``domain``, :class:`AttentionMapSampleHandler`. MLflow:
-``mlflow_run``, :class:`MLflowModelHandler`, :class:`MLflowArtifactsHandler`.
+``mlflow_store`` (MONAI's ``MLFlowHandler``, a new local store created under a file lock), ``mlflow_run``,
+:class:`MLflowModelHandler`, :class:`MLflowArtifactsHandler`.
 """
 
 from .attention_maps import AttentionMapSampleHandler
