@@ -79,6 +79,7 @@ def test_generalist_trains_on_training_parts_logs_and_saves_a_marked_folder(gene
     assert card["iterations"] == 6 and card["last_epoch_mean_loss"] > 0
     # the thread count the weights were made at (the same seed gives the same weights only at the same count)
     assert card["torch_threads"] == torch.get_num_threads() and card["class_balanced"] is False
+    assert card["cpu_capability"] == torch.backends.cpu.get_cpu_capability() and card["cpu_model"]
     assert wf.parser.get_parsed_content("hyperparameters")["torch_threads"] == str(torch.get_num_threads())
     for name in ("model.pt", "backbone.json", "vocabulary.json", "attok.json", "tokenizer"):
         assert (model_dir / name).exists(), name
