@@ -279,7 +279,7 @@ def per_class_table(results: dict, seeds: list[int]) -> str:
 
 def verdict(bundle: str, results: dict, seeds: list[int], extras: Sequence[str] = ()) -> str:
     def mean(variant: str, key: str) -> float | None:
-        vals = [results[f"{variant}/{s}"][key] for s in seeds if f"{variant}/{s}" in results]
+        vals = [results[f"{variant}/{s}"][key] for s in seeds if key in results.get(f"{variant}/{s}", {})]
         return statistics.mean(vals) * 100 if vals else None
 
     out = []

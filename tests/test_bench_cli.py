@@ -99,7 +99,7 @@ def test_starts_table_reads_recorded_runs_and_marks_missing_ones(tmp_path, monke
     from benchmarks import starts_table
 
     monkeypatch.setattr(starts_table, "STATE", tmp_path)
-    (tmp_path / "oct_retina_gen.json").write_text(json.dumps({
+    (tmp_path / f"oct_retina_{starts_table.GENERALIST_TAG}.json").write_text(json.dumps({
         "baseline/0": {"open_accuracy": 0.90, "open_macro_f1": 0.80, "retrieval_accuracy": 0.4},  # recorded
         "baseline/2": {"open_accuracy": 0.94, "open_macro_f1": 0.84},  # before the baseline dropped it
         "all/1": {"open_accuracy": 0.95, "retrieval_accuracy": 0.9},
@@ -114,8 +114,14 @@ def test_starts_table_reads_recorded_runs_and_marks_missing_ones(tmp_path, monke
     # the issue asks for tokens alone from the generalist on every set, not only on the study's two
     assert all(lines[(b, "generalist", "tokens alone", "today's defaults")][10] == "not run"
                for b in ("oct_retina", "xray_pneumonia", "pathology_lung", "vqa_rad"))
-    cmd = next(r for r in starts_table.ROWS if r.state == "oct_retina_gen" and r.variant == "all").command("G")
-    assert "--extra from_generalist" in cmd and "--tag gen" in cmd and cmd.endswith("--override generalist_dir=G")
+    tag = starts_table.GENERALIST_TAG
+    cmd = next(r for r in starts_table.ROWS if r.state == f"oct_retina_{tag}" and r.variant == "all").command("G")
+    assert "--extra from_generalist" in cmd and f"--tag {tag} " in cmd and cmd.endswith("--override generalist_dir=G")
+    # generalist A's rows (gone) are their own table, shown whether run or not, never in the one to complete
+    assert not any(r.tag in ("gen", "gen_new") for r in starts_table.ROWS)
+    early = [line for line in starts_table.table(starts_table.EARLIER).splitlines()[2:]]
+    assert len(early) == len(starts_table.EARLIER) and all("| generalist A |" in line for line in early)
+    assert starts_table.missing(starts_table.EARLIER) == starts_table.EARLIER  # no state here: every row missing
 
 
 def test_probe_features_scores_separable_features_and_finds_runs(tmp_path):
