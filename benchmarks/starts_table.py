@@ -43,6 +43,11 @@ class Row:
         return "-" if self.variant == "baseline" and self.settings == "today's defaults" else self.settings
 
     @property
+    def from_generalist(self) -> bool:
+        """Whether the row starts from a generalist (``generalist``, or an earlier one such as ``generalist A``)."""
+        return self.start.startswith("generalist")
+
+    @property
     def state(self) -> str:
         return f"{self.bundle}_{self.tag}"
 
@@ -51,9 +56,8 @@ class Row:
         argv = ["benchmarks/bench_bundles.py", "--bundles", self.bundle, "--variants", self.variant, "--seeds",
                 *map(str, SEEDS), "--jobs", "2", "--threads", "1", "--final-val-only", "--tag", self.tag,
                 "--doc", f"/tmp/{self.state}.md"]
-        from_generalist = self.start.startswith("generalist")
-        over = ([f"generalist_dir={generalist}"] if from_generalist else []) + self.overrides.split()
-        if from_generalist:
+        over = ([f"generalist_dir={generalist}"] if self.from_generalist else []) + self.overrides.split()
+        if self.from_generalist:
             argv += ["--extra", "from_generalist"]
         return argv + (["--override", *over] if over else [])
 
@@ -157,7 +161,7 @@ def foreign_start(row: Row, generalist: str) -> str | None:
     from bench_bundles import other_starts, start_of
 
     path = STATE / f"{row.state}.json"
-    if not row.start.startswith("generalist") or not path.is_file():
+    if not row.from_generalist or not path.is_file():
         return None
     starts = other_starts(json.loads(path.read_text()), start_of([f"generalist_dir={generalist}"]))
     if not starts:

@@ -431,10 +431,7 @@ class AttTokGPTv(nn.Module):
         """One-pass screening: ``(class probabilities (B, K), retrieval scores (B, K))`` with the vision encoder and
         ACC run once for both, no decoding. Retrieval is ``None`` for a model without attribute tokens (plain-text
         baseline; see :meth:`retrieval_scores`)."""
-        if self.merges_visual:
-            probs = self.class_probabilities(images, prompts)
-            return probs, self.retrieval_scores(images) if self.use_attribute_tokens else None
-        _, visual = self.visual_tokens(images)
+        visual = None if self.merges_visual else self.visual_tokens(images)[1]  # merging: each scorer runs its own
         probs = self.class_probabilities(images, prompts, visual)
         return probs, self.retrieval_scores(images, visual) if self.use_attribute_tokens else None
 
