@@ -18,7 +18,8 @@ HEADER = (
 
 
 def hardware() -> str:
-    """CPU model, core count, torch version and GPU (if any), as one line."""
+    """CPU model, the instruction set torch's CPU kernels use (it changes a run's weights: docs/study_defaults.md,
+    "Round 6"), core count, torch version and GPU (if any), as one line."""
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -28,7 +29,8 @@ def hardware() -> str:
     except OSError:
         pass
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return f"{cpu}, {os.cpu_count()} logical cores visible, torch {torch.__version__}, {gpu}"
+    isa = torch.backends.cpu.get_cpu_capability()
+    return f"{cpu} ({isa}), {os.cpu_count()} logical cores visible, torch {torch.__version__}, {gpu}"
 
 
 def write_section(name: str, markdown: str, doc: Path = DOC, header: str | None = None) -> None:

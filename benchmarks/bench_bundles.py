@@ -238,6 +238,18 @@ def fmt(values: list[float], pct: bool = True) -> str:
     return f"{statistics.mean(vals):.1f} ± {statistics.stdev(vals):.1f}"
 
 
+def run_hardware(results: dict, seeds: Sequence[int]) -> str:
+    """The hardware the counted runs (``seeds``) recorded, each distinct line once; runs recorded before the hardware
+    was are counted, not guessed (the machine writing the report need not be the one that trained them)."""
+    runs = [r for k, r in results.items() if isinstance(r, dict) and int(k.rsplit("/", 1)[-1]) in seeds]
+    seen = sorted({r["hardware"] for r in runs if r.get("hardware")})
+    unknown = sum(1 for r in runs if not r.get("hardware"))
+    parts = ["; ".join(seen)] if seen else []
+    if unknown:
+        parts.append(f"not recorded for {unknown} of {len(runs)} runs (run before each run recorded it)")
+    return ", ".join(parts) if parts else "no runs"
+
+
 def applies(variant: str, key: str) -> bool:
     """Whether metric ``key`` is defined for ``variant``: book retrieval needs trained attribute tokens (a baseline's
     a_k are the untrained keyword rows; runs recorded before the evaluator dropped it there still carry a value)."""
@@ -365,7 +377,8 @@ def main() -> None:
                     print(f"[bench] {bundle}: skipped ({why})")
                     continue
                 variant, seed = key.split("/")
-                results[key] = {**res, **run_extras(bundle, variant, int(seed), args.tag), "start": start}
+                results[key] = {**res, **run_extras(bundle, variant, int(seed), args.tag), "start": start,
+                                "hardware": hardware()}
                 atomic_write_text(state_file, json.dumps(results, indent=2))
                 print(f"[bench] {bundle} {key}: open acc {res['open_accuracy']:.3f} ({res['wall_time_s']:.0f} s)",
                       flush=True)
@@ -387,7 +400,7 @@ def main() -> None:
                         else "the bundle's default CPU training")
             body = (f"### {bundle}{' (' + args.tag + ')' if args.tag else ''}: AttTok ablation on the validation "
                     f"split\n\n"
-                    f"Hardware: {hardware()}. Command: `{cmd}`. Mean ± std over the seeds counted in the last "
+                    f"Hardware: {run_hardware(results, args.seeds)}. Command: `{cmd}`. Mean ± std over the seeds counted in the last "
                     f"column (of {args.seeds}); every run is {training} (`configs/train.json`), "
                     f"scored on `val` after the last epoch; train samples/s is the mean of the per-epoch training throughput "
                     f"(also in each run's MLflow metrics). Wall time and samples/s depend on what else shared the "

@@ -147,3 +147,17 @@ def test_probe_features_scores_separable_features_and_finds_runs(tmp_path):
     found = probe_features.find_run("oct_retina", "gen", 0, root=tmp_path)
     assert found == runs / "oct_retina_bench_gen_baseline_s0_20261202_000000_2" / "model"
     assert probe_features.find_run("oct_retina", "gen", 1, root=tmp_path) is None
+
+
+def test_the_report_names_the_hardware_the_runs_recorded():
+    """Each run records the machine it trained on; the report lists what the counted runs recorded (not the
+    reporting machine) and counts the runs that recorded none."""
+    from benchmarks._report import hardware
+    from benchmarks.bench_bundles import run_hardware
+
+    assert "(" in hardware() and "torch" in hardware()  # names the CPU's kernel instruction set
+    results = {"all/0": {"hardware": "cpu A (AVX2)"}, "all/1": {"hardware": "cpu B (AVX512)"},
+               "baseline/0": {"hardware": "cpu A (AVX2)"}, "baseline/2": {"open_accuracy": 0.5}}
+    assert run_hardware(results, [0, 1]) == "cpu A (AVX2); cpu B (AVX512)"
+    assert run_hardware(results, [0, 2]) == "cpu A (AVX2), not recorded for 1 of 3 runs (run before each run recorded it)"
+    assert run_hardware({}, [0]) == "no runs"
