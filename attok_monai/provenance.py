@@ -45,14 +45,23 @@ def git_state() -> tuple[str, str]:
         return "unknown", "unknown"
 
 
-def cpu_model() -> str:
-    """The CPU's model name (``/proc/cpuinfo``'s ``model name``; ``platform.processor()`` elsewhere; ``unknown``)."""
+def cpu_model(cpuinfo: str | Path = "/proc/cpuinfo") -> str:
+    """The CPU's model name with its family and model numbers when the name alone does not tell two CPU kinds apart
+    (``/proc/cpuinfo``: ``AMD EPYC (family 25, model 1)``; ``platform.processor()`` elsewhere; ``unknown``)."""
     import platform
 
     try:
-        for line in Path("/proc/cpuinfo").read_text(errors="ignore").splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        fields: dict[str, str] = {}
+        for line in Path(cpuinfo).read_text(errors="ignore").splitlines():
+            key, sep, value = line.partition(":")
+            if not sep:
+                if fields:
+                    break  # the first processor's block is read
+                continue
+            fields.setdefault(key.strip().lower(), value.strip())
+        if "model name" in fields:
+            numbers = [f"{k} {fields[k2]}" for k, k2 in (("family", "cpu family"), ("model", "model")) if k2 in fields]
+            return fields["model name"] + (f" ({', '.join(numbers)})" if numbers else "")
     except OSError:
         pass
     return platform.processor() or "unknown"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import platform
 import re
 import tempfile
 from pathlib import Path
@@ -20,17 +19,12 @@ HEADER = (
 def hardware() -> str:
     """CPU model, the instruction set torch's CPU kernels use (it changes a run's weights: docs/study_defaults.md,
     "Round 6"), core count, torch version and GPU (if any), as one line."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from attok_monai.provenance import cpu_model
+
+    cpu = cpu_model()
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     isa = torch.backends.cpu.get_cpu_capability()
-    return f"{cpu} ({isa}), {os.cpu_count()} logical cores visible, torch {torch.__version__}, {gpu}"
+    return f"{cpu}, torch CPU kernels {isa}, {os.cpu_count()} logical cores visible, torch {torch.__version__}, {gpu}"
 
 
 def write_section(name: str, markdown: str, doc: Path = DOC, header: str | None = None) -> None:

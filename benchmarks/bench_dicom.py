@@ -28,17 +28,8 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from attok_monai.data.dicom import read_dicom_frame  # noqa: E402
 from attok_monai.ingest import ingest  # noqa: E402
+from attok_monai.provenance import cpu_model  # noqa: E402
 from benchmarks._report import DOC, write_section  # noqa: E402
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def build(root: Path, n: int, size: int) -> float:

@@ -224,3 +224,17 @@ def test_short_cli_keeps_none_strings():
 
     kw = bundle_run_args(["--config", str(SRC), "evaluate", "--checkpoint", "none", "--limit", "None"])
     assert kw["checkpoint"] == "none" and kw["limit"] is None
+
+
+def test_cpu_model_tells_cpu_kinds_apart(tmp_path):
+    """Two CPU kinds sold under one name (AMD EPYC) gave a generalist different weights: the name carries the family
+    and model numbers of the first processor; a name alone is kept; no cpuinfo falls back to the platform's."""
+    from attok_monai.provenance import cpu_model
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\ncpu family\t: 25\nmodel\t\t: 1\nmodel name\t: AMD EPYC\n\n"
+                    "processor\t: 1\ncpu family\t: 23\nmodel\t\t: 49\nmodel name\t: AMD EPYC\n")
+    assert cpu_model(info) == "AMD EPYC (family 25, model 1)"
+    info.write_text("model name\t: ARMv8 Processor\n")
+    assert cpu_model(info) == "ARMv8 Processor"
+    assert cpu_model(tmp_path / "absent")  # platform.processor() or "unknown"
