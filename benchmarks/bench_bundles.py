@@ -162,10 +162,14 @@ def start_of(pairs: Sequence[str]) -> dict | None:
 
 
 def other_starts(results: dict, start: dict | None) -> set[str]:
-    """The starts (as sorted JSON; ``"null"``: not recorded) of the recorded ``results`` other than ``start``."""
-    other = {json.dumps(r.get("start"), sort_keys=True) for r in results.values() if isinstance(r, dict)}
-    other.discard(json.dumps(start, sort_keys=True))
-    return other
+    """The starts (as sorted JSON; ``"null"``: not recorded) of the recorded ``results`` other than ``start``. Two
+    starts are one when their weights are (the same ``generalist_md5``): a generalist retrained with the same command
+    on the same CPU kind is the same start under another run name."""
+    def weights(s: dict | None) -> str | None:
+        return s.get("generalist_md5") if isinstance(s, dict) else None
+
+    return {json.dumps(r.get("start"), sort_keys=True) for r in results.values()
+            if isinstance(r, dict) and weights(r.get("start")) != weights(start)}
 
 
 def check_same_start(state_file: Path, results: dict, start: dict | None) -> None:

@@ -42,6 +42,8 @@ def test_a_result_set_holds_runs_of_one_generalist(tmp_path, monkeypatch):
     state = tmp_path / "fundus_dr_gen.json"
     check_same_start(state, {}, start_a)  # an empty set takes any start
     check_same_start(state, {"all/0": {"start": start_a}}, start_a)
+    retrained = generalist("gen_a_again", b"weights a")  # the same command on the same CPU kind: the same weights
+    check_same_start(state, {"all/0": {"start": start_a}}, start_of([f"generalist_dir={retrained}"]))
     check_same_start(state, {"all/0": {"open_accuracy": 0.5}}, None)  # from scratch, recorded before starts were
     with pytest.raises(SystemExit, match=r"fundus_dr_gen.json: its recorded runs started from .*gen_a.*another --tag"):
         check_same_start(state, {"all/0": {"start": start_a}}, start_of([f"generalist_dir={b}"]))
