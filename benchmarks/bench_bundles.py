@@ -243,14 +243,15 @@ def fmt(values: list[float], pct: bool = True) -> str:
 
 
 def run_hardware(results: dict, seeds: Sequence[int]) -> str:
-    """The hardware the counted runs (``seeds``) recorded, each distinct line once; runs recorded before the hardware
-    was are counted, not guessed (the machine writing the report need not be the one that trained them)."""
+    """The hardware the counted runs (``seeds``) recorded, each distinct line once; runs that recorded none (run
+    before runs recorded it) are counted, not guessed: the machine writing the report need not be the one that
+    trained them."""
     runs = [r for k, r in results.items() if isinstance(r, dict) and int(k.rsplit("/", 1)[-1]) in seeds]
     seen = sorted({r["hardware"] for r in runs if r.get("hardware")})
     unknown = sum(1 for r in runs if not r.get("hardware"))
     parts = ["; ".join(seen)] if seen else []
     if unknown:
-        parts.append(f"not recorded for {unknown} of {len(runs)} runs (run before each run recorded it)")
+        parts.append(f"not recorded for {unknown} of {len(runs)} runs (run before runs recorded it)")
     return ", ".join(parts) if parts else "no runs"
 
 

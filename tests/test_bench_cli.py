@@ -161,5 +161,5 @@ def test_the_report_names_the_hardware_the_runs_recorded():
     results = {"all/0": {"hardware": "cpu A (AVX2)"}, "all/1": {"hardware": "cpu B (AVX512)"},
                "baseline/0": {"hardware": "cpu A (AVX2)"}, "baseline/2": {"open_accuracy": 0.5}}
     assert run_hardware(results, [0, 1]) == "cpu A (AVX2); cpu B (AVX512)"
-    assert run_hardware(results, [0, 2]) == "cpu A (AVX2), not recorded for 1 of 3 runs (run before each run recorded it)"
+    assert run_hardware(results, [0, 2]) == "cpu A (AVX2), not recorded for 1 of 3 runs (run before runs recorded it)"
     assert run_hardware({}, [0]) == "no runs"
