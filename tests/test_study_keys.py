@@ -213,6 +213,26 @@ def test_bundle_keys_defaults_and_tokens_only(bundle):
     assert tokens["use_attribute_tokens"] is True and tokens["use_acc"] is False and tokens["use_acm"] is False
 
 
+def test_vqa_rad_takes_the_chosen_defaults():
+    """vqa_rad keeps its own full config; the study's keys come from the one shared place, so a default chosen for the
+    classification bundles reaches it too (before, its model fell back to AttTokConfig's own defaults: fa_position
+    "decision", attribute_init "keyword")."""
+    from attok_monai.bundle.resolve import resolve_files
+
+    shared = resolve_files([str(REPO / "attok_monai" / "configs" / "classification" / "train.json")])
+    keys = ("fa_position", "acm_bias", "acc_norm", "attribute_init", "acm_weighting")
+    for name in ("train.json", "train_qwen25vl.json"):
+        files = [str(REPO / "bundles" / "vqa_rad" / "configs" / f) for f in ["train.json", name][: 1 + (name != "train.json")]]
+        cfg = resolve_files(files)
+        for key in keys:
+            assert cfg[key] == shared[key], (name, key)
+            assert cfg["network_def"][key] == f"@{key}", (name, key)
+        assert cfg["fa_position"] == "attribute" and cfg["attribute_init"] == "distinct"
+    cfg = resolve_files([str(REPO / "bundles" / "vqa_rad" / "configs" / "train.json")])
+    assert all(f"{key}=@{key}" in cfg["hyperparameters"] for key in keys)
+    assert cfg["loss"]["acm_weighting"] == "@acm_weighting"
+
+
 # ------------------------------------------------------------------ prototype_init
 def test_book_set_class_means_hand_computed():
     from attok_monai.networks.blocks import EmbeddingBook
