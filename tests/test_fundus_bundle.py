@@ -82,6 +82,24 @@ def test_training_logs_params_metrics_artifacts(trained):
     assert metrics["num_samples"] == 24 and 0 <= metrics["open_accuracy"] <= 1
 
 
+def test_predictions_csv_carries_the_retrieval_scores(trained):
+    """val/predictions.csv has one ``retrieval_<attribute>`` column per attribute (the book retrieval's cosine
+    scores), whose argmax per row reproduces metrics.json's retrieval accuracy."""
+    import csv
+
+    tmp, wf = trained
+    rows = list(csv.DictReader(open(tmp / "run" / "val" / "predictions.csv")))
+    names = [a.name for a in wf.parser.get_parsed_content("vocabulary")]
+    assert rows and all(f"retrieval_{n}" in rows[0] for n in names)
+    scores = np.array([[float(r[f"retrieval_{n}"]) for n in names] for r in rows])
+    assert np.all(np.abs(scores) <= 1.0 + 1e-6)  # cosines
+    clinical = wf.parser.get_parsed_content("vocabulary").names  # the label column's names
+    labels = [clinical.index(r["label"]) for r in rows]
+    acc = float(np.mean(scores.argmax(1) == labels))
+    metrics = json.loads((tmp / "run" / "val" / "metrics.json").read_text())["metrics"]
+    assert acc == pytest.approx(metrics["retrieval_accuracy"])
+
+
 def test_saved_model_gives_identical_predictions(trained, data_root):
     from attok_monai.bundle.model_folder import load_pretrained
     from attok_monai.data.medmnist import medmnist_datalist, medmnist_transforms

@@ -50,7 +50,9 @@ class EpochOutputCollector:
 class EvalReportHandler(EpochOutputCollector):
     """Args:
     output_dir: folder for ``metrics.json`` (with ECE/MCE of the class probabilities), ``per_class.csv``,
-        ``confusion_matrix.png``, ``reliability.png``, ``tsne.png``, ``predictions.csv``.
+        ``confusion_matrix.png``, ``reliability.png``, ``tsne.png``, ``predictions.csv`` (per image: label, answers,
+        ``p_<attribute>`` class probabilities and, for a model with attribute tokens, ``retrieval_<attribute>``
+        book retrieval cosines).
     network: the :class:`AttTokGPTv` (for class names and attribute tokens in the t-SNE plot).
     tsne: whether to draw the t-SNE of visual tokens and attribute tokens (paper Figure 5).
     prefix: metric name prefix in ``metrics.json`` (e.g. ``"val"``).
@@ -101,7 +103,9 @@ class EvalReportHandler(EpochOutputCollector):
         atomic_write_text(self.output_dir / "per_class.csv", buf)
         pred_rows = [
             {"id": i, "label": names[y], "open_answer": o, "open_pred": names[p] if p >= 0 else "",
-             "closed_answer": c, **{f"p_{vocab[j].name}": f"{data['probs'][n, j]:.4f}" for j in range(k)}}
+             "closed_answer": c, **{f"p_{vocab[j].name}": f"{data['probs'][n, j]:.4f}" for j in range(k)},
+             **({} if "retrieval" not in data else  # the book retrieval's cosine scores (model with attribute tokens)
+                {f"retrieval_{vocab[j].name}": f"{data['retrieval'][n, j]:.6f}" for j in range(k)})}
             for n, (i, y, o, p, c) in enumerate(zip(data["id"], labels, data["open_text"], data["open_pred"],
                                                     data["closed_text"]))
         ]
