@@ -163,3 +163,37 @@ def test_the_report_names_the_hardware_the_runs_recorded():
     assert run_hardware(results, [0, 1]) == "cpu A (AVX2); cpu B (AVX512)"
     assert run_hardware(results, [0, 2]) == "cpu A (AVX2), not recorded for 1 of 3 runs (run before runs recorded it)"
     assert run_hardware({}, [0]) == "no runs"
+
+
+def test_prior_shift_on_a_hand_built_run(tmp_path):
+    """benchmarks/prior_shift.py: with balanced_sampler the decision's logits get log(training frequency) + log K;
+    hand-computed on three images of two classes (training part 90% / 10%)."""
+    import json
+
+    from attok_monai.attributes import AttributeVocabulary
+    from benchmarks.prior_shift import decisions
+
+    vocab = AttributeVocabulary.coerce({"modality": "skin", "labels": {"0": "naevus", "1": "melanoma"}})
+    run = tmp_path / "run"
+    (run / "model").mkdir(parents=True)
+    (run / "val").mkdir()
+    (run / "model" / "vocabulary.json").write_text(json.dumps(vocab.to_dict()))
+    (run / "settings.json").write_text(json.dumps({"balanced_sampler": True, "split_classes_train": "0:90,1:10",
+                                                   "tau": 1.0}))
+    names = vocab.names
+    cols = [f"p_{a.name}" for a in vocab] + [f"retrieval_{a.name}" for a in vocab]
+    rows = [(names[0], [0.4, 0.6, 0.1, 0.5]),   # p: melanoma; + log(0.9/0.1) shift -> naevus (right)
+            (names[1], [0.05, 0.95, -0.2, 0.9]),  # melanoma either way (log 0.95/0.05 > log 9; 1.1 < 2.2: retrieval flips)
+            (names[0], [0.7, 0.3, 0.3, 0.2])]     # naevus either way
+    lines = ["id,label," + ",".join(cols)] + [f"{i},{y}," + ",".join(map(str, v)) for i, (y, v) in enumerate(rows)]
+    (run / "val" / "predictions.csv").write_text("\n".join(lines) + "\n")
+    out = decisions(run)
+    assert out["answers"]["accuracy"] == pytest.approx(2 / 3)
+    assert out["answers + log prior"]["accuracy"] == pytest.approx(1.0)
+    assert out["retrieval"]["accuracy"] == pytest.approx(2 / 3)  # image 0 wrong (0.5 > 0.1)
+    # retrieval + log 9: image 0 -> naevus (0.1 + 2.197 > 0.5), image 1 -> naevus (-0.2 + 2.197 > 0.9): wrong
+    assert out["retrieval + log prior"]["accuracy"] == pytest.approx(2 / 3)
+    assert out["majority rate"]["accuracy"] == pytest.approx(2 / 3)
+    (run / "settings.json").write_text(json.dumps({"balanced_sampler": False}))  # trained at the data's frequencies
+    out = decisions(run)
+    assert out["answers + log prior"] == out["answers"] and out["retrieval + log prior"] == out["retrieval"]
