@@ -198,6 +198,21 @@ def override_args(pairs: list[str]) -> list[str]:
     return out
 
 
+def record_result(state_file: Path, key: str, result: dict) -> dict:
+    """Add one run's ``result`` under ``key`` to ``state_file`` and return the whole state. The file is re-read under
+    an exclusive lock first, so two benchmark commands that add runs to one result set (e.g. different seeds of
+    one bundle, side by side) keep each other's runs instead of the last writer's copy winning."""
+    import fcntl
+
+    state_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(state_file.with_name(f".{state_file.name}.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        results = json.loads(state_file.read_text()) if state_file.exists() else {}
+        results[key] = result
+        atomic_write_text(state_file, json.dumps(results, indent=2))
+    return results
+
+
 def run_one(bundle: str, variant: str, seed: int, extra: list[str], log_dir: Path, threads: int | None = None,
             tag: str = "", extra_configs: Sequence[str] = ()) -> dict:
     """Train one configuration; return its final validation metrics and wall time (samples/s: :func:`run_extras`;
@@ -382,9 +397,8 @@ def main() -> None:
                     print(f"[bench] {bundle}: skipped ({why})")
                     continue
                 variant, seed = key.split("/")
-                results[key] = {**res, **run_extras(bundle, variant, int(seed), args.tag), "start": start,
-                                "hardware": hardware()}
-                atomic_write_text(state_file, json.dumps(results, indent=2))
+                results = record_result(state_file, key, {**res, **run_extras(bundle, variant, int(seed), args.tag),
+                                                          "start": start, "hardware": hardware()})
                 print(f"[bench] {bundle} {key}: open acc {res['open_accuracy']:.3f} ({res['wall_time_s']:.0f} s)",
                       flush=True)
         if skipped and args.tag:  # a tagged set that never ran leaves the docs alone

@@ -197,3 +197,20 @@ def test_prior_shift_on_a_hand_built_run(tmp_path):
     (run / "settings.json").write_text(json.dumps({"balanced_sampler": False}))  # trained at the data's frequencies
     out = decisions(run)
     assert out["answers + log prior"] == out["answers"] and out["retrieval + log prior"] == out["retrieval"]
+
+
+def test_record_result_keeps_runs_added_by_another_command(tmp_path):
+    """Two benchmark commands adding runs to one result set: each write re-reads the file, so neither loses the
+    other's runs (before, each wrote back the copy it had read at its start)."""
+    import json
+
+    from benchmarks.bench_bundles import record_result
+
+    state = tmp_path / "fundus_dr_gen_d.json"
+    state.write_text(json.dumps({"baseline/0": {"open_accuracy": 0.5}}))
+    seen_by_a = json.loads(state.read_text())  # command A started here
+    record_result(state, "baseline/3", {"open_accuracy": 0.6})  # command B finished a run meanwhile
+    merged = record_result(state, "baseline/4", {"open_accuracy": 0.7})  # then A finishes its run
+    assert "baseline/3" not in seen_by_a
+    assert set(json.loads(state.read_text())) == set(merged) == {"baseline/0", "baseline/3", "baseline/4"}
+    assert not list(tmp_path.glob("*.tmp"))
