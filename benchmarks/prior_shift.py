@@ -99,8 +99,8 @@ def main() -> None:
     if args.print:
         print(md)
         return
-    settings = json.loads((args.runs[0] / "settings.json").read_text())
-    head = (f"### Prior correction of the decision: {settings.get('bundle', args.runs[0].parent.parent.name)}\n\n"
+    bundle = args.runs[0].resolve().parent.parent.name  # bundles/<bundle>/runs/<run>
+    head = (f"#### Prior correction of the decision: {bundle}\n\n"
             f"`python benchmarks/prior_shift.py <run folders>` on {len(results)} run(s) "
             f"({', '.join(sorted(results))}); validation split, mean ± std over the runs, in %. "
             "\"+ log prior\": the decision's logits plus log of the training part's class frequencies minus log of "
