@@ -124,6 +124,17 @@ def test_starts_table_reads_recorded_runs_and_marks_missing_ones(tmp_path, monke
     early = [line for line in starts_table.table(starts_table.EARLIER).splitlines()[2:]]
     assert len(early) == len(starts_table.EARLIER) and all("| generalist A |" in line for line in early)
     assert starts_table.missing(starts_table.EARLIER) == starts_table.EARLIER  # no state here: every row missing
+    # the five-seed fundus table reads seeds the table leaves out
+    (tmp_path / f"fundus_dr_{tag}.json").write_text(json.dumps(
+        {f"baseline/{s}": {"open_accuracy": 0.5 + s / 100} for s in range(5)}))
+    five = starts_table.table(starts_table.FUNDUS_FIVE, seeds=starts_table.FIVE_SEEDS).splitlines()[2]
+    three = starts_table.table(starts_table.FUNDUS_FIVE[:1]).splitlines()[2]
+    assert "| 52.0 ± 1.6 |" in five and "| 0,1,2,3,4 |" in five
+    assert "| 51.0 ± 1.0 |" in three and "| 0,1,2 |" in three
+    # vqa_rad's attribute-token rows are the reruns with the chosen keys; the earlier runs are levers on D
+    vqa = {r.variant: r.tag for r in starts_table.ROWS if r.bundle == "vqa_rad"}
+    assert vqa == {"baseline": tag, "tokens": "gen_d_keys", "all": "gen_d_keys"}
+    assert {r.tag for r in starts_table.LEVERS_D if r.bundle == "vqa_rad" and r.variant == "tokens"} == {tag}
 
 
 def test_probe_features_scores_separable_features_and_finds_runs(tmp_path):
