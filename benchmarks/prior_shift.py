@@ -47,7 +47,8 @@ def train_prior(settings: dict) -> np.ndarray:
 def decisions(run: Path) -> dict[str, dict[str, float]]:
     """Accuracy, balanced accuracy and macro-F1 of each decision rule on the run's validation predictions."""
     settings = json.loads((run / "settings.json").read_text())
-    rows = list(csv.DictReader(open(run / "val" / "predictions.csv", newline="")))
+    with open(run / "val" / "predictions.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
     p_cols = [c for c in rows[0] if c.startswith("p_")]
     r_cols = [c for c in rows[0] if c.startswith("retrieval_")]
     clinical = AttributeVocabulary.coerce(run / "model" / "vocabulary.json").names  # the label column's names
@@ -67,7 +68,7 @@ def decisions(run: Path) -> dict[str, dict[str, float]]:
     for name, s in scores.items():
         for label, z in ((name, s), (f"{name} + log prior", s + shift)):
             m = classification_metrics(y, z.argmax(1), num_classes=k)
-            out[label] = {k: m[k] for k in ("accuracy", "balanced_accuracy", "macro_f1")}
+            out[label] = {key: m[key] for key in ("accuracy", "balanced_accuracy", "macro_f1")}
     out["majority rate"] = {"accuracy": float((y == majority).mean())}
     return out
 
