@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import statistics
 import sys
 from pathlib import Path
 
@@ -26,6 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import DOC, write_section  # noqa: E402
+from bench_bundles import fmt  # noqa: E402
 
 from attok_monai.attributes import AttributeVocabulary  # noqa: E402
 from attok_monai.metrics import classification_metrics  # noqa: E402
@@ -71,11 +71,6 @@ def decisions(run: Path) -> dict[str, dict[str, float]]:
             out[label] = {key: m[key] for key in ("accuracy", "balanced_accuracy", "macro_f1")}
     out["majority rate"] = {"accuracy": float((y == majority).mean())}
     return out
-
-
-def fmt(vals: list[float]) -> str:
-    vals = [v * 100 for v in vals]
-    return f"{statistics.mean(vals):.1f} ± {statistics.stdev(vals):.1f}" if len(vals) > 1 else f"{vals[0]:.1f}"
 
 
 def table(results: dict[str, dict]) -> str:
