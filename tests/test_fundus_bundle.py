@@ -88,13 +88,14 @@ def test_predictions_csv_carries_the_retrieval_scores(trained):
     import csv
 
     tmp, wf = trained
-    rows = list(csv.DictReader(open(tmp / "run" / "val" / "predictions.csv")))
-    names = [a.name for a in wf.parser.get_parsed_content("vocabulary")]
+    with open(tmp / "run" / "val" / "predictions.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    vocab = wf.parser.get_parsed_content("vocabulary")
+    names = [a.name for a in vocab]
     assert rows and all(f"retrieval_{n}" in rows[0] for n in names)
     scores = np.array([[float(r[f"retrieval_{n}"]) for n in names] for r in rows])
     assert np.all(np.abs(scores) <= 1.0 + 1e-6)  # cosines
-    clinical = wf.parser.get_parsed_content("vocabulary").names  # the label column's names
-    labels = [clinical.index(r["label"]) for r in rows]
+    labels = [vocab.names.index(r["label"]) for r in rows]  # the label column holds the clinical names
     acc = float(np.mean(scores.argmax(1) == labels))
     metrics = json.loads((tmp / "run" / "val" / "metrics.json").read_text())["metrics"]
     assert acc == pytest.approx(metrics["retrieval_accuracy"])

@@ -221,16 +221,16 @@ def test_vqa_rad_takes_the_chosen_defaults():
 
     shared = resolve_files([str(REPO / "attok_monai" / "configs" / "classification" / "train.json")])
     keys = ("fa_position", "acm_bias", "acc_norm", "attribute_init", "acm_weighting")
-    for name in ("train.json", "train_qwen25vl.json"):
-        files = [str(REPO / "bundles" / "vqa_rad" / "configs" / f) for f in ["train.json", name][: 1 + (name != "train.json")]]
-        cfg = resolve_files(files)
+    configs = REPO / "bundles" / "vqa_rad" / "configs"
+    train, qwen = (resolve_files([str(configs / f) for f in files])
+                   for files in (["train.json"], ["train.json", "train_qwen25vl.json"]))
+    for name, cfg in (("train.json", train), ("train_qwen25vl.json", qwen)):
         for key in keys:
             assert cfg[key] == shared[key], (name, key)
             assert cfg["network_def"][key] == f"@{key}", (name, key)
         assert cfg["fa_position"] == "attribute" and cfg["attribute_init"] == "distinct"
-    cfg = resolve_files([str(REPO / "bundles" / "vqa_rad" / "configs" / "train.json")])
-    assert all(f"{key}=@{key}" in cfg["hyperparameters"] for key in keys)
-    assert cfg["loss"]["acm_weighting"] == "@acm_weighting"
+    assert all(f"{key}=@{key}" in train["hyperparameters"] for key in keys)
+    assert train["loss"]["acm_weighting"] == "@acm_weighting"
 
 
 # ------------------------------------------------------------------ prototype_init
