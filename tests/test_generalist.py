@@ -173,6 +173,33 @@ def test_class_balanced_splits_each_sources_share_over_its_classes(generalist):
     parser["class_balanced"] = False
 
 
+def test_leave_out_sources_reads_a_sources_words_and_none_of_its_items(generalist, data_root, tmp_path):
+    """leave_out_sources: the named source gives no item (its images are never drawn) and its words still enter the
+    tokenizer's texts; an unknown name, or leaving every source out, is one short error naming the key; the key is
+    recorded with the run's parameters and the model card."""
+    from attok_monai.data.generalist import read_bundle_texts, read_generalist_sources
+
+    _, _, wf = generalist
+    sources = wf.parser.get_parsed_content("sources")
+    full = wf.parser.get_parsed_content("data")
+    data = read_generalist_sources(sources, BUNDLES, tmp_path / "sources", text_sources=["pathology_crc"],
+                                   leave_out=["pathology_lung"])
+    assert "pathology_lung" not in data.counts() and set(data.counts()) == set(full.counts()) - {"pathology_lung"}
+    assert len(data.dataset(image_size=32)) == len(full.dataset(image_size=32)) - 12
+    assert all(not a.token.startswith("<|pathology_lung") for a in data.vocabulary)
+    lung_words = read_bundle_texts(BUNDLES / "pathology_lung")
+    assert lung_words and set(lung_words) <= set(data.texts)
+    with pytest.raises(ValueError, match=r"leave_out_sources names \['lung'\], expected names of sources"):
+        read_generalist_sources(sources, BUNDLES, tmp_path / "s2", leave_out=["lung"])
+    with pytest.raises(ValueError, match="leaves no source"):
+        read_generalist_sources({"pathology_lung": sources["pathology_lung"]}, BUNDLES, tmp_path / "s3",
+                                leave_out=["pathology_lung"])
+    assert wf.parser["leave_out_sources"] == []  # the default: every source trains
+    assert "leave_out=@leave_out_sources" in wf.parser["data"]
+    assert "leave_out_sources=','.join(@leave_out_sources)" in wf.parser["hyperparameters"]
+    assert "leave_out_sources=list(@leave_out_sources)" in json.dumps(wf.parser.get("train"))
+
+
 def test_source_other_than_training_part_is_refused(data_root, tmp_path):
     from attok_monai.data.generalist import read_bundle_source
 

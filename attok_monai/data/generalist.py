@@ -309,15 +309,34 @@ def read_bundle_source(
 
 def read_generalist_sources(
     sources: Mapping[str, Mapping[str, Any] | None], bundles_dir: str | os.PathLike,
-    work_dir: str | os.PathLike | None = None, text_sources: Sequence[str] = (),
+    work_dir: str | os.PathLike | None = None, text_sources: Sequence[str] = (), leave_out: Sequence[str] = (),
 ) -> GeneralistData:
     """Every source: ``{bundle name: overrides}`` read from ``bundles_dir/<name>`` (see :func:`read_bundle_source`);
     each bundle's side files go to ``work_dir/<name>``. ``text_sources``: bundles whose texts only are read
-    (:func:`read_bundle_texts`)."""
+    (:func:`read_bundle_texts`).
+
+    ``leave_out``: names of ``sources`` whose images the generalist never sees: each is read like a text source
+    (its templates, class names and keywords enter the tokenizer; no item is read), so a bundle fine-tuned from the
+    generalist starts from a model that never trained on that bundle's own training part (a transfer start).
+
+    Raises:
+        ValueError: ``leave_out`` names a bundle that is not in ``sources``, or every source is left out.
+    """
     bundles_dir = Path(bundles_dir)
+    leave_out = list(leave_out or ())
+    unknown = [n for n in leave_out if n not in sources]
+    if unknown:
+        raise ValueError(f"compact generalist: leave_out_sources names {unknown}, expected names of sources "
+                         f"({sorted(sources)}).")
     out = []
     for name, overrides in sources.items():
+        if name in leave_out:
+            continue
         wd = None if work_dir is None else Path(work_dir) / name
         out.append(read_bundle_source(bundles_dir / name, overrides, wd))
-    texts = [t for name in text_sources for t in read_bundle_texts(bundles_dir / name)]
+    if not out:
+        raise ValueError("compact generalist: leave_out_sources leaves no source to train on.")
+    texts = [t for name in [*text_sources, *leave_out] for t in read_bundle_texts(bundles_dir / name)]
+    for name in leave_out:
+        logger.info("compact generalist: source %s left out (its texts only: no image is read)", name)
     return GeneralistData(out, texts)
