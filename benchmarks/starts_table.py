@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -146,14 +145,12 @@ def runs(row: Row, seeds: tuple[int, ...] = SEEDS) -> list[tuple[int, dict]]:
 
 
 def cell(rs: list[tuple[int, dict]], key: str, variant: str | None = None) -> str:
-    from bench_bundles import applies
+    from bench_bundles import applies, fmt
 
     if variant is not None and not applies(variant, key):
         return "n/a"
-    vals = [r[key] * 100 for _, r in rs if isinstance(r.get(key), (int, float))]
-    if not vals:
-        return "-"
-    return f"{statistics.mean(vals):.1f} ± {statistics.stdev(vals):.1f}" if len(vals) > 1 else f"{vals[0]:.1f}"
+    vals = [r[key] for _, r in rs if isinstance(r.get(key), (int, float))]
+    return fmt(vals) if vals else "-"
 
 
 def table(rows: list[Row] | None = None, skip_empty: bool | None = None, seeds: tuple[int, ...] = SEEDS) -> str:
