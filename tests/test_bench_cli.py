@@ -135,6 +135,11 @@ def test_starts_table_reads_recorded_runs_and_marks_missing_ones(tmp_path, monke
     vqa = {r.variant: r.tag for r in starts_table.ROWS if r.bundle == "vqa_rad"}
     assert vqa == {"baseline": tag, "tokens": "gen_d_keys", "all": "gen_d_keys"}
     assert {r.tag for r in starts_table.LEVERS_D if r.bundle == "vqa_rad" and r.variant == "tokens"} == {tag}
+    # each leave-one-out row sits beside the issue table's scratch and generalist-D rows of its set and variant
+    for lo in (r for r in starts_table.LEAVE_OUT if r.tag == "gen_lo"):
+        mates = {(r.start, r.tag) for r in starts_table.LEAVE_OUT if (r.bundle, r.variant) == (lo.bundle, lo.variant)}
+        assert ("generalist", tag) in mates and any(s == "scratch" for s, _ in mates), lo
+        assert lo.from_generalist and "--extra from_generalist" in lo.command("G")
 
 
 def test_probe_features_scores_separable_features_and_finds_runs(tmp_path):
