@@ -113,10 +113,21 @@ def probe_bundle(bundle: str, generalist_dir: str, tags: Iterable[str], seed: in
     return out
 
 
-def table(results: dict[str, dict[str, list[float]]]) -> str:
-    lines = ["| set | features of | probe accuracy | probe macro-F1 |", "|---|---|---|---|"]
+HARDWARE = "_hardware"  # state key: {bundle: {row: the hardware line of the machine that probed it}}
+
+
+def table(results: dict[str, dict[str, list[float]]], machines: dict[str, dict[str, str]] | None = None) -> str:
+    """The markdown table of ``results`` ({bundle: {row: [accuracy, macro-F1]}}), with the machine each row was
+    probed on (``machines``; rows probed before rows recorded it say so): a random initialisation, and a generalist
+    trained on another CPU kind, differ by machine."""
+    machines = machines or {}
+    lines = ["| set | features of | probe accuracy | probe macro-F1 | probed on |", "|---|---|---|---|---|"]
     for bundle, rows in results.items():
-        lines += [f"| {bundle} | {name} | {acc:.1f} | {f1:.1f} |" for name, (acc, f1) in rows.items()]
+        if bundle == HARDWARE:
+            continue
+        on = machines.get(bundle, {})
+        lines += [f"| {bundle} | {name} | {acc:.1f} | {f1:.1f} | {on.get(name, 'not recorded (before 2026-12-03)')} |"
+                  for name, (acc, f1) in rows.items()]
     return "\n".join(lines)
 
 
@@ -149,18 +160,20 @@ def main() -> None:
         print(bundle, json.dumps(new[bundle]), flush=True)
     # read the state only now, so rows another probe recorded meanwhile (a second generalist's) are kept
     results = json.loads(state.read_text()) if state.is_file() else {}
+    machines = results.setdefault(HARDWARE, {})
     for bundle, rows in new.items():
         results[bundle] = {**results.get(bundle, {}), **rows}
+        machines[bundle] = {**machines.get(bundle, {}), **{name: hardware() for name in rows}}
     atomic_write_text(state, json.dumps(results, indent=1))
     if args.print:
-        print(table({b: results[b] for b in args.bundles}))
+        print(table({b: results[b] for b in args.bundles}, machines))
         return
     write_section(SECTION, (
         "### Linear probe of the starts' visual features\n\n"
         "Command: `python benchmarks/probe_features.py --generalist_dir <generalist>/model`. A logistic regression on "
         "the mean visual token (before ACC) of each frozen model, fitted on the set's training part (validation "
         "transforms) and scored on its validation part, in %. Trained baselines: seed 0 of the result sets named. "
-        f"Hardware: {hardware()}.\n\n" + table(results)
+        "The last column names the machine each row was probed on.\n\n" + table(results, results.get(HARDWARE))
     ))
 
 

@@ -165,6 +165,12 @@ def test_probe_features_scores_separable_features_and_finds_runs(tmp_path):
     found = probe_features.find_run("oct_retina", "gen", 0, root=tmp_path)
     assert found == runs / "oct_retina_bench_gen_baseline_s0_20261202_000000_2" / "model"
     assert probe_features.find_run("oct_retina", "gen", 1, root=tmp_path) is None
+    # each row names the machine it was probed on; rows from before that was recorded say so
+    rows = probe_features.table({"oct_retina": {"random initialisation": [76.6, 76.6], "old": [90.0, 89.0]},
+                                 probe_features.HARDWARE: {"oct_retina": {"random initialisation": "cpu A"}}},
+                                {"oct_retina": {"random initialisation": "cpu A"}}).splitlines()[2:]
+    assert rows == ["| oct_retina | random initialisation | 76.6 | 76.6 | cpu A |",
+                    "| oct_retina | old | 90.0 | 89.0 | not recorded (before 2026-12-03) |"]
 
 
 def test_the_report_names_the_hardware_the_runs_recorded():
