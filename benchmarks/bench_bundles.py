@@ -15,6 +15,7 @@ import argparse
 import json
 import math
 import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -257,6 +258,18 @@ def fmt(values: list[float], pct: bool = True) -> str:
     return f"{statistics.mean(vals):.1f} ± {statistics.stdev(vals):.1f}"
 
 
+def command_line(args: argparse.Namespace, bundle: str, data_root: str) -> str:
+    """The shell command that reproduces ``bundle``'s runs of this invocation, as the report shows it; override
+    values are shell-quoted (``data_file=$...`` expressions hold ``$``, spaces and parentheses)."""
+    return (f"ATTOK_DATA_ROOT={shlex.quote(data_root)} python benchmarks/bench_bundles.py --bundles {bundle} "
+            f"--seeds {' '.join(map(str, args.seeds))} --jobs {args.jobs}"
+            + (" --final-val-only" if args.final_val_only else "")
+            + (f" --threads {args.threads}" if args.threads else "")
+            + (f" --extra {' '.join(args.extra)}" if args.extra else "")
+            + (f" --override {' '.join(map(shlex.quote, args.override))}" if args.override else "")
+            + (f" --tag {args.tag}" if args.tag else ""))
+
+
 def run_hardware(results: dict, seeds: Sequence[int]) -> str:
     """The hardware the counted runs (``seeds``) recorded, each distinct line once; runs that recorded none (run
     before runs recorded it) are counted, not guessed: the machine writing the report need not be the one that
@@ -408,13 +421,7 @@ def main() -> None:
             body = f"### {bundle}\n\nSkipped: {skipped}."
         else:
             shown_root = os.path.relpath(data_root, REPO) if os.path.isabs(data_root) else data_root
-            cmd = (f"ATTOK_DATA_ROOT={shown_root} python benchmarks/bench_bundles.py --bundles {bundle} "
-                   f"--seeds {' '.join(map(str, args.seeds))} --jobs {args.jobs}"
-                   + (" --final-val-only" if args.final_val_only else "")
-                   + (f" --threads {args.threads}" if args.threads else "")
-                   + (f" --extra {' '.join(args.extra)}" if args.extra else "")
-                   + (f" --override {' '.join(args.override)}" if args.override else "")
-                   + (f" --tag {args.tag}" if args.tag else ""))
+            cmd = command_line(args, bundle, shown_root)
             training = (f"the bundle's CPU training with {', '.join(args.override)}" if args.override
                         else "the bundle's default CPU training")
             body = (f"### {bundle}{' (' + args.tag + ')' if args.tag else ''}: AttTok ablation on the validation "

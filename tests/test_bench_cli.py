@@ -236,3 +236,18 @@ def test_record_result_keeps_runs_added_by_another_command(tmp_path):
     assert "baseline/3" not in seen_by_a
     assert set(json.loads(state.read_text())) == set(merged) == {"baseline/0", "baseline/3", "baseline/4"}
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_the_reported_command_quotes_override_values_for_the_shell():
+    import argparse
+    import shlex
+
+    from benchmarks.bench_bundles import command_line
+
+    expr = "data_file=$attok_monai.data.medmnist.ensure_medmnist(@dataset_name, @data_root, size=28, download=@download)"
+    args = argparse.Namespace(seeds=[0, 1], jobs=1, final_val_only=True, threads=1, extra=[], tag="px32",
+                              override=["image_size=32", expr])
+    cmd = command_line(args, "fundus_dr", "../shared/data")
+    argv = shlex.split(cmd)
+    assert argv[argv.index("--override") + 1:argv.index("--tag")] == ["image_size=32", expr]
+    assert "--override image_size=32 '" in cmd  # simple values stay as they were
