@@ -160,10 +160,10 @@ def main() -> None:
         print(bundle, json.dumps(new[bundle]), flush=True)
     # read the state only now, so rows another probe recorded meanwhile (a second generalist's) are kept
     results = json.loads(state.read_text()) if state.is_file() else {}
-    machines = results.setdefault(HARDWARE, {})
+    machines, this_machine = results.setdefault(HARDWARE, {}), hardware()
     for bundle, rows in new.items():
         results[bundle] = {**results.get(bundle, {}), **rows}
-        machines[bundle] = {**machines.get(bundle, {}), **{name: hardware() for name in rows}}
+        machines[bundle] = {**machines.get(bundle, {}), **dict.fromkeys(rows, this_machine)}
     atomic_write_text(state, json.dumps(results, indent=1))
     if args.print:
         print(table({b: results[b] for b in args.bundles}, machines))
