@@ -129,6 +129,11 @@ LEVERS_D: list[Row] = [Row("vqa_rad", "scratch", "all", "defaults", _VQA_BEFORE)
                        Row("vqa_rad", "generalist", "all", GENERALIST_TAG, _VQA_BEFORE)]
 LEVERS_D += [Row(b, "generalist", "all", "gen_d_an", "acc_norm: true", "acc_norm=True")
              for b in CLASSIFICATION + ("vqa_rad",)]
+# 2026-12-03 (round 10): ACC's residual scale at a tenth (the +ACM row is its limit gamma = 0), and the class-balanced
+# sampler of the paper's tuning (Appendix A.2) on fundus_dr, whose bundle trains without it (derma_isic's with it).
+LEVERS_D += [Row("fundus_dr", "generalist", "all", "gam01", "gamma: 0.01", "gamma=0.01")]
+LEVERS_D += [Row("fundus_dr", "generalist", v, "bal", "balanced_sampler: true", "balanced_sampler=True")
+             for v in ("baseline", "all")]
 
 
 # fundus_dr from D over five seeds (seeds 3 and 4 added on 2026-12-03): does the rows' order hold beyond 3 seeds?
@@ -146,6 +151,29 @@ for b in LEAVE_OUT_SETS:
     for v in ("baseline", "all"):
         LEAVE_OUT += [r for r in ROWS if r.bundle == b and r.variant == v]
         LEAVE_OUT.append(Row(b, "generalist without it", v, "gen_lo", f"leave_out_sources: [{b}]"))
+
+
+# Class-balanced pre-training (`--class_balanced true`: each source's share of the draws split evenly over its classes).
+# Generalist C (round 5, another machine, weights lost: tag gen_cb) and generalist E (the same command rebuilt on
+# 2026-12-03 on this project's AMD EPYC, family 25 model 1: tag gen_cb2), against scratch and generalist D.
+CB_SETS = ("derma_isic", "fundus_dr")
+CLASS_BALANCED: list[Row] = []
+for b in CB_SETS:
+    for v in ("baseline", "all"):
+        CLASS_BALANCED += [replace(r, start="generalist D") if r.from_generalist else r
+                           for r in ROWS if r.bundle == b and r.variant == v]
+        CLASS_BALANCED += [Row(b, "generalist C", v, "gen_cb", "class_balanced generalist (round 5)"),
+                           Row(b, "generalist E", v, "gen_cb2", "class_balanced generalist (round 10)")]
+
+
+# Where macro-F1 goes: per-class F1 of the open answers, per start and variant, on the two sets the study chose
+# defaults on (3 seeds each; the same result sets as the tables above).
+PER_CLASS: dict[str, list[Row]] = {b: [] for b in CB_SETS}
+for b in CB_SETS:
+    for v in ("baseline", "all"):
+        PER_CLASS[b] += [r for r in CLASS_BALANCED if r.bundle == b and r.variant == v]
+        PER_CLASS[b] += [r for r in LEAVE_OUT if r.bundle == b and r.variant == v and r.tag == "gen_lo"]
+        PER_CLASS[b] += [r for r in LEVERS_D if r.bundle == b and r.variant == v and r.tag == "bal"]
 
 
 def runs(row: Row, seeds: tuple[int, ...] = SEEDS) -> list[tuple[int, dict]]:
@@ -183,6 +211,27 @@ def table(rows: list[Row] | None = None, skip_empty: bool | None = None, seeds: 
             f"{cell(rs, 'closed_accuracy')} | {cell(rs, 'open_macro_f1')} | {cell(rs, 'open_balanced_accuracy')} | "
             f"{cell(rs, 'retrieval_accuracy', r.variant)} | {shown} | `{r.state}` |"
         )
+    return "\n".join(lines)
+
+
+def class_table(rows: list[Row], seeds: tuple[int, ...] = SEEDS) -> str:
+    """Per-class F1 (%, mean ± std over the recorded seeds) of the open answers of each row with runs; one column per
+    class, in the order the runs recorded them. Rows of different sets cannot share a table (their classes differ)."""
+    from bench_bundles import fmt
+
+    recorded = [(r, runs(r, seeds)) for r in rows]
+    recorded = [(r, rs) for r, rs in recorded if rs]
+    if not recorded:
+        return "(no recorded runs)"
+    if len({r.bundle for r, _ in recorded}) > 1:
+        raise ValueError(f"class_table: rows of one set expected, got {sorted({r.bundle for r, _ in recorded})}")
+    classes = list(recorded[0][1][0][1]["per_class_f1"])
+    lines = ["| start | variant | settings | " + " | ".join(classes) + " | macro-F1 | seeds |",
+             "|---|---|---|" + "---|" * (len(classes) + 2)]
+    for r, rs in recorded:
+        f1 = [fmt([run["per_class_f1"][c] for _, run in rs if c in run.get("per_class_f1", {})]) for c in classes]
+        lines.append(f"| {r.start} | {VARIANT_NAMES[r.variant]} | {r.shown_settings} | " + " | ".join(f1)
+                     + f" | {cell(rs, 'open_macro_f1')} | {','.join(str(s) for s, _ in rs)} |")
     return "\n".join(lines)
 
 
@@ -224,7 +273,8 @@ def main() -> None:
         return
     if args.print:
         print("\n\n".join([table(), table(EARLIER), table(LEVERS), table(LEVERS_D, skip_empty=True),
-                            table(FUNDUS_FIVE, seeds=FIVE_SEEDS), table(LEAVE_OUT)]))
+                            table(FUNDUS_FIVE, seeds=FIVE_SEEDS), table(LEAVE_OUT), table(CLASS_BALANCED),
+                            *(class_table(rows) for rows in PER_CLASS.values())]))
         return
     write_section(SECTION, table())
     write_section(SECTION + "_a", table(EARLIER))
@@ -232,8 +282,11 @@ def main() -> None:
     write_section(SECTION + "_levers_d", table(LEVERS_D, skip_empty=True))
     write_section(SECTION + "_five", table(FUNDUS_FIVE, seeds=FIVE_SEEDS))
     write_section(SECTION + "_leave_out", table(LEAVE_OUT))
-    print(f"wrote sections {SECTION}, {SECTION}_a, {SECTION}_levers, {SECTION}_levers_d, {SECTION}_five and "
-          f"{SECTION}_leave_out of docs/benchmarks.md")
+    write_section(SECTION + "_class_balanced", table(CLASS_BALANCED))
+    for b, rows in PER_CLASS.items():
+        write_section(f"{SECTION}_classes_{b}", class_table(rows))
+    print(f"wrote sections {SECTION}, {SECTION}_a, {SECTION}_levers, {SECTION}_levers_d, {SECTION}_five, "
+          f"{SECTION}_leave_out, {SECTION}_class_balanced and {SECTION}_classes_<set> of docs/benchmarks.md")
 
 
 if __name__ == "__main__":

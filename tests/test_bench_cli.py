@@ -142,6 +142,29 @@ def test_starts_table_reads_recorded_runs_and_marks_missing_ones(tmp_path, monke
         assert lo.from_generalist and "--extra from_generalist" in lo.command("G")
 
 
+def test_class_table_gives_each_class_its_mean_f1_over_the_recorded_seeds(tmp_path, monkeypatch):
+    import json
+
+    import pytest
+
+    from benchmarks import starts_table
+
+    monkeypatch.setattr(starts_table, "STATE", tmp_path)
+    (tmp_path / "fundus_dr_x.json").write_text(json.dumps({
+        f"all/{s}": {"open_macro_f1": 0.3 + s / 10, "per_class_f1": {"no dr": 0.8, "mild": s / 10}} for s in range(3)}))
+    rows = [starts_table.Row("fundus_dr", "generalist E", "all", "x"),
+            starts_table.Row("fundus_dr", "scratch", "baseline", "absent")]  # no runs: no line
+    lines = starts_table.class_table(rows).splitlines()
+    assert lines[0] == "| start | variant | settings | no dr | mild | macro-F1 | seeds |" and len(lines) == 3
+    assert lines[2] == "| generalist E | +All | today's defaults | 80.0 ± 0.0 | 10.0 ± 10.0 | 40.0 ± 10.0 | 0,1,2 |"
+    (tmp_path / "derma_isic_x.json").write_text((tmp_path / "fundus_dr_x.json").read_text())
+    with pytest.raises(ValueError, match="rows of one set"):
+        starts_table.class_table(rows + [starts_table.Row("derma_isic", "scratch", "all", "x")])
+    # every per-class table is one set's, and D's rows in the class-balanced table say which generalist they are
+    assert all({r.bundle for r in rows} == {b} for b, rows in starts_table.PER_CLASS.items())
+    assert {r.start for r in starts_table.CLASS_BALANCED if r.tag == starts_table.GENERALIST_TAG} == {"generalist D"}
+
+
 def test_probe_features_scores_separable_features_and_finds_runs(tmp_path):
     import numpy as np
 
