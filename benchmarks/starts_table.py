@@ -167,7 +167,7 @@ for b in CB_SETS:
 
 
 # Where macro-F1 goes: per-class F1 of the open answers, per start and variant, on the two sets the study chose
-# defaults on (3 seeds each; the same result sets as the tables above).
+# defaults on (the seeds each row recorded; the same result sets as the tables above).
 PER_CLASS: dict[str, list[Row]] = {b: [] for b in CB_SETS}
 for b in CB_SETS:
     for v in ("baseline", "all"):
