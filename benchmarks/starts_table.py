@@ -235,6 +235,15 @@ def class_table(rows: list[Row], seeds: tuple[int, ...] = SEEDS) -> str:
     return "\n".join(lines)
 
 
+def sections() -> dict[str, str]:
+    """Every section of docs/benchmarks.md this script writes, by name, in the order ``--print`` shows them."""
+    out = {SECTION: table(), SECTION + "_a": table(EARLIER), SECTION + "_levers": table(LEVERS),
+           SECTION + "_levers_d": table(LEVERS_D, skip_empty=True),
+           SECTION + "_five": table(FUNDUS_FIVE, seeds=FIVE_SEEDS), SECTION + "_leave_out": table(LEAVE_OUT),
+           SECTION + "_class_balanced": table(CLASS_BALANCED)}
+    return out | {f"{SECTION}_classes_{b}": class_table(rows) for b, rows in PER_CLASS.items()}
+
+
 def foreign_start(row: Row, generalist: str) -> str | None:
     """Why ``row``'s recorded runs cannot be continued from ``generalist`` (they started from another generalist,
     or from one that was not recorded), or None."""
@@ -272,21 +281,12 @@ def main() -> None:
                 print(r.command(generalist))
         return
     if args.print:
-        print("\n\n".join([table(), table(EARLIER), table(LEVERS), table(LEVERS_D, skip_empty=True),
-                            table(FUNDUS_FIVE, seeds=FIVE_SEEDS), table(LEAVE_OUT), table(CLASS_BALANCED),
-                            *(class_table(rows) for rows in PER_CLASS.values())]))
+        print("\n\n".join(sections().values()))
         return
-    write_section(SECTION, table())
-    write_section(SECTION + "_a", table(EARLIER))
-    write_section(SECTION + "_levers", table(LEVERS))
-    write_section(SECTION + "_levers_d", table(LEVERS_D, skip_empty=True))
-    write_section(SECTION + "_five", table(FUNDUS_FIVE, seeds=FIVE_SEEDS))
-    write_section(SECTION + "_leave_out", table(LEAVE_OUT))
-    write_section(SECTION + "_class_balanced", table(CLASS_BALANCED))
-    for b, rows in PER_CLASS.items():
-        write_section(f"{SECTION}_classes_{b}", class_table(rows))
-    print(f"wrote sections {SECTION}, {SECTION}_a, {SECTION}_levers, {SECTION}_levers_d, {SECTION}_five, "
-          f"{SECTION}_leave_out, {SECTION}_class_balanced and {SECTION}_classes_<set> of docs/benchmarks.md")
+    written = sections()
+    for name, markdown in written.items():
+        write_section(name, markdown)
+    print(f"wrote sections {', '.join(written)} of docs/benchmarks.md")
 
 
 if __name__ == "__main__":
