@@ -15,7 +15,12 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["package_versions", "git_state", "cpu_model", "device_info", "file_md5"]
+__all__ = ["package_versions", "git_state", "cpu_model", "cpu_kernel_pins", "device_info", "file_md5"]
+
+# The environment variables that choose the CPU code paths of torch (ATen), MKL and oneDNN: each changes a trained
+# model's last bits (docs/study_defaults.md, rounds 6 and 11); pinned to AVX2, an AVX-512 CPU gives an AVX2 CPU's bits.
+KERNEL_PIN_VARIABLES = ("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "MKL_CBWR", "ONEDNN_MAX_CPU_ISA",
+                        "DNNL_MAX_CPU_ISA")
 
 
 def package_versions(names: Iterable[str]) -> dict[str, str | None]:
@@ -67,6 +72,15 @@ def cpu_model(cpuinfo: str | Path = "/proc/cpuinfo") -> str:
     return platform.processor() or "unknown"
 
 
+def cpu_kernel_pins(environ: dict[str, str] | None = None) -> str:
+    """The CPU code-path pins set in the environment (``KERNEL_PIN_VARIABLES``) as ``NAME=value`` joined by spaces,
+    in that order, or ``"none"``. Logged with ``cpu_capability``: two runs give the same bits only under the same
+    pins on the same CPU kind."""
+    env = os.environ if environ is None else environ
+    pins = [f"{k}={env[k]}" for k in KERNEL_PIN_VARIABLES if env.get(k)]
+    return " ".join(pins) or "none"
+
+
 def device_info(device: torch.device | str) -> dict[str, str]:
     """Device, world size and the versions of the libraries that shape a run (logged with every run)."""
     import torch  # here, so that reading versions and the git state needs no torch
@@ -81,7 +95,7 @@ def device_info(device: torch.device | str) -> dict[str, str]:
     # 58.3/42.9 on one machine and 62.5/45.9 on another)
     info = {"device": str(device), "device_name": name, "world_size": str(world), "torch_version": torch.__version__,
             "torch_threads": str(torch.get_num_threads()), "cpu_model": cpu_model(),
-            "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu_kernel_pins": cpu_kernel_pins()}
     pkgs = ("monai", "pytorch-ignite", "transformers", "peft", "numpy", "attok-monai")
     info.update({f"{k.replace('-', '_')}_version": v or "absent" for k, v in package_versions(pkgs).items()})
     return info

@@ -17,13 +17,16 @@ HEADER = (
 
 
 def hardware() -> str:
-    """CPU model, the instruction set torch's CPU kernels use (it changes a run's weights: docs/study_defaults.md,
-    "Round 6"), core count, torch version and GPU (if any), as one line."""
-    from attok_monai.provenance import cpu_model
+    """CPU model, the instruction set torch's CPU kernels use and the variables pinning the code paths, when set (both
+    change a run's weights: docs/study_defaults.md, "Round 6" and "Round 11"), core count, torch version and GPU (if
+    any), as one line."""
+    from attok_monai.provenance import cpu_kernel_pins, cpu_model
 
     cpu = cpu_model()
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     isa = torch.backends.cpu.get_cpu_capability()
+    pins = cpu_kernel_pins()
+    isa += "" if pins == "none" else f" (pinned: {pins})"
     return f"{cpu}, torch CPU kernels {isa}, {os.cpu_count()} logical cores visible, torch {torch.__version__}, {gpu}"
 
 

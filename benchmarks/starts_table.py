@@ -156,14 +156,17 @@ for b in LEAVE_OUT_SETS:
 # Class-balanced pre-training (`--class_balanced true`: each source's share of the draws split evenly over its classes).
 # Generalist C (round 5, another machine, weights lost: tag gen_cb) and generalist E (the same command rebuilt on
 # 2026-12-03 on this project's AMD EPYC, family 25 model 1: tag gen_cb2), against scratch and generalist D.
+# Round 11 (2026-12-04) adds E's rows on the other four sets (the table from E, baseline and +All first).
 CB_SETS = ("derma_isic", "fundus_dr")
+CB_ALL_SETS = CB_SETS + ("oct_retina", "xray_pneumonia", "pathology_lung", "vqa_rad")
 CLASS_BALANCED: list[Row] = []
-for b in CB_SETS:
+for b in CB_ALL_SETS:
     for v in ("baseline", "all"):
         CLASS_BALANCED += [replace(r, start="generalist D") if r.from_generalist else r
                            for r in ROWS if r.bundle == b and r.variant == v]
-        CLASS_BALANCED += [Row(b, "generalist C", v, "gen_cb", "class_balanced generalist (round 5)"),
-                           Row(b, "generalist E", v, "gen_cb2", "class_balanced generalist (round 10)")]
+        if b in CB_SETS or (b, v) == ("pathology_lung", "baseline"):  # C's runs (its weights are lost)
+            CLASS_BALANCED.append(Row(b, "generalist C", v, "gen_cb", "class_balanced generalist (round 5)"))
+        CLASS_BALANCED.append(Row(b, "generalist E", v, "gen_cb2", "class_balanced generalist (rounds 10-11)"))
 
 
 # Where macro-F1 goes: per-class F1 of the open answers, per start and variant, on the two sets the study chose

@@ -11,6 +11,7 @@ import pytest
 import torch
 from monai.bundle import ConfigParser, ConfigWorkflow
 
+from attok_monai.provenance import cpu_kernel_pins
 from tests.conftest import REPO, require
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -80,6 +81,7 @@ def test_generalist_trains_on_training_parts_logs_and_saves_a_marked_folder(gene
     # the thread count the weights were made at (the same seed gives the same weights only at the same count)
     assert card["torch_threads"] == torch.get_num_threads() and card["class_balanced"] is False
     assert card["cpu_capability"] == torch.backends.cpu.get_cpu_capability() and card["cpu_model"]
+    assert card["cpu_kernel_pins"] == cpu_kernel_pins()  # "none" unless the code-path variables are set
     assert wf.parser.get_parsed_content("hyperparameters")["torch_threads"] == str(torch.get_num_threads())
     for name in ("model.pt", "backbone.json", "vocabulary.json", "attok.json", "tokenizer"):
         assert (model_dir / name).exists(), name

@@ -149,7 +149,7 @@ def test_same_seed_same_model_whatever_is_validated_or_plotted(bundle, data_root
     settings = json.loads((da / "settings.json").read_text())
     assert settings["seed"] == 0 and settings["torch_version"] == torch.__version__
     # logged with the hyperparameters, not checked on resume (a run may resume on another machine)
-    assert not {"torch_threads", "cpu_model", "cpu_capability"} & set(settings)
+    assert not {"torch_threads", "cpu_model", "cpu_capability", "cpu_kernel_pins"} & set(settings)
     assert {"monai_version", "transformers_version", "peft_version"} <= set(settings)
 
 
@@ -238,3 +238,14 @@ def test_cpu_model_tells_cpu_kinds_apart(tmp_path):
     info.write_text("model name\t: ARMv8 Processor\n")
     assert cpu_model(info) == "ARMv8 Processor"
     assert cpu_model(tmp_path / "absent")  # platform.processor() or "unknown"
+
+
+def test_cpu_kernel_pins_names_the_code_path_variables_that_are_set():
+    """The variables that pin torch's, MKL's and oneDNN's CPU code paths change a model's bits: the ones set are
+    logged in a fixed order, empty ones are not, and none set reads "none"."""
+    from attok_monai.provenance import cpu_kernel_pins
+
+    env = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "", "PATH": "/bin",
+           "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
+    assert cpu_kernel_pins(env) == "ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2"
+    assert cpu_kernel_pins({"PATH": "/bin"}) == "none"

@@ -46,8 +46,9 @@ _NONE_STRINGS = {"", "none", "null", "false", "no", "off"}
 # logged with the run but cannot change the trained model (a resumed run may move to a machine with other cores)
 # device_name: the machine; torch_threads: the CPU thread count, logged because two runs give bit-identical weights
 # only at the same count, but not checked on resume (another count changes the last bits, not the recipe); cpu_model,
-# cpu_capability: likewise for the CPU and the vector ISA its kernels dispatch to
-_NOT_RESULT_KEYS = {"device_name", "torch_threads", "cpu_model", "cpu_capability"}
+# cpu_capability, cpu_kernel_pins: likewise for the CPU, the vector ISA its kernels dispatch to and the variables
+# that pin those code paths
+_NOT_RESULT_KEYS = {"device_name", "torch_threads", "cpu_model", "cpu_capability", "cpu_kernel_pins"}
 
 
 def optional(value: Any) -> Any | None:
