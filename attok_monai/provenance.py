@@ -21,6 +21,10 @@ __all__ = ["package_versions", "git_state", "cpu_model", "cpu_kernel_pins", "dev
 # model's last bits (docs/study_defaults.md, rounds 6 and 11); pinned to AVX2, an AVX-512 CPU gives an AVX2 CPU's bits.
 KERNEL_PIN_VARIABLES = ("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "MKL_CBWR", "ONEDNN_MAX_CPU_ISA",
                         "DNNL_MAX_CPU_ISA")
+# The pins that make an x86-64 CPU with AVX2 or newer (AVX-512 included) take the code paths of an AVX2-only one
+# (measured: generalist E rebuilt bit for bit on an AVX-512 EPYC with them, other bits without; round 11). They act
+# only when set before the process's first tensor operation: set them in the environment of the command.
+AVX2_KERNEL_PINS = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
 
 
 def package_versions(names: Iterable[str]) -> dict[str, str | None]:

@@ -15,6 +15,7 @@ import argparse
 import json
 import math
 import os
+import platform
 import shlex
 import statistics
 import subprocess
@@ -26,6 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from attok_monai.fileio import atomic_write_text  # noqa: E402
+from attok_monai.provenance import AVX2_KERNEL_PINS  # noqa: E402
 from benchmarks._report import hardware, write_section  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -214,6 +216,19 @@ def record_result(state_file: Path, key: str, result: dict) -> dict:
     return results
 
 
+def pin_kernels(mode: str, environ: dict[str, str] | None = None, machine: str | None = None) -> dict[str, str]:
+    """``mode`` ``"avx2"``: set :data:`attok_monai.provenance.AVX2_KERNEL_PINS` in ``environ`` (default
+    ``os.environ``, which every run inherits) on an x86-64 ``machine`` (default: this one), keeping a variable the
+    user set; ``"native"`` or another machine: nothing. Returns the variables it set."""
+    env = os.environ if environ is None else environ
+    machine = (platform.machine() if machine is None else machine).lower()
+    if mode != "avx2" or machine not in ("x86_64", "amd64"):
+        return {}
+    added = {k: v for k, v in AVX2_KERNEL_PINS.items() if not env.get(k)}
+    env.update(added)
+    return added
+
+
 def run_one(bundle: str, variant: str, seed: int, extra: list[str], log_dir: Path, threads: int | None = None,
             tag: str = "", extra_configs: Sequence[str] = ()) -> dict:
     """Train one configuration; return its final validation metrics and wall time (samples/s: :func:`run_extras`;
@@ -365,7 +380,13 @@ def main() -> None:
     ap.add_argument("--final-val-only", action="store_true",
                     help="validate after the last epoch only (--val_interval = the bundle's epochs): same training procedure, "
                          "less time; another random stream (validation draws a loader seed)")
+    ap.add_argument("--kernels", choices=("avx2", "native"), default="avx2",
+                    help="avx2 (default): pin torch's, MKL's and oneDNN's CPU code paths to AVX2 in every run "
+                         "(attok_monai.provenance.AVX2_KERNEL_PINS, on x86-64; a variable already set is kept), so a "
+                         "run on any x86-64 CPU with AVX2 or newer gives the bits the recorded runs got; native: "
+                         "whatever the CPU offers (AVX-512 gives other bits)")
     args = ap.parse_args()
+    pin_kernels(args.kernels)  # before this process's first tensor operation (hardware() reads the pinned ISA)
     args.tag = args.tag or "_".join(args.extra)
     bundles = bundles_available() if args.bundles == ["all"] else args.bundles
     data_root = default_data_root()

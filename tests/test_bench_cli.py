@@ -274,3 +274,30 @@ def test_the_reported_command_quotes_override_values_for_the_shell():
     argv = shlex.split(cmd)
     assert argv[argv.index("--override") + 1:argv.index("--tag")] == ["image_size=32", expr]
     assert "--override image_size=32 '" in cmd  # simple values stay as they were
+
+
+def test_benchmark_runs_pin_the_cpu_code_paths_to_avx2_on_x86(tmp_path):
+    """By default every benchmark run takes AVX2 code paths on an x86-64 CPU (an AVX-512 CPU then gives the bits the
+    recorded runs got on AVX2-only ones); a variable the user set is kept; native or another machine sets nothing;
+    a fresh process that pins them reports AVX2 kernels and names the pins in its hardware line."""
+    import platform
+    import subprocess
+    import sys
+
+    from benchmarks.bench_bundles import pin_kernels
+    from tests.conftest import REPO
+
+    env = {"MKL_ENABLE_INSTRUCTIONS": "SSE4_2"}
+    assert pin_kernels("avx2", env, "x86_64") == {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+    assert env == {"MKL_ENABLE_INSTRUCTIONS": "SSE4_2", "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+    assert pin_kernels("native", {}, "x86_64") == {} and pin_kernels("avx2", {}, "aarch64") == {}
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        pytest.skip("the AVX2 pins act on x86-64 only")
+    code = ("import os; [os.environ.pop(k, None) for k in ('ATEN_CPU_CAPABILITY', 'MKL_ENABLE_INSTRUCTIONS', "
+            "'ONEDNN_MAX_CPU_ISA')]; from benchmarks.bench_bundles import pin_kernels; pin_kernels('avx2'); "
+            "import torch; from benchmarks._report import hardware; "
+            "print(torch.backends.cpu.get_cpu_capability()); print(hardware())")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    isa, line = out.splitlines()[-2:]
+    assert isa in ("AVX2", "DEFAULT")  # DEFAULT: a CPU without AVX2
+    assert "pinned: ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2" in line
