@@ -23,8 +23,13 @@ smoke: $(VENV)/.installed
 test: smoke
 	$(PY) -m pytest -q
 
+# The main job takes AVX2 code paths (torch, MKL, oneDNN) on any x86-64 CPU, so an AVX-512 CPU ends where an AVX2-only
+# one does (measured: the README's figure on both; docs/study_defaults.md, round 11). `make train KERNEL_PINS=` runs
+# the CPU's own code paths.
+KERNEL_PINS ?= $(if $(filter x86_64 amd64,$(shell uname -m)),ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2)
+
 train: $(VENV)/.installed
-	$(PY) -m monai.bundle run --config_file bundles/fundus_dr/configs/train.json
+	$(KERNEL_PINS) $(PY) -m monai.bundle run --config_file bundles/fundus_dr/configs/train.json
 
 lint: $(VENV)/.installed
 	$(PY) -m ruff check attok_monai tests benchmarks
