@@ -161,10 +161,10 @@ CB_SETS = ("derma_isic", "fundus_dr")
 CB_ALL_SETS = CB_SETS + ("oct_retina", "xray_pneumonia", "pathology_lung", "vqa_rad")
 CLASS_BALANCED: list[Row] = []
 for b in CB_ALL_SETS:
-    for v in ("baseline", "all"):
+    for v in ("baseline", "tokens", "all"):
         CLASS_BALANCED += [replace(r, start="generalist D") if r.from_generalist else r
                            for r in ROWS if r.bundle == b and r.variant == v]
-        if b in CB_SETS or (b, v) == ("pathology_lung", "baseline"):  # C's runs (its weights are lost)
+        if (b in CB_SETS and v != "tokens") or (b, v) == ("pathology_lung", "baseline"):  # C's runs (weights lost)
             CLASS_BALANCED.append(Row(b, "generalist C", v, "gen_cb", "class_balanced generalist (round 5)"))
         CLASS_BALANCED.append(Row(b, "generalist E", v, "gen_cb2", "class_balanced generalist (rounds 10-11)"))
 
