@@ -31,7 +31,14 @@ KERNEL_PINS ?= $(if $(filter x86_64 amd64,$(shell uname -m)),ATEN_CPU_CAPABILITY
 train: $(VENV)/.installed
 	$(KERNEL_PINS) $(PY) -m monai.bundle run --config_file bundles/fundus_dr/configs/train.json
 
+# The compact generalist (the start of the docs' generalist rows): one thread and the AVX2 pins, so the folder
+# runs/generalist/model is generalist E bit for bit (model.pt MD5 in docs/benchmarks.md; measured: 37 min wall
+# beside two bundle runs on 2 cores, 24 min of CPU).
+generalist: $(VENV)/.installed
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(KERNEL_PINS) $(PY) -m attok_monai.bundle run \
+		--config bundles/compact_generalist --output_dir runs/generalist
+
 lint: $(VENV)/.installed
 	$(PY) -m ruff check attok_monai tests benchmarks
 
-.PHONY: install smoke test train lint
+.PHONY: install smoke test train generalist lint

@@ -65,19 +65,35 @@ class Row:
 
 
 CLASSIFICATION = ("fundus_dr", "derma_isic", "oct_retina", "xray_pneumonia", "pathology_lung")
+STUDY_SETS = ("fundus_dr", "derma_isic")  # the study's two sets: +ACC and +ACM rows too
 # The generalist the table's generalist rows start from, named by its result-set tag: every run records the generalist
 # it started from (card run name, MD5 of model.pt) and bench_bundles refuses to mix two in one result set, so a table
-# row is always one generalist's. GENERALIST_TAG: a generalist with the default recipe (`source_weights: null`),
-# trained with the README's command (seed 0, 1 thread; see docs/benchmarks.md for which one and on which CPU).
-GENERALIST_TAG = "gen_d"
+# row is always one generalist's. GENERALIST_TAG: generalist E, the README's command with the default recipe
+# (`class_balanced: true` since 2026-12-04; seed 0, 1 thread, AVX2 code paths; docs/benchmarks.md gives its MD5).
+# D_TAG: generalist D, the recipe before (`class_balanced: false`), the issue table's generalist until 2026-12-04.
+GENERALIST_TAG = "gen_cb2"
+D_TAG = "gen_d"
 # vqa_rad keeps its own full config and took the study's keys only from commit 96d949f on (before, its model used
-# AttTokConfig's own fa_position "decision" and attribute_init "keyword"): its attribute-token rows were rerun under
+# AttTokConfig's own fa_position "decision" and attribute_init "keyword"): D's attribute-token rows were rerun under
 # these tags; the earlier runs are in LEVERS_D. A baseline has no attribute tokens, so the keys do not reach it.
-VQA_KEYS_TAGS = {"scratch": "keys", "generalist": "gen_d_keys"}
+# E's vqa_rad runs all came after 96d949f.
+VQA_KEYS_TAGS = {"scratch": "keys", "generalist D": "gen_d_keys"}
 _VQA_BEFORE = "fa_position: decision, attribute_init: keyword (vqa_rad before 96d949f)"
+
+
+def generalist_rows(bundle: str, tag: str, start: str = "generalist") -> list[Row]:
+    """The issue's generalist rows of one set from the generalist whose runs are under ``tag``: baseline, tokens
+    alone and +All, and +ACC and +ACM on the study's sets."""
+    attribute_tag = VQA_KEYS_TAGS.get(start, tag) if bundle == "vqa_rad" else tag
+    rows = [Row(bundle, start, "baseline", tag)] + [Row(bundle, start, v, attribute_tag) for v in ("tokens", "all")]
+    return rows + ([Row(bundle, start, v, tag) for v in ("acc", "acm")] if bundle in STUDY_SETS else [])
+
+
 ROWS: list[Row] = []
 # Generalist A's rows (tags gen, gen_new): the first generalist, whose weights were not kept; incomplete for good.
 EARLIER: list[Row] = []
+# Generalist D's rows of the issue's table (the table's generalist until 2026-12-04).
+ROWS_D: list[Row] = []
 for b in CLASSIFICATION + ("vqa_rad",):
     if b == "fundus_dr":  # fundus from scratch: the study's own runs at today's defaults
         ROWS += [Row(b, "scratch", "baseline", "merged"), Row(b, "scratch", "tokens", "new"),
@@ -86,11 +102,8 @@ for b in CLASSIFICATION + ("vqa_rad",):
         # attribute_init/acc_norm settings do not reach it)
         ROWS += [Row(b, "scratch", "baseline", "study" if b == "derma_isic" else "defaults"),
                  Row(b, "scratch", "all", VQA_KEYS_TAGS["scratch"] if b == "vqa_rad" else "defaults")]
-    ROWS += [Row(b, "generalist", "baseline", GENERALIST_TAG)]
-    ROWS += [Row(b, "generalist", v, VQA_KEYS_TAGS["generalist"] if b == "vqa_rad" else GENERALIST_TAG)
-             for v in ("tokens", "all")]
-    if b in ("fundus_dr", "derma_isic"):
-        ROWS += [Row(b, "generalist", v, GENERALIST_TAG) for v in ("acc", "acm")]
+    ROWS += generalist_rows(b, GENERALIST_TAG)
+    ROWS_D += generalist_rows(b, D_TAG, "generalist D")
     # generalist A: the baselines of fundus and derma ran under tag gen_new (the tag's acc_norm/attribute_init
     # overrides touch no part of a baseline model: no attribute tokens, no ACC)
     base_tag = "gen_new" if b in ("fundus_dr", "derma_isic") else "gen"
@@ -101,6 +114,7 @@ for b in CLASSIFICATION + ("vqa_rad",):
     if b in ("fundus_dr", "derma_isic"):
         EARLIER += [Row(b, "generalist A", "all", "gen_new", "acc_norm: true", "acc_norm=True attribute_init=distinct"),
                     Row(b, "generalist A", "acc", "gen"), Row(b, "generalist A", "acm", "gen")]
+SCRATCH: list[Row] = [r for r in ROWS if not r.from_generalist]
 
 
 # Levers on the generalist start (fundus_dr, then pathology_lung; derma_isic for generalists B and C): each against the
@@ -125,20 +139,33 @@ for b in ("fundus_dr", "pathology_lung", "derma_isic"):
 # Levers and earlier settings on generalist D (tag gen_d): each against the issue's table above (same start, same
 # seeds); a baseline has no attribute tokens or ACC, so none of these reaches it.
 LEVERS_D: list[Row] = [Row("vqa_rad", "scratch", "all", "defaults", _VQA_BEFORE),
-                       Row("vqa_rad", "generalist", "tokens", GENERALIST_TAG, _VQA_BEFORE),
-                       Row("vqa_rad", "generalist", "all", GENERALIST_TAG, _VQA_BEFORE)]
-LEVERS_D += [Row(b, "generalist", "all", "gen_d_an", "acc_norm: true", "acc_norm=True")
+                       Row("vqa_rad", "generalist D", "tokens", D_TAG, _VQA_BEFORE),
+                       Row("vqa_rad", "generalist D", "all", D_TAG, _VQA_BEFORE)]
+LEVERS_D += [Row(b, "generalist D", "all", "gen_d_an", "acc_norm: true", "acc_norm=True")
              for b in CLASSIFICATION + ("vqa_rad",)]
 # 2026-12-03 (round 10): ACC's residual scale at a tenth (the +ACM row is its limit gamma = 0), and the class-balanced
 # sampler of the paper's tuning (Appendix A.2) on fundus_dr, whose bundle trains without it (derma_isic's with it).
-LEVERS_D += [Row("fundus_dr", "generalist", "all", "gam01", "gamma: 0.01", "gamma=0.01")]
-LEVERS_D += [Row("fundus_dr", "generalist", v, "bal", "balanced_sampler: true", "balanced_sampler=True")
+LEVERS_D += [Row("fundus_dr", "generalist D", "all", "gam01", "gamma: 0.01", "gamma=0.01")]
+LEVERS_D += [Row("fundus_dr", "generalist D", v, "bal", "balanced_sampler: true", "balanced_sampler=True")
              for v in ("baseline", "all")]
+
+
+# Levers on generalist E (round 12, 2026-12-04): on fundus_dr each of AttTok's parts alone from E is 5-6 points above
+# E's baseline and +All only 1.9: does less of ACC (gamma) or of ACM (lambda) give +All its parts' gain? Against the
+# issue table's E rows (same start, same seeds). cb2_repro: +All's seed 0 (run in round 10 on an AMD EPYC family 25
+# model 1) rerun on round 12's model 17 under the AVX2 pins, to check that E's rows from the two CPU kinds compare.
+LEVERS_E: list[Row] = []
+for b in STUDY_SETS:
+    LEVERS_E += [r for r in ROWS if r.bundle == b and r.from_generalist]
+    LEVERS_E += [Row(b, "generalist", "all", "cb2_gam01", "gamma: 0.01", "gamma=0.01"),
+                 Row(b, "generalist", "all", "cb2_lam01", "lambda_start: 0.1", "lambda_start=0.1")]
+    if b == "fundus_dr":
+        LEVERS_E.append(Row(b, "generalist", "all", "cb2_repro", "seed 0 rerun on another CPU kind (pinned)"))
 
 
 # fundus_dr from D over five seeds (seeds 3 and 4 added on 2026-12-03): does the rows' order hold beyond 3 seeds?
 FIVE_SEEDS = (0, 1, 2, 3, 4)
-FUNDUS_FIVE: list[Row] = [Row("fundus_dr", "generalist", v, GENERALIST_TAG) for v in ("baseline", "tokens", "all")]
+FUNDUS_FIVE: list[Row] = [Row("fundus_dr", "generalist D", v, D_TAG) for v in ("baseline", "tokens", "all")]
 
 
 # Leave-one-out generalists (tag gen_lo, 2026-12-03): for each set, a generalist pre-trained with the README's command
@@ -149,7 +176,7 @@ LEAVE_OUT_SETS = ("pathology_lung", "fundus_dr")
 LEAVE_OUT: list[Row] = []
 for b in LEAVE_OUT_SETS:
     for v in ("baseline", "all"):
-        LEAVE_OUT += [r for r in ROWS if r.bundle == b and r.variant == v]
+        LEAVE_OUT += [r for r in SCRATCH + ROWS_D if r.bundle == b and r.variant == v]
         LEAVE_OUT.append(Row(b, "generalist without it", v, "gen_lo", f"leave_out_sources: [{b}]"))
 
 
@@ -159,14 +186,19 @@ for b in LEAVE_OUT_SETS:
 # Round 11 (2026-12-04) adds E's rows on the other four sets (the issue's table from E, baseline and +All first).
 CB_SETS = ("derma_isic", "fundus_dr")
 CB_ALL_SETS = CB_SETS + ("oct_retina", "xray_pneumonia", "pathology_lung", "vqa_rad")
+# Generalist C's runs (round 5; its weights were lost, so these are all it will ever have):
+C_RUNS = (("derma_isic", "baseline"), ("derma_isic", "all"), ("fundus_dr", "baseline"), ("fundus_dr", "all"),
+          ("pathology_lung", "baseline"))
 CLASS_BALANCED: list[Row] = []
 for b in CB_ALL_SETS:
-    for v in ("baseline", "tokens", "all"):
-        CLASS_BALANCED += [replace(r, start="generalist D") if r.from_generalist else r
-                           for r in ROWS if r.bundle == b and r.variant == v]
-        if (b in CB_SETS and v != "tokens") or (b, v) == ("pathology_lung", "baseline"):  # C's runs (weights lost)
+    for v in ("baseline", "tokens", "acc", "acm", "all"):
+        if v in ("acc", "acm") and b not in CB_SETS:
+            continue
+        CLASS_BALANCED += [r for r in SCRATCH + ROWS_D if r.bundle == b and r.variant == v]
+        if (b, v) in C_RUNS:
             CLASS_BALANCED.append(Row(b, "generalist C", v, "gen_cb", "class_balanced generalist (round 5)"))
-        CLASS_BALANCED.append(Row(b, "generalist E", v, "gen_cb2", "class_balanced generalist (rounds 10-11)"))
+        CLASS_BALANCED += [replace(r, start="generalist E") for r in ROWS
+                           if r.bundle == b and r.variant == v and r.from_generalist]
 
 
 # Where macro-F1 goes: per-class F1 of the open answers, per start and variant, on the two sets the study chose
@@ -241,7 +273,7 @@ def class_table(rows: list[Row], seeds: tuple[int, ...] = SEEDS) -> str:
 def sections() -> dict[str, str]:
     """Every section of docs/benchmarks.md this script writes, by name, in the order ``--print`` shows them."""
     out = {SECTION: table(), SECTION + "_a": table(EARLIER), SECTION + "_levers": table(LEVERS),
-           SECTION + "_levers_d": table(LEVERS_D, skip_empty=True),
+           SECTION + "_levers_d": table(LEVERS_D, skip_empty=True), SECTION + "_levers_e": table(LEVERS_E),
            SECTION + "_five": table(FUNDUS_FIVE, seeds=FIVE_SEEDS), SECTION + "_leave_out": table(LEAVE_OUT),
            SECTION + "_class_balanced": table(CLASS_BALANCED)}
     return out | {f"{SECTION}_classes_{b}": class_table(rows) for b, rows in PER_CLASS.items()}

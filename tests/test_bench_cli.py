@@ -124,21 +124,29 @@ def test_starts_table_reads_recorded_runs_and_marks_missing_ones(tmp_path, monke
     early = [line for line in starts_table.table(starts_table.EARLIER).splitlines()[2:]]
     assert len(early) == len(starts_table.EARLIER) and all("| generalist A |" in line for line in early)
     assert starts_table.missing(starts_table.EARLIER) == starts_table.EARLIER  # no state here: every row missing
-    # the five-seed fundus table reads seeds the issue's table leaves out
-    (tmp_path / f"fundus_dr_{tag}.json").write_text(json.dumps(
+    # the five-seed fundus table (generalist D's runs) reads seeds the issue's table leaves out
+    (tmp_path / f"fundus_dr_{starts_table.D_TAG}.json").write_text(json.dumps(
         {f"baseline/{s}": {"open_accuracy": 0.5 + s / 100} for s in range(5)}))
     five = starts_table.table(starts_table.FUNDUS_FIVE, seeds=starts_table.FIVE_SEEDS).splitlines()[2]
     three = starts_table.table(starts_table.FUNDUS_FIVE[:1]).splitlines()[2]
     assert "| 52.0 ± 1.6 |" in five and "| 0,1,2,3,4 |" in five
     assert "| 51.0 ± 1.0 |" in three and "| 0,1,2 |" in three
-    # vqa_rad's attribute-token rows are the reruns with the chosen keys; the earlier runs are levers on D
+    # E's vqa_rad runs all had the chosen keys; D's attribute-token rows are the reruns with them (its earlier runs
+    # are levers on D)
     vqa = {r.variant: r.tag for r in starts_table.ROWS if r.bundle == "vqa_rad"}
-    assert vqa == {"baseline": tag, "tokens": "gen_d_keys", "all": "gen_d_keys"}
-    assert {r.tag for r in starts_table.LEVERS_D if r.bundle == "vqa_rad" and r.variant == "tokens"} == {tag}
-    # each leave-one-out row sits beside the issue table's scratch and generalist-D rows of its set and variant
+    assert vqa == {"baseline": tag, "tokens": tag, "all": tag} and tag != starts_table.D_TAG
+    vqa_d = {r.variant: r.tag for r in starts_table.ROWS_D if r.bundle == "vqa_rad"}
+    assert vqa_d == {"baseline": starts_table.D_TAG, "tokens": "gen_d_keys", "all": "gen_d_keys"}
+    assert {r.tag for r in starts_table.LEVERS_D if r.bundle == "vqa_rad" and r.variant == "tokens"} == {
+        starts_table.D_TAG}
+    # the issue's generalist rows: baseline, tokens alone, +All on every set, +ACC and +ACM on the study's two
+    assert sorted((r.bundle, r.variant) for r in starts_table.ROWS if r.from_generalist) == sorted(
+        [(b, v) for b in starts_table.CLASSIFICATION + ("vqa_rad",) for v in ("baseline", "tokens", "all")]
+        + [(b, v) for b in starts_table.STUDY_SETS for v in ("acc", "acm")])
+    # each leave-one-out row (pre-trained with D's recipe) sits beside the scratch and generalist-D rows of its set
     for lo in (r for r in starts_table.LEAVE_OUT if r.tag == "gen_lo"):
         mates = {(r.start, r.tag) for r in starts_table.LEAVE_OUT if (r.bundle, r.variant) == (lo.bundle, lo.variant)}
-        assert ("generalist", tag) in mates and any(s == "scratch" for s, _ in mates), lo
+        assert ("generalist D", starts_table.D_TAG) in mates and any(s == "scratch" for s, _ in mates), lo
         assert lo.from_generalist and "--extra from_generalist" in lo.command("G")
 
 
@@ -160,9 +168,12 @@ def test_class_table_gives_each_class_its_mean_f1_over_the_recorded_seeds(tmp_pa
     (tmp_path / "derma_isic_x.json").write_text((tmp_path / "fundus_dr_x.json").read_text())
     with pytest.raises(ValueError, match="rows of one set"):
         starts_table.class_table(rows + [starts_table.Row("derma_isic", "scratch", "all", "x")])
-    # every per-class table is one set's, and D's rows in the class-balanced table say which generalist they are
+    # every per-class table is one set's, and the class-balanced table's generalist rows say which generalist they are
     assert all({r.bundle for r in rows} == {b} for b, rows in starts_table.PER_CLASS.items())
-    assert {r.start for r in starts_table.CLASS_BALANCED if r.tag == starts_table.GENERALIST_TAG} == {"generalist D"}
+    cb = starts_table.CLASS_BALANCED
+    assert {r.start for r in cb if r.tag == starts_table.D_TAG} == {"generalist D"}
+    assert {r.start for r in cb if r.tag == starts_table.GENERALIST_TAG} == {"generalist E"}
+    assert {(r.bundle, r.variant) for r in cb if r.tag == "gen_cb"} == set(starts_table.C_RUNS)
 
 
 def test_probe_features_scores_separable_features_and_finds_runs(tmp_path):

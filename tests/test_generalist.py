@@ -79,7 +79,8 @@ def test_generalist_trains_on_training_parts_logs_and_saves_a_marked_folder(gene
                                                "pathology_lung", "vqa_rad")}
     assert card["iterations"] == 6 and card["last_epoch_mean_loss"] > 0
     # the thread count the weights were made at (the same seed gives the same weights only at the same count)
-    assert card["torch_threads"] == torch.get_num_threads() and card["class_balanced"] is False
+    assert card["torch_threads"] == torch.get_num_threads()
+    assert card["class_balanced"] is True  # the recipe's default since 2026-12-04 (generalist E)
     assert card["cpu_capability"] == torch.backends.cpu.get_cpu_capability() and card["cpu_model"]
     assert card["cpu_kernel_pins"] == cpu_kernel_pins()  # "none" unless the code-path variables are set
     assert wf.parser.get_parsed_content("hyperparameters")["torch_threads"] == str(torch.get_num_threads())
@@ -109,12 +110,14 @@ def test_generalist_trains_on_training_parts_logs_and_saves_a_marked_folder(gene
 
 
 def test_source_weights_set_each_sources_share_of_the_draws(generalist):
-    """Default (source_weights null): the plain shuffle, a source's share is its size's. 'equal' or a mapping: a
-    seeded sampler drawing each source its share; a bad mapping names the source."""
+    """Default (source_weights null): a source's share is its size's (with class_balanced, the default, through
+    the class-balanced sampler; without it, the plain shuffle). 'equal' or a mapping: a seeded sampler drawing each
+    source its share; a bad mapping names the source."""
     from collections import Counter
 
     _, _, wf = generalist
-    assert wf.parser.get_parsed_content("train#sampler") is None
+    assert wf.parser["source_weights"] is None and wf.parser["class_balanced"] is True
+    assert wf.parser.get_parsed_content("train#sampler") is not None
     data = wf.parser.get_parsed_content("data")
     names = data.item_sources()
     assert len(names) == 72 and names[:12] == ["fundus_dr"] * 12
@@ -172,7 +175,9 @@ def test_class_balanced_splits_each_sources_share_over_its_classes(generalist):
     assert sampler is not None and len(list(sampler)) == 72
     assert "class_balanced=@class_balanced" in parser["hyperparameters"]
     assert "class_balanced=@class_balanced" in json.dumps(parser.get("train"))
-    parser["class_balanced"] = False
+    parser["class_balanced"] = False  # generalist D's recipe: uniform draws from the union, no sampler
+    assert parser.get_parsed_content("train#sampler", lazy=False) is None
+    parser["class_balanced"] = True
 
 
 def test_leave_out_sources_reads_a_sources_words_and_none_of_its_items(generalist, data_root, tmp_path):

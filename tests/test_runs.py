@@ -249,3 +249,21 @@ def test_cpu_kernel_pins_names_the_code_path_variables_that_are_set():
            "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
     assert cpu_kernel_pins(env) == "ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2"
     assert cpu_kernel_pins({"PATH": "/bin"}) == "none"
+
+
+def test_make_train_pins_the_same_code_paths_as_the_benchmarks():
+    """`make train` (the README's main job), `make generalist` and `benchmarks/bench_bundles.py --kernels avx2` must
+    pin the same variables to the same values, or the README's figure, the generalist and the benchmark rows come from
+    different code paths."""
+    import re
+
+    from attok_monai.provenance import AVX2_KERNEL_PINS
+
+    makefile = (REPO / "Makefile").read_text()
+    line = next(x for x in makefile.splitlines() if x.startswith("KERNEL_PINS ?="))
+    assert dict(re.findall(r"([A-Z_]+)=(\S+?)\)?(?=\s|$)", line.split("x86_64 amd64", 1)[1])) == AVX2_KERNEL_PINS
+    assert re.search(r"^train:.*\n\t\$\(KERNEL_PINS\) ", makefile, re.M)
+    # `make generalist` (the README's one command for the docs' generalist E): one thread and the same pins
+    recipe = re.search(r"^generalist:[^\n]*\n\t(.*?)\n\n", makefile, re.M | re.S).group(1)
+    assert "OMP_NUM_THREADS=1 " in recipe and "$(KERNEL_PINS) " in recipe
+    assert "--config bundles/compact_generalist --output_dir runs/generalist" in recipe.replace("\\\n\t\t", "")
