@@ -89,6 +89,11 @@ def generalist_rows(bundle: str, tag: str, start: str = "generalist") -> list[Ro
     return rows + ([Row(bundle, start, v, tag) for v in ("acc", "acm")] if bundle in STUDY_SETS else [])
 
 
+def pick(rows: list[Row], bundle: str, variant: str) -> list[Row]:
+    """The rows of ``rows`` for one set and variant, in order."""
+    return [r for r in rows if r.bundle == bundle and r.variant == variant]
+
+
 ROWS: list[Row] = []
 # Generalist A's rows (tags gen, gen_new): the first generalist, whose weights were not kept; incomplete for good.
 EARLIER: list[Row] = []
@@ -106,12 +111,12 @@ for b in CLASSIFICATION + ("vqa_rad",):
     ROWS_D += generalist_rows(b, D_TAG, "generalist D")
     # generalist A: the baselines of fundus and derma ran under tag gen_new (the tag's acc_norm/attribute_init
     # overrides touch no part of a baseline model: no attribute tokens, no ACC)
-    base_tag = "gen_new" if b in ("fundus_dr", "derma_isic") else "gen"
+    base_tag = "gen_new" if b in STUDY_SETS else "gen"
     EARLIER += [Row(b, "generalist A", "baseline", base_tag, "-" if base_tag == "gen" else "- (run as gen_new)",
                     "acc_norm=True attribute_init=distinct" if base_tag == "gen_new" else "")]
     settings = _VQA_BEFORE if b == "vqa_rad" else "today's defaults"
     EARLIER += [Row(b, "generalist A", "tokens", "gen", settings), Row(b, "generalist A", "all", "gen", settings)]
-    if b in ("fundus_dr", "derma_isic"):
+    if b in STUDY_SETS:
         EARLIER += [Row(b, "generalist A", "all", "gen_new", "acc_norm: true", "acc_norm=True attribute_init=distinct"),
                     Row(b, "generalist A", "acc", "gen"), Row(b, "generalist A", "acm", "gen")]
 SCRATCH: list[Row] = [r for r in ROWS if not r.from_generalist]
@@ -176,7 +181,7 @@ LEAVE_OUT_SETS = ("pathology_lung", "fundus_dr")
 LEAVE_OUT: list[Row] = []
 for b in LEAVE_OUT_SETS:
     for v in ("baseline", "all"):
-        LEAVE_OUT += [r for r in SCRATCH + ROWS_D if r.bundle == b and r.variant == v]
+        LEAVE_OUT += pick(SCRATCH + ROWS_D, b, v)
         LEAVE_OUT.append(Row(b, "generalist without it", v, "gen_lo", f"leave_out_sources: [{b}]"))
 
 
@@ -184,31 +189,27 @@ for b in LEAVE_OUT_SETS:
 # Generalist C (round 5, another machine, weights lost: tag gen_cb) and generalist E (the same command rebuilt on
 # 2026-12-03 on this project's AMD EPYC, family 25 model 1: tag gen_cb2), against scratch and generalist D.
 # Round 11 (2026-12-04) adds E's rows on the other four sets (the issue's table from E, baseline and +All first).
-CB_SETS = ("derma_isic", "fundus_dr")
-CB_ALL_SETS = CB_SETS + ("oct_retina", "xray_pneumonia", "pathology_lung", "vqa_rad")
+CB_ALL_SETS = ("derma_isic", "fundus_dr", "oct_retina", "xray_pneumonia", "pathology_lung", "vqa_rad")
 # Generalist C's runs (round 5; its weights were lost, so these are all it will ever have):
 C_RUNS = (("derma_isic", "baseline"), ("derma_isic", "all"), ("fundus_dr", "baseline"), ("fundus_dr", "all"),
           ("pathology_lung", "baseline"))
 CLASS_BALANCED: list[Row] = []
 for b in CB_ALL_SETS:
-    for v in ("baseline", "tokens", "acc", "acm", "all"):
-        if v in ("acc", "acm") and b not in CB_SETS:
-            continue
-        CLASS_BALANCED += [r for r in SCRATCH + ROWS_D if r.bundle == b and r.variant == v]
+    for v in ("baseline", "tokens", "acc", "acm", "all"):  # +ACC and +ACM rows exist on the study's sets only
+        CLASS_BALANCED += pick(SCRATCH + ROWS_D, b, v)
         if (b, v) in C_RUNS:
             CLASS_BALANCED.append(Row(b, "generalist C", v, "gen_cb", "class_balanced generalist (round 5)"))
-        CLASS_BALANCED += [replace(r, start="generalist E") for r in ROWS
-                           if r.bundle == b and r.variant == v and r.from_generalist]
+        CLASS_BALANCED += [replace(r, start="generalist E") for r in pick(ROWS, b, v) if r.from_generalist]
 
 
 # Where macro-F1 goes: per-class F1 of the open answers, per start and variant, on the two sets the study chose
 # defaults on (the seeds each row recorded; the same result sets as the tables above).
-PER_CLASS: dict[str, list[Row]] = {b: [] for b in CB_SETS}
-for b in CB_SETS:
+PER_CLASS: dict[str, list[Row]] = {b: [] for b in sorted(STUDY_SETS)}
+for b in PER_CLASS:
     for v in ("baseline", "all"):
-        PER_CLASS[b] += [r for r in CLASS_BALANCED if r.bundle == b and r.variant == v]
-        PER_CLASS[b] += [r for r in LEAVE_OUT if r.bundle == b and r.variant == v and r.tag == "gen_lo"]
-        PER_CLASS[b] += [r for r in LEVERS_D if r.bundle == b and r.variant == v and r.tag == "bal"]
+        PER_CLASS[b] += pick(CLASS_BALANCED, b, v)
+        PER_CLASS[b] += [r for r in pick(LEAVE_OUT, b, v) if r.tag == "gen_lo"]
+        PER_CLASS[b] += [r for r in pick(LEVERS_D, b, v) if r.tag == "bal"]
 
 
 def runs(row: Row, seeds: tuple[int, ...] = SEEDS) -> list[tuple[int, dict]]:
