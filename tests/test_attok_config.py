@@ -17,6 +17,7 @@ OLD_KEYS = {
     "use_attribute_tokens": True, "use_acc": True, "use_acm": True, "acc_heads": 1, "gamma": 0.1, "momentum": 0.99,
     "tau": 1.0, "acc_inner_dim": None, "fa_position": "decision", "acm_bias": True, "acm_weighting": "mean",
     "prototype_init": "first_batch", "prototype_init_batches": 8, "acc_norm": False, "attribute_init": "keyword",
+    "acc_book_grad": True,
 }
 
 

@@ -63,6 +63,31 @@ def test_fa_position_in_forward_and_bad_value():
         tiny_attok(fa_position="end")
 
 
+# ------------------------------------------------------------------ acc_book_grad
+def test_acc_book_grad_detaches_the_book_in_acc_only():
+    x = torch.rand(2, 1, 16, 16)
+    grads, outs = {}, {}
+    for flag in (True, False):
+        net = tiny_attok(acc_book_grad=flag).train()
+        net.book.prototypes.normal_()  # prototypes valid, so every book token is a key
+        net.book.prototype_initialized.fill_(True)
+        raw = net.backbone.encode_images(x)
+        out = net._visual_transform(raw)
+        out.square().sum().backward()
+        outs[flag] = out.detach()
+        grads[flag] = (net.book.attribute_embeddings.grad, net.book.keyword_embeddings.grad, net.acc.v_proj.weight.grad)
+    assert torch.equal(outs[True], outs[False])  # the same forward pass
+    a, e, v = grads[True]
+    assert a.abs().sum() > 0 and e.abs().sum() > 0 and v.abs().sum() > 0
+    a, e, v = grads[False]
+    assert a is None and e is None and v.abs().sum() > 0  # ACC itself still trains
+    # a_k still trains through the attribute token when the book is detached in ACC
+    net = tiny_attok(acc_book_grad=False, use_acm=False).train()
+    out = net(x, ["what is this radiology image?"] * 2, [None, None], [[0], [2]])
+    F.cross_entropy(out.logits[:, :-1].flatten(0, 1), out.labels[:, 1:].flatten(), ignore_index=-100).backward()
+    assert net.book.attribute_embeddings.grad.abs().sum() > 0 and net.book.keyword_embeddings.grad is None
+
+
 # ------------------------------------------------------------------ acm_bias
 def test_acm_bias_switch():
     assert ACMProjection(8).linear.bias is not None
@@ -199,9 +224,9 @@ def test_bundle_keys_defaults_and_tokens_only(bundle):
     # behaviour before issue #21 (acc_norm: measured, not chosen)
     assert cfg["fa_position"] == "attribute" and cfg["acm_bias"] is True and cfg["acm_weighting"] == "mean"
     assert cfg["prototype_init"] == "first_batch" and cfg["prototype_init_batches"] == 8
-    assert cfg["attribute_init"] == "distinct" and cfg["acc_norm"] is False
+    assert cfg["attribute_init"] == "distinct" and cfg["acc_norm"] is False and cfg["acc_book_grad"] is True
     for key in ("fa_position", "acm_bias", "acm_weighting", "prototype_init", "prototype_init_batches", "acc_norm",
-                "attribute_init"):
+                "attribute_init", "acc_book_grad"):
         assert cfg["network_def"][key] == f"@{key}"
         assert f"{key}=@{key}" in cfg["hyperparameters"]
     assert cfg["loss"]["acm_weighting"] == "@acm_weighting"
@@ -220,7 +245,7 @@ def test_vqa_rad_takes_the_chosen_defaults():
     from attok_monai.bundle.resolve import resolve_files
 
     shared = resolve_files([str(REPO / "attok_monai" / "configs" / "classification" / "train.json")])
-    keys = ("fa_position", "acm_bias", "acc_norm", "attribute_init", "acm_weighting")
+    keys = ("fa_position", "acm_bias", "acc_norm", "attribute_init", "acm_weighting", "acc_book_grad")
     configs = REPO / "bundles" / "vqa_rad" / "configs"
     train, qwen = (resolve_files([str(configs / f) for f in files])
                    for files in (["train.json"], ["train.json", "train_qwen25vl.json"]))

@@ -34,6 +34,10 @@ class AttTokConfig:
             :class:`~attok_monai.networks.blocks.ACCAdapter`).
         acc_norm: LayerNorm ACC's queries and book tokens before its attention (default False: eq. 6 as in the
             paper; see ``docs/study_defaults.md``).
+        acc_book_grad: whether ACC's keys and values pass gradient to the book's ``a_k`` and ``e_k`` (default True: the
+            paper trains both jointly with the model, section 4.1, and does not single out a path). False detaches the
+            book where ACC reads it; ``a_k`` still trains as the attribute token's embedding and through ACM, ``e_k``
+            through ACM (without ACM and with False, ``e_k`` stays as initialised).
         momentum: EMA momentum of the visual prototypes (paper: 0.99), in [0, 1].
         tau: ACM temperature (paper: 1), > 0. The model records it; the training loss
             (:class:`~attok_monai.losses.AttTokLoss`) takes the same key.
@@ -81,10 +85,11 @@ class AttTokConfig:
     prototype_init: str = "first_batch"
     prototype_init_batches: int = 8
     acc_norm: bool = False
+    acc_book_grad: bool = True
     attribute_init: str = "keyword"
 
     def __post_init__(self) -> None:
-        for name in ("use_attribute_tokens", "use_acc", "use_acm", "acm_bias", "acc_norm"):
+        for name in ("use_attribute_tokens", "use_acc", "use_acm", "acm_bias", "acc_norm", "acc_book_grad"):
             setattr(self, name, bool(getattr(self, name)))
         for name, choices in (("fa_position", FA_POSITIONS), ("acm_weighting", ACM_WEIGHTINGS),
                               ("prototype_init", PROTOTYPE_INITS), ("attribute_init", ATTRIBUTE_INITS)):

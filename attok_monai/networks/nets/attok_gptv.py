@@ -221,11 +221,12 @@ class AttTokGPTv(nn.Module):
         return raw, self._visual_transform(raw)
 
     def _visual_transform(self, raw: torch.Tensor) -> torch.Tensor:
-        """ACC on (B, N_v, d) visual tokens (identity without ACC)."""
+        """ACC on (B, N_v, d) visual tokens (identity without ACC); the book is detached with ``acc_book_grad: false``."""
         if self.acc is None:
             return raw
         version = None if self.training else self.book.version()
-        return self.acc(raw, self.book.tokens(), self.book.key_padding_mask(), book_version=version)
+        book = self.book.tokens() if self.config.acc_book_grad else self.book.tokens().detach()
+        return self.acc(raw, book, self.book.key_padding_mask(), book_version=version)
 
     # ------------------------------------------------------------------ training forward
     def forward(
