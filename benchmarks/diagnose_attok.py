@@ -10,12 +10,19 @@ steps (the prototypes are updated as in training, eq. 5):
   (off the diagonal) against that of the a_k themselves;
 - the book: mean pairwise cosine of the visual prototypes and their norm against ``|a_k|`` and ``|e_k|``;
 - ACC: mean pairwise cosine, across the images of a batch, of the vector ACC adds (mean over visual tokens), and its
-  norm against the visual tokens' norm;
+  norm against the visual tokens' norm; the share of ACC's attention on each kind of book token (a_k, e_k, visual
+  prototype; averaged over heads, visual tokens and images);
 - f^a: mean pairwise cosine of the per-class means of f^a (how far apart ACM's input is by class).
+
+With ``--val`` (a trained model), on the bundle's validation split, without any update: the class decision (argmax of
+the class probabilities, as the evaluator's ``prob_accuracy``) with ACC's output as trained and with ACC switched off
+(the raw visual tokens), their accuracies and how many decisions differ: what ACC's output contributes to the answer.
 
     python benchmarks/diagnose_attok.py --bundle fundus_dr --batches 8                       # at initialisation
     python benchmarks/diagnose_attok.py --bundle fundus_dr --model_dir bundles/fundus_dr/runs/<run>/model  # trained
     python benchmarks/diagnose_attok.py --bundle fundus_dr --override acm_bias=False fa_position=attribute
+    python benchmarks/diagnose_attok.py --bundle fundus_dr --extra from_generalist --override generalist_dir=G \
+        --model_dir bundles/fundus_dr/runs/<run>/model --val
 """
 
 from __future__ import annotations
@@ -55,22 +62,57 @@ def grad_norm(value: torch.Tensor, params: list[torch.nn.Parameter]) -> torch.Te
     return torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1) for g, p in zip(grads, params)])
 
 
-def diagnose(bundle: str, overrides: dict, model_dir: str | None, batches: int, lam: float) -> dict:
+def acc_attention_shares(net, raw: torch.Tensor) -> list[float]:
+    """ACC's attention on each kind of book token, ``[a_k, e_k, prototype]`` (sums to one): the (B, heads, N_v, 3K)
+    weights averaged over images, heads and visual tokens, then summed over the K attributes of each kind."""
+    _, attn = net.acc.attention(raw, net.book.tokens(), net.book.key_padding_mask(), return_attention=True)
+    return attn.float().mean((0, 1, 2)).view(-1, 3).sum(0).tolist()
+
+
+@torch.no_grad()
+def acc_off_decisions(net, parser) -> dict:
+    """On the validation split: decisions (argmax of the class probabilities) with ACC's output and with the raw
+    visual tokens; their accuracies (%) and the number of images whose decision differs."""
+    from attok_monai.engines.steps import _first_attributes
+
+    question = parser.get_parsed_content("templates").question("open")
+    net.eval()
+    on = off = changed = total = 0
+    for batch in parser.get_parsed_content("validate#dataloader"):
+        images = batch["image"].float()
+        labels = torch.tensor([a[0] for a in _first_attributes(batch)])
+        raw = net.backbone.encode_images(images)
+        prompts = [question] * images.shape[0]
+        p_on = net.class_probabilities(images, prompts, visual=net._visual_transform(raw)).argmax(-1)
+        p_off = net.class_probabilities(images, prompts, visual=raw).argmax(-1)
+        on += int((p_on == labels).sum())
+        off += int((p_off == labels).sum())
+        changed += int((p_on != p_off).sum())
+        total += len(labels)
+    return {"images": total, "prob_accuracy_acc_on": 100 * on / max(1, total),
+            "prob_accuracy_acc_off": 100 * off / max(1, total), "decisions_changed": changed}
+
+
+def diagnose(bundle: str, overrides: dict, model_dir: str | None, batches: int, lam: float,
+             extras: tuple[str, ...] = (), val: bool = False) -> dict:
     from attok_monai.configs import read_config
     from attok_monai.engines.steps import _first_attributes
     from attok_monai.losses import AttTokLoss
     from attok_monai.networks.nets import AttTokGPTv
 
-    parser = read_config(REPO / "bundles" / bundle / "configs" / "train.json")  # the shared base's %macros pulled in
+    configs = REPO / "bundles" / bundle / "configs"
+    parser = read_config([configs / f"{name}.json" for name in ("train", *extras)])  # shared %macros pulled in
     parser.update({"bundle_root": str(REPO / "bundles" / bundle), "download": False, **overrides})
     torch.manual_seed(int(parser["seed"]))
     net = AttTokGPTv.from_pretrained(model_dir).train() if model_dir else parser.get_parsed_content("network_def")
+    # before the training batches below move the prototypes
+    val_acc_off = acc_off_decisions(net, parser) if val and net.acc is not None else None
     net.train()
     loader = parser.get_parsed_content("train#dataloader")
     params = [p for p in net.parameters() if p.requires_grad]
     rows: list[dict] = []
     fa_by_class: dict[int, list[torch.Tensor]] = {}
-    acc_cos, acc_ratio = [], []
+    acc_cos, acc_ratio, acc_share = [], [], []
     for i, batch in enumerate(loader):
         if i >= batches:
             break
@@ -104,6 +146,7 @@ def diagnose(bundle: str, overrides: dict, model_dir: str | None, batches: int, 
                 delta = (net._visual_transform(raw) - raw).mean(1)  # (B, d)
                 acc_cos.append(mean_offdiag_cos(delta))
                 acc_ratio.append(float(delta.norm(dim=-1).mean() / raw.mean(1).norm(dim=-1).mean()))
+                acc_share.append(acc_attention_shares(net, raw))
             net.book.update_prototypes(out.visual_tokens, out.visual_targets)
         rows.append(row)
     res: dict = {"bundle": bundle, "model_dir": model_dir, "overrides": overrides, "batches": len(rows), "lambda": lam}
@@ -125,11 +168,14 @@ def diagnose(bundle: str, overrides: dict, model_dir: str | None, batches: int, 
                         cos_theta_e=mean_offdiag_cos(net.acm_projection(e)))
         if acc_cos:
             book.update(cos_acc_delta_across_images=sum(acc_cos) / len(acc_cos),
-                        acc_delta_over_visual_norm=sum(acc_ratio) / len(acc_ratio))
+                        acc_delta_over_visual_norm=sum(acc_ratio) / len(acc_ratio),
+                        acc_attention_a_e_prototype=torch.tensor(acc_share).mean(0).tolist())
         if len(fa_by_class) > 1:
             means = torch.stack([torch.stack(v).mean(0) for _, v in sorted(fa_by_class.items())])
             book["cos_fa_class_means"] = mean_offdiag_cos(means)
     res["book"] = book
+    if val_acc_off is not None:
+        res["val_acc_off"] = val_acc_off
     return res
 
 
@@ -137,14 +183,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bundle", default="fundus_dr")
     ap.add_argument("--model_dir", default=None, help="a trained model folder (save_pretrained); default: a new model")
+    ap.add_argument("--extra", nargs="*", default=[], help="config files merged over train.json (e.g. from_generalist)")
     ap.add_argument("--override", nargs="*", default=[], help="config overrides key=value")
+    ap.add_argument("--val", action="store_true", help="with a trained --model_dir: decisions with ACC on and off")
     ap.add_argument("--batches", type=int, default=8)
     ap.add_argument("--lambda_weight", type=float, default=1.0, help="lambda for the ACM gradient (paper start: 1)")
     ap.add_argument("--out", default=None, help="write the JSON here too")
     args = ap.parse_args()
     os.environ.setdefault("ATTOK_DATA_ROOT", str((REPO.parent / "shared" / "data").resolve()))
     overrides = {k: _value(v) for k, _, v in (o.partition("=") for o in args.override)}
-    res = diagnose(args.bundle, overrides, args.model_dir, args.batches, args.lambda_weight)
+    res = diagnose(args.bundle, overrides, args.model_dir, args.batches, args.lambda_weight, tuple(args.extra),
+                   args.val)
     text = json.dumps(res, indent=2)
     print(text)
     if args.out:

@@ -305,3 +305,30 @@ def test_diagnose_mean_offdiag_cos():
 
     x = torch.tensor([[1.0, 0.0], [0.0, 2.0], [3.0, 0.0]])  # pairs: 0, 1, 0 (each counted twice)
     assert abs(mean_offdiag_cos(x) - 1 / 3) < 1e-6
+
+
+def test_diagnose_acc_attention_shares_and_acc_off_decisions():
+    from attok_monai.data.instructions import InstructionTemplates
+    from benchmarks.diagnose_attok import acc_attention_shares, acc_off_decisions
+
+    net = tiny_attok().eval()
+    net.book.prototypes.normal_()
+    net.book.prototype_initialized.fill_(True)
+    x = torch.rand(3, 1, 16, 16)
+    shares = acc_attention_shares(net, net.backbone.encode_images(x))
+    assert len(shares) == 3 and abs(sum(shares) - 1) < 1e-5 and min(shares) >= 0
+
+    class Parser:  # what acc_off_decisions reads of a bundle's parsed config
+        def get_parsed_content(self, key):
+            if key == "templates":
+                return InstructionTemplates("radiology", net.vocabulary.names, ["what is this {modality} image?"],
+                                            ["which of {options}?"])
+            return [{"image": x, "label": torch.tensor([0, 1, 2])}]
+
+    probs = net.class_probabilities(x, ["what is this radiology image?"] * 3).argmax(-1)
+    expected = 100 * float((probs == torch.tensor([0, 1, 2])).float().mean())
+    res = acc_off_decisions(net, Parser())
+    assert res["images"] == 3 and abs(res["prob_accuracy_acc_on"] - expected) < 1e-4
+    net.acc.gamma = 0.0  # ACC adds nothing: the two decisions agree
+    res = acc_off_decisions(net, Parser())
+    assert res["decisions_changed"] == 0 and res["prob_accuracy_acc_on"] == res["prob_accuracy_acc_off"]
