@@ -155,15 +155,22 @@ LEVERS_D += [Row("fundus_dr", "generalist D", v, "bal", "balanced_sampler: true"
              for v in ("baseline", "all")]
 
 
+# the six sets of the issue's table (five classification bundles and vqa_rad)
+CB_ALL_SETS = ("derma_isic", "fundus_dr", "oct_retina", "xray_pneumonia", "pathology_lung", "vqa_rad")
+
 # Levers on generalist E (round 12, 2026-12-04): on fundus_dr each of AttTok's parts alone from E is 5-6 points above
 # E's baseline and +All only 1.9: does less of ACC (gamma) or of ACM (lambda) give +All its parts' gain? Against the
 # issue table's E rows (same start, same seeds). cb2_repro: +All's seed 0 (run in round 10 on an AMD EPYC family 25
 # model 1) rerun on round 12's model 17 under the AVX2 pins, to check that E's rows from the two CPU kinds compare.
+# Round 13 (2026-12-04, night): gamma 0.01 on the other four sets (the study's rule: both sets, then all six), and
+# ACC's keys and values without gradient into the book (acc_book_grad: false) on the study's two sets.
 LEVERS_E: list[Row] = []
-for b in STUDY_SETS:
+for b in STUDY_SETS + tuple(x for x in CB_ALL_SETS if x not in STUDY_SETS):
     LEVERS_E += [r for r in ROWS if r.bundle == b and r.from_generalist]
-    LEVERS_E += [Row(b, "generalist", "all", "cb2_gam01", "gamma: 0.01", "gamma=0.01"),
-                 Row(b, "generalist", "all", "cb2_lam01", "lambda_start: 0.1", "lambda_start=0.1")]
+    LEVERS_E.append(Row(b, "generalist", "all", "cb2_gam01", "gamma: 0.01", "gamma=0.01"))
+    if b in STUDY_SETS:
+        LEVERS_E += [Row(b, "generalist", "all", "cb2_lam01", "lambda_start: 0.1", "lambda_start=0.1"),
+                     Row(b, "generalist", "all", "cb2_bg", "acc_book_grad: false", "acc_book_grad=False")]
     if b == "fundus_dr":
         LEVERS_E.append(Row(b, "generalist", "all", "cb2_repro", "seed 0 rerun on another CPU kind (pinned)"))
 
@@ -189,7 +196,6 @@ for b in LEAVE_OUT_SETS:
 # Generalist C (round 5, another machine, weights lost: tag gen_cb) and generalist E (the same command rebuilt on
 # 2026-12-03 on this project's AMD EPYC, family 25 model 1: tag gen_cb2), against scratch and generalist D.
 # Round 11 (2026-12-04) adds E's rows on the other four sets (the issue's table from E, baseline and +All first).
-CB_ALL_SETS = ("derma_isic", "fundus_dr", "oct_retina", "xray_pneumonia", "pathology_lung", "vqa_rad")
 # Generalist C's runs (round 5; its weights were lost, so these are all it will ever have):
 C_RUNS = (("derma_isic", "baseline"), ("derma_isic", "all"), ("fundus_dr", "baseline"), ("fundus_dr", "all"),
           ("pathology_lung", "baseline"))
