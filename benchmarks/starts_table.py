@@ -163,14 +163,17 @@ CB_ALL_SETS = ("derma_isic", "fundus_dr", "oct_retina", "xray_pneumonia", "patho
 # issue table's E rows (same start, same seeds). cb2_repro: +All's seed 0 (run in round 10 on an AMD EPYC family 25
 # model 1) rerun on round 12's model 17 under the AVX2 pins, to check that E's rows from the two CPU kinds compare.
 # Round 13 (2026-12-04, night): gamma 0.01 on the other four sets (the study's rule: both sets, then all six), and
-# ACC's keys and values without gradient into the book (acc_book_grad: false) on the study's two sets.
+# ACC's keys and values without gradient into the book (acc_book_grad: false) on the study's two sets; ACC's pre-norm
+# (acc_norm: true), alone and with a residual ten times the paper's (gamma 1.0), on the same two.
 LEVERS_E: list[Row] = []
 for b in STUDY_SETS + tuple(x for x in CB_ALL_SETS if x not in STUDY_SETS):
     LEVERS_E += [r for r in ROWS if r.bundle == b and r.from_generalist]
     LEVERS_E.append(Row(b, "generalist", "all", "cb2_gam01", "gamma: 0.01", "gamma=0.01"))
     if b in STUDY_SETS:
         LEVERS_E += [Row(b, "generalist", "all", "cb2_lam01", "lambda_start: 0.1", "lambda_start=0.1"),
-                     Row(b, "generalist", "all", "cb2_bg", "acc_book_grad: false", "acc_book_grad=False")]
+                     Row(b, "generalist", "all", "cb2_bg", "acc_book_grad: false", "acc_book_grad=False"),
+                     Row(b, "generalist", "all", "cb2_an", "acc_norm: true", "acc_norm=True"),
+                     Row(b, "generalist", "all", "cb2_an_g1", "acc_norm: true, gamma: 1.0", "acc_norm=True gamma=1.0")]
     if b == "fundus_dr":
         LEVERS_E.append(Row(b, "generalist", "all", "cb2_repro", "seed 0 rerun on another CPU kind (pinned)"))
 
