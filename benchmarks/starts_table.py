@@ -65,6 +65,7 @@ class Row:
 
 
 CLASSIFICATION = ("fundus_dr", "derma_isic", "oct_retina", "xray_pneumonia", "pathology_lung")
+ALL_SETS = CLASSIFICATION + ("vqa_rad",)  # the six sets of the issue's table
 STUDY_SETS = ("fundus_dr", "derma_isic")  # the study's two sets: +ACC and +ACM rows too
 # The generalist the table's generalist rows start from, named by its result-set tag: every run records the generalist
 # it started from (card run name, MD5 of model.pt) and bench_bundles refuses to mix two in one result set, so a table
@@ -99,7 +100,7 @@ ROWS: list[Row] = []
 EARLIER: list[Row] = []
 # Generalist D's rows of the issue's table (the table's generalist until 2026-12-04).
 ROWS_D: list[Row] = []
-for b in CLASSIFICATION + ("vqa_rad",):
+for b in ALL_SETS:
     if b == "fundus_dr":  # fundus from scratch: the study's own runs at today's defaults
         ROWS += [Row(b, "scratch", "baseline", "merged"), Row(b, "scratch", "tokens", "new"),
                  Row(b, "scratch", "all", "distinct")]
@@ -147,16 +148,13 @@ LEVERS_D: list[Row] = [Row("vqa_rad", "scratch", "all", "defaults", _VQA_BEFORE)
                        Row("vqa_rad", "generalist D", "tokens", D_TAG, _VQA_BEFORE),
                        Row("vqa_rad", "generalist D", "all", D_TAG, _VQA_BEFORE)]
 LEVERS_D += [Row(b, "generalist D", "all", "gen_d_an", "acc_norm: true", "acc_norm=True")
-             for b in CLASSIFICATION + ("vqa_rad",)]
+             for b in ALL_SETS]
 # 2026-12-03 (round 10): ACC's residual scale at a tenth (the +ACM row is its limit gamma = 0), and the class-balanced
 # sampler of the paper's tuning (Appendix A.2) on fundus_dr, whose bundle trains without it (derma_isic's with it).
 LEVERS_D += [Row("fundus_dr", "generalist D", "all", "gam01", "gamma: 0.01", "gamma=0.01")]
 LEVERS_D += [Row("fundus_dr", "generalist D", v, "bal", "balanced_sampler: true", "balanced_sampler=True")
              for v in ("baseline", "all")]
 
-
-# the six sets of the issue's table (five classification bundles and vqa_rad)
-CB_ALL_SETS = ("derma_isic", "fundus_dr", "oct_retina", "xray_pneumonia", "pathology_lung", "vqa_rad")
 
 # Levers on generalist E (round 12, 2026-12-04): on fundus_dr each of AttTok's parts alone from E is 5-6 points above
 # E's baseline and +All only 1.9: does less of ACC (gamma) or of ACM (lambda) give +All its parts' gain? Against the
@@ -166,7 +164,7 @@ CB_ALL_SETS = ("derma_isic", "fundus_dr", "oct_retina", "xray_pneumonia", "patho
 # ACC's keys and values without gradient into the book (acc_book_grad: false) on the study's two sets; ACC's pre-norm
 # (acc_norm: true), alone and with a residual ten times the paper's (gamma 1.0), on the same two.
 LEVERS_E: list[Row] = []
-for b in STUDY_SETS + tuple(x for x in CB_ALL_SETS if x not in STUDY_SETS):
+for b in ALL_SETS:
     LEVERS_E += [r for r in ROWS if r.bundle == b and r.from_generalist]
     LEVERS_E.append(Row(b, "generalist", "all", "cb2_gam01", "gamma: 0.01", "gamma=0.01"))
     if b in STUDY_SETS:
@@ -199,6 +197,7 @@ for b in LEAVE_OUT_SETS:
 # Generalist C (round 5, another machine, weights lost: tag gen_cb) and generalist E (the same command rebuilt on
 # 2026-12-03 on this project's AMD EPYC, family 25 model 1: tag gen_cb2), against scratch and generalist D.
 # Round 11 (2026-12-04) adds E's rows on the other four sets (the issue's table from E, baseline and +All first).
+CB_ALL_SETS = ("derma_isic", "fundus_dr", "oct_retina", "xray_pneumonia", "pathology_lung", "vqa_rad")
 # Generalist C's runs (round 5; its weights were lost, so these are all it will ever have):
 C_RUNS = (("derma_isic", "baseline"), ("derma_isic", "all"), ("fundus_dr", "baseline"), ("fundus_dr", "all"),
           ("pathology_lung", "baseline"))
