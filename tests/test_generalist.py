@@ -81,6 +81,7 @@ def test_generalist_trains_on_training_parts_logs_and_saves_a_marked_folder(gene
     # the thread count the weights were made at (the same seed gives the same weights only at the same count)
     assert card["torch_threads"] == torch.get_num_threads()
     assert card["class_balanced"] is True  # the recipe's default since 2026-12-04 (generalist E)
+    assert "projector_norm" not in json.loads((model_dir / "backbone.json").read_text())  # off by default
     assert card["cpu_capability"] == torch.backends.cpu.get_cpu_capability() and card["cpu_model"]
     assert card["cpu_kernel_pins"] == cpu_kernel_pins()  # "none" unless the code-path variables are set
     assert wf.parser.get_parsed_content("hyperparameters")["torch_threads"] == str(torch.get_num_threads())
@@ -92,6 +93,7 @@ def test_generalist_trains_on_training_parts_logs_and_saves_a_marked_folder(gene
     run = client.search_runs([client.get_experiment_by_name("attok_compact_generalist").experiment_id])[0]
     p = run.data.params
     assert p["num_train"] == "72" and p["num_train_vqa_rad"] == "12" and p["split_derma_isic"] == "train"
+    assert p["projector_norm"] == "False"
     assert len(p["data_md5_fundus_dr"]) == 32 and "device_name" in p
     assert len(client.get_metric_history(run.info.run_id, "ntp")) == 6
     arts = {a.path for a in client.list_artifacts(run.info.run_id, "model")}
@@ -349,6 +351,54 @@ def test_add_tokens_grows_rows_and_keeps_trained_ones():
     assert bb.input_embeddings().weight.shape[0] == n + 2 == bb.output_embeddings().weight.shape[0]
     assert torch.equal(bb.input_embeddings().weight[:n], before) and torch.equal(bb.output_embeddings().weight[:n], head)
     assert bb.tokenizer.encode("<|x_b|> normal", add_special_tokens=False) == [n + 1, tok.convert_tokens_to_ids("normal")]
+
+
+def test_projector_norm_puts_visual_tokens_at_the_text_embeddings_scale():
+    """An RMS norm ends the projector, its gain starting at the LM's initializer_range: every visual token's norm is
+    initializer_range * sqrt(hidden) at the start, near a fresh embedding row's; no random draw is added (the other
+    weights are those of a backbone without it); the gain trains; backbone.json records it only when on."""
+    from attok_monai.networks.nets import CompactGPTvBackbone, build_word_tokenizer
+
+    tok = build_word_tokenizer(["a normal fundus image"])
+    llm = {"hidden_size": 64, "intermediate_size": 64, "num_attention_heads": 2, "num_key_value_heads": 2}
+    torch.manual_seed(0)
+    plain = CompactGPTvBackbone(tok, llm=llm)
+    torch.manual_seed(0)
+    normed = CompactGPTvBackbone(tok, llm=llm, projector_norm=True)
+    a, b = plain.state_dict(), normed.state_dict()
+    assert set(b) - set(a) == {"projector.3.weight"} and all(torch.equal(a[k], b[k]) for k in a)
+    gain = normed.llm.config.initializer_range
+    assert torch.equal(b["projector.3.weight"], torch.full((64,), gain))
+    x = torch.rand(2, 3, 28, 28)
+    plain.eval(), normed.eval()
+    v = normed.encode_images(x)
+    assert torch.allclose(v.norm(dim=-1), torch.full(v.shape[:2], gain * 64**0.5), rtol=1e-3)
+    pre = plain.encode_images(x)  # the same MLP output, RMS-normalised and scaled
+    assert torch.allclose(v, gain * pre / pre.pow(2).mean(-1, keepdim=True).add(1e-6).sqrt(), atol=1e-6)
+    assert normed.projector[3].weight.requires_grad
+    assert normed.config_dict()["projector_norm"] is True and "projector_norm" not in plain.config_dict()
+
+
+def test_projector_norm_generalist_folder_keeps_it_in_every_bundle_start(generalist, tmp_path):
+    """A generalist pre-trained with --projector_norm true saves it in backbone.json; a bundle starting from the
+    folder builds the same projector and loads its gain."""
+    import shutil
+
+    from attok_monai.engines.generalist import build_compact_from_generalist, build_compact_generalist
+    from attok_monai.networks.nets import AttTokGPTv
+
+    _, model_dir, _ = generalist
+    net = build_compact_generalist(FUNDUS_VOCAB, ["a normal fundus image", FUNDUS_Q], vision={"in_channels": 3,
+                                   "img_size": 32}, seed=0, projector_norm=True)
+    with torch.no_grad():
+        net.backbone.projector[3].weight.fill_(0.5)  # as if trained
+    net.save_pretrained(tmp_path / "g")
+    shutil.copy(model_dir / "generalist.json", tmp_path / "g" / "generalist.json")
+    assert json.loads((tmp_path / "g" / "backbone.json").read_text())["projector_norm"] is True
+    start = build_compact_from_generalist(tmp_path / "g", FUNDUS_VOCAB, image_size=32, channels=3, seed=0)
+    assert start.backbone.projector_norm and torch.equal(start.backbone.projector[3].weight, torch.full((256,), 0.5))
+    start.save_pretrained(tmp_path / "m")
+    assert AttTokGPTv.from_pretrained(tmp_path / "m").backbone.projector_norm
 
 
 def test_generalist_configs_parse():

@@ -62,17 +62,19 @@ def build_compact_generalist(
     llm: dict | None = None,
     max_length: int = 96,
     seed: int | None = None,
+    projector_norm: bool = False,
 ) -> AttTokGPTv:
     """The generalist before training: a compact GPTv answering in plain text (``use_attribute_tokens``,
     ``use_acc`` and ``use_acm`` off), its tokenizer built from ``texts`` (every source's templates, class names,
     keywords and question-answer pairs). ``vocabulary`` is the union of the sources' vocabularies: it names the
     classes (and makes the folder loadable by :meth:`AttTokGPTv.from_pretrained`); its tokens never appear in the
-    generalist's answers."""
+    generalist's answers. ``projector_norm``: :class:`CompactGPTvBackbone`'s option (visual tokens at the text
+    embeddings' scale); the saved folder records it, so every bundle that starts from it keeps it."""
     vocab = AttributeVocabulary.coerce(vocabulary)
     tokenizer = build_word_tokenizer(texts, vocab.special_tokens)
     if seed is not None:
         torch.manual_seed(seed)
-    backbone = CompactGPTvBackbone(tokenizer, vision=vision, llm=llm, max_length=max_length)
+    backbone = CompactGPTvBackbone(tokenizer, vision=vision, llm=llm, max_length=max_length, projector_norm=projector_norm)
     return AttTokGPTv(backbone, vocab, use_attribute_tokens=False, use_acc=False, use_acm=False)
 
 

@@ -150,6 +150,11 @@ class CompactGPTvBackbone(nn.Module):
             (True = the defaults of :func:`compact_lora_config`); saved in ``backbone.json`` and re-applied by
             :meth:`from_config_dir`.
         freeze_vision: freeze the vision encoder (:meth:`freeze_vision`); saved in ``backbone.json`` when on.
+        projector_norm: end the projector with an RMS norm whose learnable gain starts at the LM's
+            ``initializer_range``, so the visual tokens enter the LM at the scale of its text embeddings (a visual
+            token's norm starts at ``initializer_range * sqrt(hidden_size)``, the norm of a freshly initialised
+            embedding row) instead of the MLP's own scale (generalist E's visual tokens are ~60x its text embedding
+            rows). Off by default; saved in ``backbone.json`` when on.
 
     The backbone interface used by :class:`attok_monai.networks.nets.AttTokGPTv`:
     ``hidden_size``, ``tokenizer``, ``embed_tokens(ids)``, ``encode_images(pixel) -> (B, N_v, d)``,
@@ -160,6 +165,7 @@ class CompactGPTvBackbone(nn.Module):
     def __init__(
         self, tokenizer: PreTrainedTokenizerFast, vision: dict | None = None, llm: dict | None = None,
         max_length: int = 96, lora: Mapping | bool | None = None, freeze_vision: bool = False,
+        projector_norm: bool = False,
     ) -> None:
         super().__init__()
         self.tokenizer = tokenizer
@@ -184,6 +190,11 @@ class CompactGPTvBackbone(nn.Module):
         self.projector = nn.Sequential(
             nn.Linear(self.vision.out_channels, self.hidden_size), nn.GELU(), nn.Linear(self.hidden_size, self.hidden_size)
         )
+        self.projector_norm = bool(projector_norm)
+        if self.projector_norm:  # no random draw: the initial weights are those of a backbone without it
+            norm = nn.RMSNorm(self.hidden_size, eps=cfg.rms_norm_eps)
+            nn.init.constant_(norm.weight, cfg.initializer_range)
+            self.projector.append(norm)
         self.lora_kwargs: dict | None = None
         self.vision_frozen = False
         self.trainable_token_ids: list[int] | None = None
@@ -343,6 +354,8 @@ class CompactGPTvBackbone(nn.Module):
             cfg["lora"] = self.lora_kwargs
         if self.vision_frozen:  # likewise
             cfg["freeze_vision"] = True
+        if self.projector_norm:  # likewise
+            cfg["projector_norm"] = True
         return cfg
 
     def save_config(self, directory: str | os.PathLike) -> None:
@@ -357,7 +370,8 @@ class CompactGPTvBackbone(nn.Module):
         cfg = json.loads((directory / "backbone.json").read_text())
         tok = PreTrainedTokenizerFast.from_pretrained(directory / "tokenizer")
         return cls(tok, vision=cfg["vision"], llm=cfg["llm"], max_length=cfg["max_length"], lora=cfg.get("lora"),
-                   freeze_vision=bool(cfg.get("freeze_vision", False)))
+                   freeze_vision=bool(cfg.get("freeze_vision", False)),
+                   projector_norm=bool(cfg.get("projector_norm", False)))
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> CompactGPTvBackbone:
