@@ -11,7 +11,9 @@ steps (the prototypes are updated as in training, eq. 5):
 - the book: mean pairwise cosine of the visual prototypes and their norm against ``|a_k|`` and ``|e_k|``;
 - ACC: mean pairwise cosine, across the images of a batch, of the vector ACC adds (mean over visual tokens), and its
   norm against the visual tokens' norm; the share of ACC's attention on each kind of book token (a_k, e_k, visual
-  prototype; averaged over heads, visual tokens and images);
+  prototype; averaged over heads, visual tokens and images); the spread of its attention logits over the book tokens
+  and across images (``acc_logit_spread``: 0 over the book is uniform attention, 0 across images the same scores for
+  every image);
 - f^a: mean pairwise cosine of the per-class means of f^a (how far apart ACM's input is by class).
 
 With ``--val`` (a trained model), on the bundle's validation split, without any update: the class decision (argmax of
@@ -69,6 +71,26 @@ def acc_attention_shares(net, raw: torch.Tensor) -> list[float]:
     return attn.float().mean((0, 1, 2)).view(-1, 3).sum(0).tolist()
 
 
+def acc_logit_spread(attn: torch.Tensor, key_padding_mask: torch.Tensor | None = None) -> dict[str, float]:
+    """How far ACC's attention logits (the scaled dot products) are from equal, recovered from its weights.
+
+    ``log softmax(z) = z - logsumexp(z)``: per query, the log-weights are the logits less one constant, so their
+    spread is the logits' spread. From the (B, heads, N_v, 3K) weights, with the masked book tokens left out and the
+    log-weights centred over the book tokens (weights that underflowed to 0 count as ``log 1e-30``):
+
+    - ``over_book``: standard deviation over the book tokens, averaged over images, heads and visual tokens (0: the
+      attention is uniform; ~1 or more: it prefers some tokens);
+    - ``over_images``: standard deviation over the images of each centred logit, averaged over heads, visual tokens
+      and book tokens (0: every image scores the book alike, so ACC adds the same vector to each).
+    """
+    logw = attn.float().clamp_min(1e-30).log()
+    if key_padding_mask is not None:
+        logw = logw[..., ~key_padding_mask.reshape(-1).to(torch.bool)]
+    centred = logw - logw.mean(-1, keepdim=True)
+    return {"over_book": float(centred.std(-1, unbiased=False).mean()),
+            "over_images": float(centred.std(0, unbiased=False).mean()) if centred.shape[0] > 1 else 0.0}
+
+
 @torch.no_grad()
 def acc_off_decisions(net, parser) -> dict:
     """On the validation split: decisions (argmax of the class probabilities) with ACC's output and with the raw
@@ -112,7 +134,7 @@ def diagnose(bundle: str, overrides: dict, model_dir: str | None, batches: int, 
     params = [p for p in net.parameters() if p.requires_grad]
     rows: list[dict] = []
     fa_by_class: dict[int, list[torch.Tensor]] = {}
-    acc_cos, acc_ratio, acc_share = [], [], []
+    acc_cos, acc_ratio, acc_share, acc_spread = [], [], [], []
     for i, batch in enumerate(loader):
         if i >= batches:
             break
@@ -147,6 +169,9 @@ def diagnose(bundle: str, overrides: dict, model_dir: str | None, batches: int, 
                 acc_cos.append(mean_offdiag_cos(delta))
                 acc_ratio.append(float(delta.norm(dim=-1).mean() / raw.mean(1).norm(dim=-1).mean()))
                 acc_share.append(acc_attention_shares(net, raw))
+                mask = net.book.key_padding_mask()
+                _, attn = net.acc.attention(raw, net.book.tokens(), mask, return_attention=True)
+                acc_spread.append(acc_logit_spread(attn, mask))
             net.book.update_prototypes(out.visual_tokens, out.visual_targets)
         rows.append(row)
     res: dict = {"bundle": bundle, "model_dir": model_dir, "overrides": overrides, "batches": len(rows), "lambda": lam}
@@ -169,7 +194,9 @@ def diagnose(bundle: str, overrides: dict, model_dir: str | None, batches: int, 
         if acc_cos:
             book.update(cos_acc_delta_across_images=sum(acc_cos) / len(acc_cos),
                         acc_delta_over_visual_norm=sum(acc_ratio) / len(acc_ratio),
-                        acc_attention_a_e_prototype=torch.tensor(acc_share).mean(0).tolist())
+                        acc_attention_a_e_prototype=torch.tensor(acc_share).mean(0).tolist(),
+                        acc_logit_std_over_book=sum(r["over_book"] for r in acc_spread) / len(acc_spread),
+                        acc_logit_std_over_images=sum(r["over_images"] for r in acc_spread) / len(acc_spread))
         if len(fa_by_class) > 1:
             means = torch.stack([torch.stack(v).mean(0) for _, v in sorted(fa_by_class.items())])
             book["cos_fa_class_means"] = mean_offdiag_cos(means)

@@ -332,3 +332,20 @@ def test_diagnose_acc_attention_shares_and_acc_off_decisions():
     net.acc.gamma = 0.0  # ACC adds nothing: the two decisions agree
     res = acc_off_decisions(net, Parser())
     assert res["decisions_changed"] == 0 and res["prob_accuracy_acc_on"] == res["prob_accuracy_acc_off"]
+
+
+def test_diagnose_acc_logit_spread_recovers_the_logits():
+    from benchmarks.diagnose_attok import acc_logit_spread
+
+    # two images, one head, one visual token, four book tokens; the last one masked
+    logits = torch.tensor([[[[0.0, 1.0, 2.0, 5.0]]], [[[2.0, 1.0, 0.0, 5.0]]]])
+    mask = torch.tensor([False, False, False, True])
+    attn = torch.softmax(logits.masked_fill(mask, float("-inf")), -1)
+    res = acc_logit_spread(attn, mask)
+    kept = logits[..., :3]
+    assert abs(res["over_book"] - float(kept.std(-1, unbiased=False).mean())) < 1e-5  # sqrt(2/3) for both images
+    centred = kept - kept.mean(-1, keepdim=True)
+    assert abs(res["over_images"] - float(centred.std(0, unbiased=False).mean())) < 1e-5
+    uniform = acc_logit_spread(torch.full((3, 2, 5, 6), 1 / 6))
+    assert uniform["over_book"] < 1e-6 and uniform["over_images"] < 1e-6
+    assert acc_logit_spread(attn[:1])["over_images"] == 0.0  # one image: nothing to compare
