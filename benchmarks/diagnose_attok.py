@@ -64,10 +64,17 @@ def grad_norm(value: torch.Tensor, params: list[torch.nn.Parameter]) -> torch.Te
     return torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1) for g, p in zip(grads, params)])
 
 
-def acc_attention_shares(net, raw: torch.Tensor) -> list[float]:
+def acc_attention_weights(net, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """ACC's (B, heads, N_v, 3K) attention weights on the (B, N_v, d) visual tokens ``raw`` and the book's key padding
+    mask they were computed with."""
+    mask = net.book.key_padding_mask()
+    _, attn = net.acc.attention(raw, net.book.tokens(), mask, return_attention=True)
+    return attn, mask
+
+
+def acc_attention_shares(attn: torch.Tensor) -> list[float]:
     """ACC's attention on each kind of book token, ``[a_k, e_k, prototype]`` (sums to one): the (B, heads, N_v, 3K)
     weights averaged over images, heads and visual tokens, then summed over the K attributes of each kind."""
-    _, attn = net.acc.attention(raw, net.book.tokens(), net.book.key_padding_mask(), return_attention=True)
     return attn.float().mean((0, 1, 2)).view(-1, 3).sum(0).tolist()
 
 
@@ -168,9 +175,8 @@ def diagnose(bundle: str, overrides: dict, model_dir: str | None, batches: int, 
                 delta = (net._visual_transform(raw) - raw).mean(1)  # (B, d)
                 acc_cos.append(mean_offdiag_cos(delta))
                 acc_ratio.append(float(delta.norm(dim=-1).mean() / raw.mean(1).norm(dim=-1).mean()))
-                acc_share.append(acc_attention_shares(net, raw))
-                mask = net.book.key_padding_mask()
-                _, attn = net.acc.attention(raw, net.book.tokens(), mask, return_attention=True)
+                attn, mask = acc_attention_weights(net, raw)
+                acc_share.append(acc_attention_shares(attn))
                 acc_spread.append(acc_logit_spread(attn, mask))
             net.book.update_prototypes(out.visual_tokens, out.visual_targets)
         rows.append(row)

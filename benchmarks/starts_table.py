@@ -190,25 +190,32 @@ FUNDUS_FIVE += [Row("fundus_dr", "generalist E", v, GENERALIST_TAG) for v in ("b
 # attention differ between images, and AttTok help? Its baseline, tokens alone and +All on the study's two sets first,
 # against E's rows and scratch's (same seeds).
 F_TAG = "gen_pn"
+
+
+def f_row(bundle: str, variant: str) -> Row:
+    """One row from generalist F at today's AttTok defaults."""
+    return Row(bundle, "generalist F", variant, F_TAG, "-" if variant == "baseline" else "projector_norm generalist")
+
+
+def beside_f(bundle: str, variant: str) -> list[Row]:
+    """Scratch's and E's rows of one set and variant, then F's."""
+    return (pick(SCRATCH, bundle, variant)
+            + [replace(r, start="generalist E") for r in pick(ROWS, bundle, variant) if r.from_generalist]
+            + [f_row(bundle, variant)])
+
+
 GENERALIST_F: list[Row] = []
 for b in STUDY_SETS:
     for v in ("baseline", "tokens", "all"):
-        GENERALIST_F += pick(SCRATCH, b, v)
-        GENERALIST_F += [replace(r, start="generalist E") for r in pick(ROWS, b, v) if r.from_generalist]
-        GENERALIST_F.append(Row(b, "generalist F", v, F_TAG, "projector_norm generalist" if v != "baseline" else
-                                "-"))
+        GENERALIST_F += beside_f(b, v)
     # F's visual tokens, book and queries all at norm ~0.5-0.6 leave ACC's attention uniform over the 3K book tokens
     # (round 14's diagnosis); ACC's pre-norm brings its scores to the scale where they can differ between images
     GENERALIST_F.append(Row(b, "generalist F", "all", F_TAG + "_an", "projector_norm generalist, acc_norm true",
                             "acc_norm=True"))
 # VQA-RAD, the one set where E's +All reaches the issue's +2 bar: does F keep it? (baseline and +All)
 for v in ("baseline", "all"):
-    GENERALIST_F += pick(SCRATCH, "vqa_rad", v)
-    GENERALIST_F += [replace(r, start="generalist E") for r in pick(ROWS, "vqa_rad", v) if r.from_generalist]
-    GENERALIST_F.append(Row("vqa_rad", "generalist F", v, F_TAG, "projector_norm generalist" if v != "baseline" else
-                            "-"))
-FUNDUS_FIVE += [Row("fundus_dr", "generalist F", v, F_TAG, "projector_norm generalist" if v != "baseline" else "-")
-                for v in ("baseline", "tokens", "all")]
+    GENERALIST_F += beside_f("vqa_rad", v)
+FUNDUS_FIVE += [f_row("fundus_dr", v) for v in ("baseline", "tokens", "all")]
 
 
 # Leave-one-out generalists (tag gen_lo, 2026-12-03): for each set, a generalist pre-trained with the README's command

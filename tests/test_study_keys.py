@@ -309,13 +309,13 @@ def test_diagnose_mean_offdiag_cos():
 
 def test_diagnose_acc_attention_shares_and_acc_off_decisions():
     from attok_monai.data.instructions import InstructionTemplates
-    from benchmarks.diagnose_attok import acc_attention_shares, acc_off_decisions
+    from benchmarks.diagnose_attok import acc_attention_shares, acc_attention_weights, acc_off_decisions
 
     net = tiny_attok().eval()
     net.book.prototypes.normal_()
     net.book.prototype_initialized.fill_(True)
     x = torch.rand(3, 1, 16, 16)
-    shares = acc_attention_shares(net, net.backbone.encode_images(x))
+    shares = acc_attention_shares(acc_attention_weights(net, net.backbone.encode_images(x))[0])
     assert len(shares) == 3 and abs(sum(shares) - 1) < 1e-5 and min(shares) >= 0
 
     class Parser:  # what acc_off_decisions reads of a bundle's parsed config
