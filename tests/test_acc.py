@@ -20,6 +20,7 @@ def reference_acc(acc: ACCAdapter, f: torch.Tensor, book: torch.Tensor, mask=Non
             rows = []
             for n in range(f.shape[1]):
                 scores = torch.stack([q_all[n, sl] @ k_all[j, sl] / math.sqrt(dh) for j in range(bk.shape[0])])
+                scores = scores * acc.logit_scale()
                 if mask is not None:
                     scores = scores.masked_fill(mask.reshape(-1), -math.inf)
                 w = torch.softmax(scores, 0)
@@ -206,3 +207,40 @@ def test_norm_cache_invalidated_by_norm_weights():
         second = acc(f, book, book_version=1)
         assert torch.allclose(second, acc(f, book))  # recomputed, not the stale cache
     assert not torch.allclose(first, second)
+
+
+@pytest.mark.parametrize("mode", ["projected", "reassociated"])
+@pytest.mark.parametrize("learned", [False, True])
+def test_logit_scale_multiplies_the_scores(mode, learned):
+    """s (fixed or learned as log s) multiplies every scaled dot product, in both orders and with return_attention."""
+    torch.manual_seed(0)
+    acc = ACCAdapter(16, num_heads=2, mode=mode, logit_scale=7.0, learn_logit_scale=learned)
+    f, book = torch.randn(2, 5, 16), torch.randn(4, 3, 16)
+    assert math.isclose(torch.as_tensor(acc.logit_scale()).item(), 7.0, rel_tol=1e-6)
+    torch.testing.assert_close(acc(f, book), reference_acc(acc, f, book), rtol=1e-5, atol=1e-6)
+    out, w = acc(f, book, return_attention=True)
+    torch.testing.assert_close(out, reference_acc(acc, f, book), rtol=1e-5, atol=1e-6)
+    # the same adapter at s = 1: the logits are the scaled ones divided by 7
+    plain = ACCAdapter(16, num_heads=2, mode=mode)
+    plain.load_state_dict({k: v for k, v in acc.state_dict().items() if k != "log_logit_scale"})
+    _, w1 = plain(f, book, return_attention=True)
+    torch.testing.assert_close(w.log() - w.log().mean(-1, keepdim=True),
+                               7.0 * (w1.log() - w1.log().mean(-1, keepdim=True)), rtol=1e-4, atol=1e-5)
+    names = [n for n, _ in acc.named_parameters()]
+    assert ("log_logit_scale" in names) is learned
+    if learned:
+        acc(f, book).square().sum().backward()
+        assert acc.log_logit_scale.grad is not None and acc.log_logit_scale.grad.abs() > 0
+
+
+def test_logit_scale_default_is_eq6_and_validated():
+    torch.manual_seed(0)
+    a = ACCAdapter(16)
+    torch.manual_seed(0)
+    b = ACCAdapter(16, logit_scale=1.0, learn_logit_scale=False)
+    f, book = torch.randn(2, 5, 16), torch.randn(4, 3, 16)
+    assert a.logit_scale() == 1.0 and list(a.state_dict()) == list(b.state_dict())
+    assert torch.equal(a(f, book), b(f, book))
+    for bad in (0.0, -1.0, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="logit_scale"):
+            ACCAdapter(16, logit_scale=bad)

@@ -17,7 +17,7 @@ OLD_KEYS = {
     "use_attribute_tokens": True, "use_acc": True, "use_acm": True, "acc_heads": 1, "gamma": 0.1, "momentum": 0.99,
     "tau": 1.0, "acc_inner_dim": None, "fa_position": "decision", "acm_bias": True, "acm_weighting": "mean",
     "prototype_init": "first_batch", "prototype_init_batches": 8, "acc_norm": False, "attribute_init": "keyword",
-    "acc_book_grad": True,
+    "acc_book_grad": True, "acc_logit_scale": 1.0, "acc_logit_scale_learned": False,
 }
 
 
@@ -30,6 +30,7 @@ def test_defaults_are_the_old_hparams():
     ("prototype_init", "random", "prototype_init"), ("acc_heads", 0, "acc_heads"), ("tau", 0.0, "tau"),
     ("momentum", 1.5, "momentum"), ("prototype_init_batches", 0, "prototype_init_batches"),
     ("acc_inner_dim", 0, "acc_inner_dim"), ("attribute_init", "random", "attribute_init"),
+    ("acc_logit_scale", 0.0, "acc_logit_scale"), ("acc_logit_scale", float("nan"), "acc_logit_scale"),
 ])
 def test_post_init_validates(key, value, match):
     with pytest.raises(ValueError, match=match):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from pathlib import Path
 
@@ -86,6 +87,26 @@ def test_acc_book_grad_detaches_the_book_in_acc_only():
     out = net(x, ["what is this radiology image?"] * 2, [None, None], [[0], [2]])
     F.cross_entropy(out.logits[:, :-1].flatten(0, 1), out.labels[:, 1:].flatten(), ignore_index=-100).backward()
     assert net.book.attribute_embeddings.grad.abs().sum() > 0 and net.book.keyword_embeddings.grad is None
+
+
+# ------------------------------------------------------------------ acc_logit_scale
+def test_acc_logit_scale_reaches_acc_trains_and_is_not_decayed(tmp_path):
+    assert tiny_attok().acc.logit_scale() == 1.0 and not hasattr(tiny_attok().acc, "log_logit_scale")
+    net = tiny_attok(acc_logit_scale=50.0, acc_logit_scale_learned=True).train()
+    assert math.isclose(net.acc.logit_scale().item(), 50.0, rel_tol=1e-6)
+    groups = optimizer_param_groups(net, weight_decay=0.1)
+    no_decay = next(g for g in groups if g["weight_decay"] == 0.0)["params"]
+    assert any(p is net.acc.log_logit_scale for p in no_decay)  # decay would pull s towards 1
+    net.book.prototypes.normal_()
+    net.book.prototype_initialized.fill_(True)
+    net._visual_transform(net.backbone.encode_images(torch.rand(2, 1, 16, 16))).square().sum().backward()
+    assert net.acc.log_logit_scale.grad.abs() > 0
+    # saved and rebuilt with the key: the learned value comes back
+    with torch.no_grad():
+        net.acc.log_logit_scale.add_(0.5)
+    net.save_pretrained(tmp_path)
+    back = AttTokGPTv.from_pretrained(tmp_path)
+    assert back.config.acc_logit_scale_learned and torch.equal(back.acc.log_logit_scale, net.acc.log_logit_scale)
 
 
 # ------------------------------------------------------------------ acm_bias
@@ -225,8 +246,9 @@ def test_bundle_keys_defaults_and_tokens_only(bundle):
     assert cfg["fa_position"] == "attribute" and cfg["acm_bias"] is True and cfg["acm_weighting"] == "mean"
     assert cfg["prototype_init"] == "first_batch" and cfg["prototype_init_batches"] == 8
     assert cfg["attribute_init"] == "distinct" and cfg["acc_norm"] is False and cfg["acc_book_grad"] is True
+    assert cfg["acc_logit_scale"] == 1.0 and cfg["acc_logit_scale_learned"] is False
     for key in ("fa_position", "acm_bias", "acm_weighting", "prototype_init", "prototype_init_batches", "acc_norm",
-                "attribute_init", "acc_book_grad"):
+                "attribute_init", "acc_book_grad", "acc_logit_scale", "acc_logit_scale_learned"):
         assert cfg["network_def"][key] == f"@{key}"
         assert f"{key}=@{key}" in cfg["hyperparameters"]
     assert cfg["loss"]["acm_weighting"] == "@acm_weighting"
@@ -245,7 +267,8 @@ def test_vqa_rad_takes_the_chosen_defaults():
     from attok_monai.bundle.resolve import resolve_files
 
     shared = resolve_files([str(REPO / "attok_monai" / "configs" / "classification" / "train.json")])
-    keys = ("fa_position", "acm_bias", "acc_norm", "attribute_init", "acm_weighting", "acc_book_grad")
+    keys = ("fa_position", "acm_bias", "acc_norm", "attribute_init", "acm_weighting", "acc_book_grad",
+            "acc_logit_scale", "acc_logit_scale_learned")
     configs = REPO / "bundles" / "vqa_rad" / "configs"
     train, qwen = (resolve_files([str(configs / f) for f in files])
                    for files in (["train.json"], ["train.json", "train_qwen25vl.json"]))

@@ -29,6 +29,14 @@ The paper's eq. 6 has no norm (``norm=False``, the default). It exists because, 
 ~45x larger in norm than ``a_k``/``e_k`` and the visual prototypes ~15-35x larger than ``a_k``: without a norm the
 scores are dominated by the prototypes and are nearly the same for every image (``docs/study_defaults.md``).
 
+``logit_scale`` (default 1.0: eq. 6) multiplies the scaled dot products, i.e. an inverse attention temperature:
+``softmax(s (F W_Q)(B W_K)^T / sqrt(d_head))``. With ``learn_logit_scale=True`` it is a trained parameter, stored as
+``log s`` (CLIP's learned logit scale) and started at ``logit_scale``. It exists because in a compact GPTv whose visual
+tokens sit at the text embeddings' scale (norm ~0.5) ACC's logits spread by ~0.01 over the book: the attention is
+uniform and adds the same vector to every image; with ``norm=True`` they spread by 2-8 and each model attends to one
+kind of book token (``docs/study_defaults.md``, round 14). The scale is the setting between the two. Not in the
+paper; a scale of 1.0, not learned, computes exactly what it did before the option existed.
+
 ``mode="auto"`` (default) picks the cheaper order from a multiply-add count for each call, and always uses the cached
 projections when they are valid. MONAI's ``CrossAttentionBlock`` projects the context on every call and cannot take
 the re-associated order or a cache, so it is not reused here; the member names follow it (``q_proj`` ...).
@@ -61,6 +69,8 @@ class ACCAdapter(nn.Module):
         inner_dim: r, the query/key/value width (default ``dim``: eq. 6 as in the paper; smaller = low-rank ACC).
         norm: LayerNorm the queries and the book tokens (each token on its own) before the attention (default False:
             eq. 6 as in the paper).
+        logit_scale: s, the factor on the scaled dot products (> 0; default 1.0: eq. 6), or its start when learned.
+        learn_logit_scale: train ``log s`` as a parameter (``log_logit_scale``, a 0-d tensor; default False).
 
     Shapes:
         ``visual_tokens``: (B, N, d); ``book_tokens``: (K, 3, d) or (3K, d);
@@ -70,7 +80,7 @@ class ACCAdapter(nn.Module):
 
     def __init__(
         self, dim: int, num_heads: int = 1, gamma: float = 0.1, bias: bool = True, mode: str = "auto",
-        inner_dim: int | None = None, norm: bool = False,
+        inner_dim: int | None = None, norm: bool = False, logit_scale: float = 1.0, learn_logit_scale: bool = False,
     ) -> None:
         super().__init__()
         inner = int(inner_dim or dim)
@@ -91,9 +101,20 @@ class ACCAdapter(nn.Module):
         self.norm = bool(norm)
         self.q_norm = nn.LayerNorm(dim) if norm else nn.Identity()
         self.kv_norm = nn.LayerNorm(dim) if norm else nn.Identity()
+        logit_scale = float(logit_scale)
+        if not (logit_scale > 0 and math.isfinite(logit_scale)):
+            raise ValueError(f"ACCAdapter: logit_scale must be a finite number > 0, got {logit_scale}.")
+        self.learn_logit_scale = bool(learn_logit_scale)
+        self._fixed_logit_scale = logit_scale
+        if self.learn_logit_scale:
+            self.log_logit_scale = nn.Parameter(torch.tensor(math.log(logit_scale)))
         self._cache: tuple[Hashable, torch.Tensor, torch.Tensor] | None = None
 
     # ------------------------------------------------------------------ helpers
+    def logit_scale(self) -> torch.Tensor | float:
+        """s, the factor on the scaled dot products: ``exp(log_logit_scale)`` when learned, else the fixed float."""
+        return self.log_logit_scale.exp() if self.learn_logit_scale else self._fixed_logit_scale
+
     def _check(self, visual_tokens: torch.Tensor, book_tokens: torch.Tensor, key_padding_mask: torch.Tensor | None):
         if visual_tokens.ndim != 3 or visual_tokens.shape[-1] != self.dim:
             raise ValueError(
@@ -179,6 +200,9 @@ class ACCAdapter(nn.Module):
         mode = self._choose(b * n, book.shape[0], cached)
         book = self.kv_norm(book)  # (3K, d); identity unless norm
         q = self.q_proj(self.q_norm(visual_tokens)).view(b, n, h, dh).transpose(1, 2)  # (B, h, N, dh)
+        if self.learn_logit_scale or self._fixed_logit_scale != 1.0:
+            # s on the queries = s on every score (SDPA's ``scale`` takes no tensor); at 1.0 nothing is multiplied
+            q = q * self.logit_scale()
         bias_mask = None
         if kpm is not None:
             bias_mask = torch.zeros(kpm.shape, dtype=q.dtype, device=q.device).masked_fill(kpm.to(q.device), -math.inf)
@@ -245,4 +269,5 @@ class ACCAdapter(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"dim={self.dim}, inner_dim={self.inner_dim}, num_heads={self.num_heads}, gamma={self.gamma}, "
-                f"mode={self.mode!r}, norm={self.norm}")
+                f"mode={self.mode!r}, norm={self.norm}, logit_scale={torch.as_tensor(self.logit_scale()).item():.4g}, "
+                f"learn_logit_scale={self.learn_logit_scale}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -34,6 +35,10 @@ class AttTokConfig:
             :class:`~attok_monai.networks.blocks.ACCAdapter`).
         acc_norm: LayerNorm ACC's queries and book tokens before its attention (default False: eq. 6 as in the
             paper; see ``docs/study_defaults.md``).
+        acc_logit_scale: ACC's inverse attention temperature, a factor on its scaled dot products (> 0; default 1.0:
+            eq. 6 as in the paper), or its start when ``acc_logit_scale_learned``; see
+            :class:`~attok_monai.networks.blocks.ACCAdapter` and ``docs/study_defaults.md`` (round 15).
+        acc_logit_scale_learned: train ACC's logit scale (as ``log s``) with the model (default False).
         acc_book_grad: whether ACC's keys and values pass gradient to the book's ``a_k`` and ``e_k`` (default True: the
             paper trains both jointly with the model, section 4.1, and does not single out a path). False detaches the
             book where ACC reads it; ``a_k`` still trains as the attribute token's embedding and through ACM, ``e_k``
@@ -87,9 +92,12 @@ class AttTokConfig:
     acc_norm: bool = False
     acc_book_grad: bool = True
     attribute_init: str = "keyword"
+    acc_logit_scale: float = 1.0
+    acc_logit_scale_learned: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("use_attribute_tokens", "use_acc", "use_acm", "acm_bias", "acc_norm", "acc_book_grad"):
+        for name in ("use_attribute_tokens", "use_acc", "use_acm", "acm_bias", "acc_norm", "acc_book_grad",
+                     "acc_logit_scale_learned"):
             setattr(self, name, bool(getattr(self, name)))
         for name, choices in (("fa_position", FA_POSITIONS), ("acm_weighting", ACM_WEIGHTINGS),
                               ("prototype_init", PROTOTYPE_INITS), ("attribute_init", ATTRIBUTE_INITS)):
@@ -107,6 +115,9 @@ class AttTokConfig:
                 raise ValueError(f"AttTokConfig: acc_inner_dim must be None or >= 1, got {self.acc_inner_dim}.")
         if not 0.0 <= self.momentum <= 1.0:
             raise ValueError(f"AttTokConfig: momentum must be in [0, 1], got {self.momentum}.")
+        self.acc_logit_scale = float(self.acc_logit_scale)
+        if not (self.acc_logit_scale > 0 and math.isfinite(self.acc_logit_scale)):
+            raise ValueError(f"AttTokConfig: acc_logit_scale must be a finite number > 0, got {self.acc_logit_scale}.")
         if self.tau <= 0:
             raise ValueError(f"AttTokConfig: tau must be > 0, got {self.tau}.")
 
