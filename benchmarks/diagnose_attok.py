@@ -202,7 +202,8 @@ def diagnose(bundle: str, overrides: dict, model_dir: str | None, batches: int, 
                         acc_delta_over_visual_norm=sum(acc_ratio) / len(acc_ratio),
                         acc_attention_a_e_prototype=torch.tensor(acc_share).mean(0).tolist(),
                         acc_logit_std_over_book=sum(r["over_book"] for r in acc_spread) / len(acc_spread),
-                        acc_logit_std_over_images=sum(r["over_images"] for r in acc_spread) / len(acc_spread))
+                        acc_logit_std_over_images=sum(r["over_images"] for r in acc_spread) / len(acc_spread),
+                        acc_logit_scale=torch.as_tensor(net.acc.logit_scale()).item())  # s; 1.0 = eq. 6
         if len(fa_by_class) > 1:
             means = torch.stack([torch.stack(v).mean(0) for _, v in sorted(fa_by_class.items())])
             book["cos_fa_class_means"] = mean_offdiag_cos(means)
