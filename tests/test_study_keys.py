@@ -109,6 +109,24 @@ def test_acc_logit_scale_reaches_acc_trains_and_is_not_decayed(tmp_path):
     assert back.config.acc_logit_scale_learned and torch.equal(back.acc.log_logit_scale, net.acc.log_logit_scale)
 
 
+# ------------------------------------------------------------------ acc_bias
+def test_acc_bias_switch():
+    """acc_bias false: eqs. 6-7 as the paper writes them, W_Q, W_K, W_V, W_O without biases; with equal weights the
+    output differs from the default's by the biases' part only."""
+    with_bias, without = tiny_attok(), tiny_attok(acc_bias=False)
+    assert {n for n, _ in with_bias.acc.named_parameters() if n.endswith("bias")} == {"q_proj.bias", "v_proj.bias",
+                                                                                      "o_proj.bias"}
+    assert not any(n.endswith("bias") for n, _ in without.acc.named_parameters())
+    assert without.config.acc_bias is False and without.acc.k_proj.bias is None
+    f, book = torch.randn(2, 4, 32), torch.randn(3, 3, 32)
+    with torch.no_grad():
+        for name in ("q_proj", "v_proj", "o_proj"):
+            getattr(without.acc, name).weight.copy_(getattr(with_bias.acc, name).weight)
+            getattr(with_bias.acc, name).bias.zero_()
+        without.acc.k_proj.weight.copy_(with_bias.acc.k_proj.weight)
+    torch.testing.assert_close(without.acc(f, book), with_bias.acc(f, book))
+
+
 # ------------------------------------------------------------------ acm_bias
 def test_acm_bias_switch():
     assert ACMProjection(8).linear.bias is not None
@@ -246,9 +264,9 @@ def test_bundle_keys_defaults_and_tokens_only(bundle):
     assert cfg["fa_position"] == "attribute" and cfg["acm_bias"] is True and cfg["acm_weighting"] == "mean"
     assert cfg["prototype_init"] == "first_batch" and cfg["prototype_init_batches"] == 8
     assert cfg["attribute_init"] == "distinct" and cfg["acc_norm"] is False and cfg["acc_book_grad"] is True
-    assert cfg["acc_logit_scale"] == 1.0 and cfg["acc_logit_scale_learned"] is False
+    assert cfg["acc_logit_scale"] == 1.0 and cfg["acc_logit_scale_learned"] is False and cfg["acc_bias"] is True
     for key in ("fa_position", "acm_bias", "acm_weighting", "prototype_init", "prototype_init_batches", "acc_norm",
-                "attribute_init", "acc_book_grad", "acc_logit_scale", "acc_logit_scale_learned"):
+                "attribute_init", "acc_book_grad", "acc_logit_scale", "acc_logit_scale_learned", "acc_bias"):
         assert cfg["network_def"][key] == f"@{key}"
         assert f"{key}=@{key}" in cfg["hyperparameters"]
     assert cfg["loss"]["acm_weighting"] == "@acm_weighting"
@@ -268,7 +286,7 @@ def test_vqa_rad_takes_the_chosen_defaults():
 
     shared = resolve_files([str(REPO / "attok_monai" / "configs" / "classification" / "train.json")])
     keys = ("fa_position", "acm_bias", "acc_norm", "attribute_init", "acm_weighting", "acc_book_grad",
-            "acc_logit_scale", "acc_logit_scale_learned")
+            "acc_logit_scale", "acc_logit_scale_learned", "acc_bias")
     configs = REPO / "bundles" / "vqa_rad" / "configs"
     train, qwen = (resolve_files([str(configs / f) for f in files])
                    for files in (["train.json"], ["train.json", "train_qwen25vl.json"]))

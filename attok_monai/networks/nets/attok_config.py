@@ -35,6 +35,10 @@ class AttTokConfig:
             :class:`~attok_monai.networks.blocks.ACCAdapter`).
         acc_norm: LayerNorm ACC's queries and book tokens before its attention (default False: eq. 6 as in the
             paper; see ``docs/study_defaults.md``).
+        acc_bias: whether ACC's query, value and output projections have biases (default True, as before; the paper's
+            eqs. 6-7 have none: W_Q, W_K, W_V, W_O are matrices). With inputs at the text scale (norm ~0.5) the
+            default biases are as large as the input-dependent parts, and the output bias adds one vector to every
+            image (``docs/study_defaults.md``, round 15).
         acc_logit_scale: ACC's inverse attention temperature, a factor on its scaled dot products (> 0; default 1.0:
             eq. 6 as in the paper), or its start when ``acc_logit_scale_learned``; see
             :class:`~attok_monai.networks.blocks.ACCAdapter` and ``docs/study_defaults.md`` (round 15).
@@ -93,11 +97,12 @@ class AttTokConfig:
     acc_book_grad: bool = True
     attribute_init: str = "keyword"
     acc_logit_scale: float = 1.0
+    acc_bias: bool = True
     acc_logit_scale_learned: bool = False
 
     def __post_init__(self) -> None:
         for name in ("use_attribute_tokens", "use_acc", "use_acm", "acm_bias", "acc_norm", "acc_book_grad",
-                     "acc_logit_scale_learned"):
+                     "acc_logit_scale_learned", "acc_bias"):
             setattr(self, name, bool(getattr(self, name)))
         for name, choices in (("fa_position", FA_POSITIONS), ("acm_weighting", ACM_WEIGHTINGS),
                               ("prototype_init", PROTOTYPE_INITS), ("attribute_init", ATTRIBUTE_INITS)):

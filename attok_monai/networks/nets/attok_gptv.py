@@ -105,7 +105,7 @@ class AttTokGPTv(nn.Module):
         self.book = EmbeddingBook(k, d, momentum=config.momentum)
         self.acc = ACCAdapter(
             d, num_heads=config.acc_heads, gamma=config.gamma, inner_dim=config.acc_inner_dim, norm=config.acc_norm,
-            logit_scale=config.acc_logit_scale, learn_logit_scale=config.acc_logit_scale_learned,
+            logit_scale=config.acc_logit_scale, learn_logit_scale=config.acc_logit_scale_learned, bias=config.acc_bias,
         ) if config.use_acc else None
         # theta of eq. (8), created where the loss used to create it (same random-init order for a given seed)
         self.acm_projection = ACMProjection(d, bias=config.acm_bias) if config.use_acm else None
