@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from attok_monai.errors import refuse_flag_text
 from attok_monai.fileio import atomic_write_text
 
 __all__ = [
@@ -127,9 +128,13 @@ def run_settings(hyperparameters: Mapping[str, Any], **extra: Any) -> dict[str, 
     Output paths, logging, t-SNE, validation batch size and the machine's name are not in it: they cannot change
     the trained model. Nor is the CPU thread count (logged with the hyperparameters): it changes the weights' last
     bits, not the recipe.
+
+    Raises:
+        InputError: a value is the text ``"true"``/``"false"`` (MONAI's CLI passes ``--key false`` on as text).
     """
     settings = {k: v for k, v in dict(hyperparameters).items() if k not in _NOT_RESULT_KEYS}
     settings.update({k: v.to_dict() if hasattr(v, "to_dict") else v for k, v in extra.items()})
+    refuse_flag_text(settings, "run settings")  # --use_acc false on MONAI's CLI arrives as the (truthy) text "false"
     return _jsonable(settings)
 
 

@@ -30,6 +30,8 @@ from monai.apps.utils import check_hash
 from monai.config import KeysCollection
 from monai.transforms import Compose, EnsureTyped, MapTransform, Resized, ScaleIntensityRanged, Transform
 
+from attok_monai.errors import require_flag
+
 __all__ = [
     "MEDMNIST_INFO",
     "MEDMNIST_SIZES",
@@ -239,7 +241,9 @@ def ensure_medmnist(
         FileNotFoundError: the file is absent and ``download`` is False or the download failed (no network); the
             message says where to put the file and where to get it.
         ValueError: MD5 mismatch of a downloaded file (it is removed), or of a present file with ``verify_md5``.
+        InputError: ``download`` is not a bool (e.g. the text ``"false"`` from MONAI's command line).
     """
+    require_flag(download, "download")  # the text "false" from MONAI's CLI would be truthy
     info = medmnist_file_info(name, size)
     root = Path(root)
     path = root / info["file"]

@@ -206,9 +206,14 @@ def run_inference(
         "p_<name>"..., "header_in_domain", "prototype_distance", "in_domain", "domain_note"}``.
 
     Raises:
-        InputError: no file readable, or the skipped share above ``max_skipped_fraction`` (outputs written first).
+        InputError: no file readable, or the skipped share above ``max_skipped_fraction`` (outputs written first);
+            ``save_maps`` or ``screen`` not a bool (checked before anything is read).
     """
     from monai.data import DataLoader
+
+    from attok_monai.errors import check_flags
+
+    check_flags(save_maps=save_maps, screen=screen)  # the text "false" from MONAI's CLI would be truthy
 
     network = network.to(device).eval()
     vocab = network.vocabulary

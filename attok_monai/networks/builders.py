@@ -9,6 +9,7 @@ from typing import Any, Protocol
 import torch
 
 from attok_monai.attributes import AttributeVocabulary
+from attok_monai.errors import require_flag
 from attok_monai.networks.nets import AttTokConfig, AttTokGPTv, CompactGPTvBackbone, build_word_tokenizer
 
 __all__ = ["build_compact_attok", "build_hf_attok"]
@@ -88,6 +89,7 @@ def build_hf_attok(
     from attok_monai.networks.nets.hf_qwen2vl import Qwen2VLBackbone
 
     config = AttTokConfig.coerce(config, **config_overrides)  # refuse an unknown key before building anything
+    require_flag(gradient_checkpointing, "gradient_checkpointing")  # the text "false" from MONAI's CLI is truthy
     if seed is not None:
         torch.manual_seed(seed)
     backbone = Qwen2VLBackbone.from_pretrained(

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from attok_monai.errors import require_flag
 from attok_monai.fileio import atomic_write
 
 __all__ = ["AttTokConfig", "ACM_WEIGHTINGS", "ATTRIBUTE_INITS", "FA_POSITIONS", "PROTOTYPE_INITS"]
@@ -103,7 +104,10 @@ class AttTokConfig:
     def __post_init__(self) -> None:
         for name in ("use_attribute_tokens", "use_acc", "use_acm", "acm_bias", "acc_norm", "acc_book_grad",
                      "acc_logit_scale_learned", "acc_bias"):
-            setattr(self, name, bool(getattr(self, name)))
+            value = getattr(self, name)
+            if isinstance(value, int) and not isinstance(value, bool) and value in (0, 1):
+                value = bool(value)  # 0 / 1, as older hand-made dicts held them
+            setattr(self, name, require_flag(value, f"AttTokConfig: {name}"))  # the text "false" is not False
         for name, choices in (("fa_position", FA_POSITIONS), ("acm_weighting", ACM_WEIGHTINGS),
                               ("prototype_init", PROTOTYPE_INITS), ("attribute_init", ATTRIBUTE_INITS)):
             if getattr(self, name) not in choices:
