@@ -212,10 +212,23 @@ for b in STUDY_SETS:
     # (round 14's diagnosis); ACC's pre-norm brings its scores to the scale where they can differ between images
     GENERALIST_F.append(Row(b, "generalist F", "all", F_TAG + "_an", "projector_norm generalist, acc_norm true",
                             "acc_norm=True"))
+# Round 15 (2026-12-05): ACC's temperature between the two measured ends (uniform at s = 1, one kind of book token per
+# model with the pre-norm): a learned logit scale started at 100 (logits spread ~1 after training on F), with ACC's
+# biases (the default) and without them (the paper's eqs. 6-7: matrices only)
+LOGIT_SCALE = (("_ls100", "ACC logit scale 100, learned", "acc_logit_scale=100 acc_logit_scale_learned=True"),
+               ("_nb100", "ACC without biases, logit scale 100, learned",
+                "acc_bias=False acc_logit_scale=100 acc_logit_scale_learned=True"))
+for b in STUDY_SETS:
+    GENERALIST_F += [Row(b, "generalist F", "all", F_TAG + t, "projector_norm generalist, " + label, over)
+                     for t, label, over in LOGIT_SCALE]
 # VQA-RAD, the one set where E's +All reaches the issue's +2 bar: does F keep it? (baseline and +All)
 for v in ("baseline", "all"):
     GENERALIST_F += beside_f("vqa_rad", v)
+GENERALIST_F += [Row("vqa_rad", "generalist F", "all", F_TAG + t, "projector_norm generalist, " + label, over)
+                 for t, label, over in LOGIT_SCALE]
 FUNDUS_FIVE += [f_row("fundus_dr", v) for v in ("baseline", "tokens", "all")]
+FUNDUS_FIVE += [Row("fundus_dr", "generalist F", "all", F_TAG + t, "projector_norm generalist, " + label, over)
+                for t, label, over in LOGIT_SCALE]
 
 
 # Leave-one-out generalists (tag gen_lo, 2026-12-03): for each set, a generalist pre-trained with the README's command
