@@ -81,11 +81,16 @@ def test_short_cli_help_and_values():
                          cwd=REPO, timeout=120)
     assert out.returncode == 0 and "--config BUNDLE_DIR" in out.stdout and "--extra NAME" in out.stdout
     bundle = str(REPO / "bundles" / "fundus_dr")
-    kw = bundle_run_args(["--config", bundle, "--epochs", "20", "evaluate", "--split", "[a,b]", "--tsne",
-                          "--lr=0.01", "--download", "false", "--checkpoint", "none", "--limit", "None"])
+    kw = bundle_run_args(["--config", bundle, "--batch_size", "20", "evaluate", "--split", "[a,b]", "--tsne",
+                          "--image_size=0.01", "--download", "false", "--checkpoint", "none", "--limit", "None"])
     assert kw["config_file"].endswith("evaluate.json")
-    assert kw["epochs"] == 20 and kw["split"] == ["a", "b"] and kw["tsne"] is True and kw["lr"] == 0.01
+    assert kw["batch_size"] == 20 and kw["split"] == ["a", "b"] and kw["tsne"] is True and kw["image_size"] == 0.01
     assert kw["download"] is False and kw["checkpoint"] == "none" and kw["limit"] is None
+    # a key the workflow's config does not have is refused, naming it (MONAI would add it and ignore it)
+    with pytest.raises(ValueError, match=r"--epochs: no such key in evaluate.json"):
+        bundle_run_args(["--config", bundle, "evaluate", "--epochs", "20"])
+    with pytest.raises(ValueError, match=r"--lamda_start \(did you mean --lambda_start"):
+        bundle_run_args(["--config", bundle, "--lamda_start", "0.1"])
     with pytest.raises(SystemExit):
         bundle_run_args(["--config", bundle, "bogus"])
     with pytest.raises(ValueError, match="logs to MLflow by itself"):

@@ -92,10 +92,12 @@ def test_every_yes_no_key_is_checked_before_the_run(golden):
     if not flags:
         return
     init = cfg["initialize"]
-    first = next(i for i, e in enumerate(init) if "init_distributed" not in e)  # the check comes first
-    assert "attok_monai.errors.check_flags(" in init[first], init[first]
+    # the checks come first (after the process group, on multi-GPU): nothing is built or written before them
+    work = [e for e in init if "init_distributed" not in e and "check_cli_overrides" not in e]
+    assert "attok_monai.errors.check_flags(" in work[0], work[0]
+    assert "$attok_monai.bundle.overrides.check_cli_overrides()" in init
     assert not flags - _checked_keys(init), sorted(flags - _checked_keys(init))
-    assert "$import attok_monai.errors" in cfg["imports"]
+    assert "$import attok_monai.errors" in cfg["imports"] and "$import attok_monai.bundle.overrides" in cfg["imports"]
 
 
 def test_keys_checked_where_used():

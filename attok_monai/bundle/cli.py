@@ -124,6 +124,9 @@ def bundle_run_args(argv: list[str]) -> dict[str, Any]:
         if not extra.is_file():
             raise ValueError(f"bundle {root} has no extra config {extra.relative_to(root)}.")
         config_files.append(str(extra))
+    from attok_monai.bundle.overrides import check_override_keys
+
+    check_override_keys(config_files, overrides)  # a mistyped key would be added to the config and ignored
     kwargs: dict[str, Any] = {"config_file": config_files[0] if len(config_files) == 1 else config_files}
     if (configs / "metadata.json").is_file():
         kwargs["meta_file"] = str(configs / "metadata.json")

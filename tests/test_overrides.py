@@ -1,0 +1,68 @@
+"""A command-line override that names no config key stops the run naming it (MONAI would add it to the config, nothing
+would read it, and the run would keep the default it meant to change)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from attok_monai.bundle.overrides import check_cli_overrides, check_override_keys, unknown_override_keys
+from attok_monai.errors import InputError, user_error
+from tests.conftest import REPO
+
+TRAIN = "bundles/fundus_dr/configs/train.json"
+MONAI_MAIN = "/site-packages/monai/bundle/__main__.py"  # sys.argv[0] under python -m monai.bundle
+
+
+def test_unknown_override_keys():
+    config = {"lr": 0.1, "network_def": {"_target_": "x", "gamma": 0.1}, "handlers": [{"a": 1}]}
+    keys = ["lr", "network_def#gamma", "network_def#dropout", "handlers#0#a", "meta_file", "config_file",
+            "lrr", "nope#x", "network_def#gamma#deeper", "handlers#3", "run_name"]
+    assert unknown_override_keys(config, keys) == ["lrr", "nope#x", "network_def#gamma#deeper", "handlers#3",
+                                                   "run_name"]
+    assert "run_name" not in unknown_override_keys(config, keys, tracking=True)  # --tracking mlflow's settings
+
+
+def test_check_override_keys_names_the_key_and_the_closest():
+    check_override_keys(TRAIN, ["epochs", "acc_bias", "train#trainer#max_epochs", "bundle_root"])
+    with pytest.raises(InputError, match=r"--acc_bais \(did you mean --acc_bias.*no such key in train.json"):
+        check_override_keys(TRAIN, ["acc_bais", "epochs"])
+    with pytest.raises(InputError, match=r"--zzz: no such key in train.json, baseline.json"):
+        check_override_keys([TRAIN, "bundles/fundus_dr/configs/baseline.json"], ["zzz"])
+
+
+def test_check_cli_overrides_reads_a_monai_command_line_only():
+    check_cli_overrides(["pytest", "run", "--config_file", TRAIN, "--acc_bais", "False"])  # not MONAI's CLI
+    check_cli_overrides([MONAI_MAIN, "run", "--args_file", "a.json", "--acc_bais", "False"])  # overrides in a file
+    check_cli_overrides([MONAI_MAIN, "run", "--config_file", TRAIN, "--epochs", "2", "--use_acc=False", "--amp"])
+    both = f"['{TRAIN}','bundles/fundus_dr/configs/baseline.json']"
+    check_cli_overrides([MONAI_MAIN, "run", "--config_file", both, "--lr", "0.1"])
+    with pytest.raises(InputError, match=r"--lamda_start \(did you mean --lambda_start"):
+        check_cli_overrides([MONAI_MAIN, "run", "--config_file", both, "--lamda_start", "0.1"])
+
+
+def test_workflow_from_monai_cli_stops_on_a_mistyped_key(monkeypatch, tmp_path):
+    """What ``python -m monai.bundle run --config_file .../train.json --acc_bais False`` does: MONAI adds the key, and
+    the workflow stops at its first initialize step, nothing trained or written."""
+    from monai.bundle import ConfigWorkflow
+
+    monkeypatch.setattr(sys, "argv", [MONAI_MAIN, "run", "--config_file", TRAIN, "--acc_bais", "False"])
+    bundle = REPO / "bundles" / "fundus_dr"
+    wf = ConfigWorkflow(config_file=str(REPO / TRAIN), meta_file=str(bundle / "configs" / "metadata.json"),
+                        logging_file=str(bundle / "configs" / "logging.conf"), workflow_type="train",
+                        bundle_root=str(bundle), output_dir=str(tmp_path / "run"), acc_bais=False)
+    with pytest.raises(Exception) as err:
+        wf.initialize()
+    assert "--acc_bais (did you mean --acc_bias" in str(user_error(err.value))
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_real_monai_cli_refuses_a_mistyped_key(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "monai.bundle", "run", "--config_file", TRAIN, "--acc_bais", "False",
+         "--output_dir", str(tmp_path / "run")], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode != 0 and "--acc_bais (did you mean --acc_bias" in out.stderr + out.stdout
+    assert not (tmp_path / "run" / "settings.json").exists()
