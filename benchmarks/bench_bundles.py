@@ -229,22 +229,34 @@ def pin_kernels(mode: str, environ: dict[str, str] | None = None, machine: str |
     return added
 
 
+def run_command(bundle: str, variant: str, seed: int, extra: Sequence[str], name: str,
+                extra_configs: Sequence[str] = ()) -> list[str]:
+    """The ``python -m monai.bundle run`` command of one configuration (``extra``: more ``--key value`` overrides).
+    Every override names a key of the merged configs (the bundles refuse one that does not:
+    :mod:`attok_monai.bundle.overrides`), so t-SNE is switched off only where the config has it."""
+    from attok_monai.bundle.resolve import resolve_files
+
+    files = config_files(bundle, extra_configs)
+    cfg = str(files[0]) if len(files) == 1 else str([str(f) for f in files])
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", cfg, "--seed", str(seed),
+           "--bundle_name", name, "--resume", "False",
+           "--ckpt_dir", str(REPO / "bundles" / bundle / "runs" / name / "models")]
+    if "tsne" in resolve_files([str(f) for f in files]):  # the classification bundles' t-SNE; vqa_rad has none
+        cmd += ["--tsne", "False"]
+    for k, v in VARIANTS[variant].items():
+        cmd += [f"--{k}", str(v)]
+    return cmd + list(extra)
+
+
 def run_one(bundle: str, variant: str, seed: int, extra: list[str], log_dir: Path, threads: int | None = None,
             tag: str = "", extra_configs: Sequence[str] = ()) -> dict:
     """Train one configuration; return its final validation metrics and wall time (samples/s: :func:`run_extras`;
     ``tag``: :func:`run_name`; ``extra_configs``: :func:`config_files`)."""
-    files = config_files(bundle, extra_configs)
-    cfg = str(files[0]) if len(files) == 1 else str([str(f) for f in files])
     name = run_name(bundle, variant, seed, tag)
     done = _finished_run(bundle, name)
     if done is not None:
         return done
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", cfg, "--seed", str(seed),
-           "--bundle_name", name, "--resume", "False", "--tsne", "False",
-           "--ckpt_dir", str(REPO / "bundles" / bundle / "runs" / name / "models")]
-    for k, v in VARIANTS[variant].items():
-        cmd += [f"--{k}", str(v)]
-    cmd += extra
+    cmd = run_command(bundle, variant, seed, extra, name, extra_configs)
     log_dir.mkdir(parents=True, exist_ok=True)
     log = log_dir / f"{name}.log"
     t0 = time.perf_counter()

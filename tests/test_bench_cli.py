@@ -312,3 +312,21 @@ def test_benchmark_runs_pin_the_cpu_code_paths_to_avx2_on_x86(tmp_path):
     isa, line = out.splitlines()[-2:]
     assert isa in ("AVX2", "DEFAULT")  # DEFAULT: a CPU without AVX2
     assert "pinned: ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2" in line
+
+
+@pytest.mark.parametrize("bundle", ["fundus_dr", "derma_isic", "oct_retina", "xray_pneumonia", "pathology_lung",
+                                    "pathology_crc", "vqa_rad"])
+def test_every_benchmark_override_names_a_config_key(bundle):
+    """The bundles refuse an override that names no config key, so every benchmark command must name only keys its
+    configs have (vqa_rad has no t-SNE: ``--tsne False`` went to it unread before the check)."""
+    from attok_monai.bundle.overrides import unknown_override_keys
+    from attok_monai.bundle.resolve import resolve_files
+    from benchmarks.bench_bundles import VARIANTS, config_files, run_command
+
+    for extras, extra in (((), ["--val_interval", "3"]), (("from_generalist",), ["--generalist_dir", "g"])):
+        cfg = resolve_files([str(f) for f in config_files(bundle, extras)])
+        for variant in VARIANTS:
+            cmd = run_command(bundle, variant, 0, extra, "name", extras)
+            keys = [a[2:] for a in cmd[cmd.index("run") + 1:] if a.startswith("--")]
+            assert "seed" in keys and unknown_override_keys(cfg, keys) == [], (extras, variant)
+            assert ("tsne" in keys) == (bundle != "vqa_rad")
