@@ -226,6 +226,10 @@ for v in ("baseline", "all"):
     GENERALIST_F += beside_f("vqa_rad", v)
 GENERALIST_F += [Row("vqa_rad", "generalist F", "all", F_TAG + t, "projector_norm generalist, " + label, over)
                  for t, label, over in LOGIT_SCALE]
+# Round 15: F's baseline and +All on two more sets (E's +All: oct_retina +1.2 on every seed, pathology_lung level)
+for b in ("oct_retina", "pathology_lung"):
+    for v in ("baseline", "all"):
+        GENERALIST_F += beside_f(b, v)
 FUNDUS_FIVE += [f_row("fundus_dr", v) for v in ("baseline", "tokens", "all")]
 FUNDUS_FIVE += [Row("fundus_dr", "generalist F", "all", F_TAG + t, "projector_norm generalist, " + label, over)
                 for t, label, over in LOGIT_SCALE]
