@@ -226,8 +226,8 @@ for v in ("baseline", "all"):
     GENERALIST_F += beside_f("vqa_rad", v)
 GENERALIST_F += [Row("vqa_rad", "generalist F", "all", F_TAG + t, "projector_norm generalist, " + label, over)
                  for t, label, over in LOGIT_SCALE]
-# Round 15: F's baseline and +All on two more sets (E's +All: oct_retina +1.2 on every seed, pathology_lung level)
-for b in ("oct_retina", "pathology_lung"):
+# Round 15: F's baseline and +All on the three other sets (E's +All: oct_retina +1.2 on every seed, the others level)
+for b in ("oct_retina", "pathology_lung", "xray_pneumonia"):
     for v in ("baseline", "all"):
         GENERALIST_F += beside_f(b, v)
 FUNDUS_FIVE += [f_row("fundus_dr", v) for v in ("baseline", "tokens", "all")]
