@@ -234,14 +234,12 @@ def run_command(bundle: str, variant: str, seed: int, extra: Sequence[str], name
     """The ``python -m monai.bundle run`` command of one configuration (``extra``: more ``--key value`` overrides).
     Every override names a key of the merged configs (the bundles refuse one that does not:
     :mod:`attok_monai.bundle.overrides`), so t-SNE is switched off only where the config has it."""
-    from attok_monai.bundle.resolve import resolve_files
-
     files = config_files(bundle, extra_configs)
     cfg = str(files[0]) if len(files) == 1 else str([str(f) for f in files])
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", cfg, "--seed", str(seed),
            "--bundle_name", name, "--resume", "False",
            "--ckpt_dir", str(REPO / "bundles" / bundle / "runs" / name / "models")]
-    if "tsne" in resolve_files([str(f) for f in files]):  # the classification bundles' t-SNE; vqa_rad has none
+    if "tsne" in train_config(bundle, extra_configs):  # the classification bundles' t-SNE; vqa_rad has none
         cmd += ["--tsne", "False"]
     for k, v in VARIANTS[variant].items():
         cmd += [f"--{k}", str(v)]

@@ -218,21 +218,26 @@ for b in STUDY_SETS:
 LOGIT_SCALE = (("_ls100", "ACC logit scale 100, learned", "acc_logit_scale=100 acc_logit_scale_learned=True"),
                ("_nb100", "ACC without biases, logit scale 100, learned",
                 "acc_bias=False acc_logit_scale=100 acc_logit_scale_learned=True"))
+
+
+def logit_scale_rows(bundle: str) -> list[Row]:
+    """F's +All rows of one set with each of round 15's ACC settings."""
+    return [Row(bundle, "generalist F", "all", F_TAG + t, "projector_norm generalist, " + label, over)
+            for t, label, over in LOGIT_SCALE]
+
+
 for b in STUDY_SETS:
-    GENERALIST_F += [Row(b, "generalist F", "all", F_TAG + t, "projector_norm generalist, " + label, over)
-                     for t, label, over in LOGIT_SCALE]
+    GENERALIST_F += logit_scale_rows(b)
 # VQA-RAD, the one set where E's +All reaches the issue's +2 bar: does F keep it? (baseline and +All)
 for v in ("baseline", "all"):
     GENERALIST_F += beside_f("vqa_rad", v)
-GENERALIST_F += [Row("vqa_rad", "generalist F", "all", F_TAG + t, "projector_norm generalist, " + label, over)
-                 for t, label, over in LOGIT_SCALE]
+GENERALIST_F += logit_scale_rows("vqa_rad")
 # Round 15: F's baseline and +All on the three other sets (E's +All: oct_retina +1.2 on every seed, the others level)
 for b in ("oct_retina", "pathology_lung", "xray_pneumonia"):
     for v in ("baseline", "all"):
         GENERALIST_F += beside_f(b, v)
 FUNDUS_FIVE += [f_row("fundus_dr", v) for v in ("baseline", "tokens", "all")]
-FUNDUS_FIVE += [Row("fundus_dr", "generalist F", "all", F_TAG + t, "projector_norm generalist, " + label, over)
-                for t, label, over in LOGIT_SCALE]
+FUNDUS_FIVE += logit_scale_rows("fundus_dr")
 
 
 # Leave-one-out generalists (tag gen_lo, 2026-12-03): for each set, a generalist pre-trained with the README's command
