@@ -60,10 +60,15 @@ def test_workflow_from_monai_cli_stops_on_a_mistyped_key(monkeypatch, tmp_path):
 
 
 @pytest.mark.usefixtures("one_torch_thread")
-def test_real_monai_cli_refuses_a_mistyped_key(tmp_path):
+@pytest.mark.parametrize("launcher", ["python", "torchrun"])
+def test_real_monai_cli_refuses_a_mistyped_key(tmp_path, launcher):
+    """``python -m monai.bundle run`` and ``torchrun -m monai.bundle run`` (the multi-GPU launch; one CPU process here)
+    both leave MONAI's ``__main__.py`` in ``sys.argv[0]``, so the check reads both command lines."""
+    head = [sys.executable, "-m", "monai.bundle"] if launcher == "python" else [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1", "-m", "monai.bundle"]
     out = subprocess.run(
-        [sys.executable, "-m", "monai.bundle", "run", "--config_file", TRAIN, "--acc_bais", "False",
-         "--output_dir", str(tmp_path / "run")], cwd=REPO, capture_output=True, text=True, timeout=300)
+        head + ["run", "--config_file", TRAIN, "--acc_bais", "False", "--output_dir", str(tmp_path / "run")],
+        cwd=REPO, capture_output=True, text=True, timeout=300)
     assert out.returncode != 0 and "--acc_bais (did you mean --acc_bias" in out.stderr + out.stdout
     assert not (tmp_path / "run" / "settings.json").exists()
 
