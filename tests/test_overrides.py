@@ -90,3 +90,19 @@ def test_inference_from_monai_cli_stops_on_a_mistyped_key(monkeypatch, tmp_path,
         wf.initialize()
     assert f"--{key} (did you mean --{key.replace('inptu', 'input').replace('tabel', 'table')}" in str(user_error(err.value))
     assert not (tmp_path / "out.csv").exists()
+
+
+def test_scan_overrides_is_the_one_scanner_of_both_command_lines():
+    from attok_monai.bundle.cli import _split
+    from attok_monai.bundle.overrides import scan_overrides
+
+    argv = ["--config", "bundles/fundus_dr", "evaluate", "--split=test", "--epochs", "2", "--amp", "--extra", "baseline",
+            "--debug", "--lr", "1e-3"]
+    ours, pairs = scan_overrides(argv, own_options=("--config", "--extra"), own_flags=("--debug",))
+    assert ours == ["--config", "bundles/fundus_dr", "evaluate", "--extra", "baseline", "--debug"]
+    assert pairs == {"split": "test", "epochs": "2", "amp": None, "lr": "1e-3"}
+    assert scan_overrides(["run", "--acc_bias", "false"])[1] == {"acc_bias": "false"}  # raw text: what fire sees
+    assert _split(argv)[1] == {"split": "test", "epochs": 2, "amp": True, "lr": 1e-3}  # the short form parses values
+    with pytest.raises(ValueError, match="overrides are --key value pairs"):
+        scan_overrides(["--epochs", "2", "--"])
+    check_cli_overrides([MONAI_MAIN, "run", "--config_file", "--", "x"])  # malformed: left to fire's own message

@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from attok_monai.bundle.overrides import check_override_keys, scan_overrides
+
 __all__ = ["bundle_run_args", "build_parser", "main", "WORKFLOWS"]
 
 # the shared config base (attok_monai/configs, package data): its logging.conf serves a bundle without its own
@@ -67,32 +69,8 @@ def _split(argv: list[str]) -> tuple[list[str], dict[str, Any]]:
     """Our own arguments (for argparse) and the overrides (for MONAI): ``--key value``, ``--key=value`` or a bare
     ``--flag`` (True, as fire reads it), values parsed by :func:`_value`. A token after an override key is its value,
     so argparse never mistakes an override's value for the workflow."""
-    ours: list[str] = []
-    overrides: dict[str, Any] = {}
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
-        key, eq, val = arg.partition("=")
-        if key in ("--config", "--extra", "--workflow"):
-            ours.append(arg)
-            if not eq and i + 1 < len(argv):
-                ours.append(argv[i + 1])
-                i += 1
-        elif arg in ("--debug", "--help"):
-            ours.append(arg)
-        elif arg == "--":
-            raise ValueError(f"unexpected argument {arg!r}: overrides are --key value pairs")
-        elif arg.startswith("--"):
-            if eq:
-                overrides[key[2:]] = _value(val)
-            elif i + 1 < len(argv) and not argv[i + 1].startswith("--"):
-                overrides[key[2:]] = _value(argv[i + 1])
-                i += 1
-            else:
-                overrides[key[2:]] = True  # a bare flag, as fire reads it
-        else:
-            ours.append(arg)  # -h, the workflow, or a stray word that argparse reports
-        i += 1
+    ours, raw = scan_overrides(argv, own_options=("--config", "--extra", "--workflow"), own_flags=("--debug", "--help"))
+    overrides: dict[str, Any] = {k: True if v is None else _value(v) for k, v in raw.items()}  # bare flag: True (fire)
     return ours, overrides
 
 
@@ -124,8 +102,6 @@ def bundle_run_args(argv: list[str]) -> dict[str, Any]:
         if not extra.is_file():
             raise ValueError(f"bundle {root} has no extra config {extra.relative_to(root)}.")
         config_files.append(str(extra))
-    from attok_monai.bundle.overrides import check_override_keys
-
     check_override_keys(config_files, overrides)  # a mistyped key would be added to the config and ignored
     kwargs: dict[str, Any] = {"config_file": config_files[0] if len(config_files) == 1 else config_files}
     if (configs / "metadata.json").is_file():

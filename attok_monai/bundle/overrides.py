@@ -22,7 +22,7 @@ from typing import Any
 
 from attok_monai.errors import InputError
 
-__all__ = ["RUN_ARGUMENTS", "check_cli_overrides", "check_override_keys", "unknown_override_keys"]
+__all__ = ["RUN_ARGUMENTS", "check_cli_overrides", "check_override_keys", "scan_overrides", "unknown_override_keys"]
 
 # ``monai.bundle.run`` / ``create_workflow`` / ``ConfigWorkflow`` arguments (not config keys)
 RUN_ARGUMENTS = frozenset({
@@ -76,23 +76,44 @@ def check_override_keys(config_files: str | list[str], keys: Iterable[str], trac
                      f"run would keep the default")
 
 
-def _cli_pairs(argv: list[str]) -> dict[str, str]:
-    """``--key value`` / ``--key=value`` / bare ``--flag`` pairs of a ``monai.bundle run`` command line (raw text)."""
-    pairs: dict[str, str] = {}
+def scan_overrides(argv: list[str], own_options: Iterable[str] = (), own_flags: Iterable[str] = ()
+                   ) -> tuple[list[str], dict[str, str | None]]:
+    """Split a command line into the words that are not overrides and the ``--key value`` / ``--key=value`` / bare
+    ``--flag`` overrides (raw text; ``None`` for a bare flag, which fire reads as True). A token after an override key
+    is its value. ``own_options`` (e.g. ``--config``) and ``own_flags`` (``--debug``) belong to the caller and go to
+    the first list with their value, like any word that does not start with ``--``.
+
+    Raises:
+        ValueError: a bare ``--`` (overrides are ``--key value`` pairs).
+    """
+    own_options, own_flags = frozenset(own_options), frozenset(own_flags)
+    ours: list[str] = []
+    pairs: dict[str, str | None] = {}
     i = 0
     while i < len(argv):
         arg = argv[i]
-        if arg.startswith("--"):
-            key, eq, val = arg[2:].partition("=")
+        key, eq, val = arg.partition("=")
+        if key in own_options:
+            ours.append(arg)
+            if not eq and i + 1 < len(argv):
+                ours.append(argv[i + 1])
+                i += 1
+        elif arg in own_flags:
+            ours.append(arg)
+        elif arg == "--":
+            raise ValueError(f"unexpected argument {arg!r}: overrides are --key value pairs")
+        elif arg.startswith("--"):
             if eq:
-                pairs[key] = val
+                pairs[key[2:]] = val
             elif i + 1 < len(argv) and not argv[i + 1].startswith("--"):
-                pairs[key] = argv[i + 1]
+                pairs[key[2:]] = argv[i + 1]
                 i += 1
             else:
-                pairs[key] = "True"
+                pairs[key[2:]] = None
+        else:
+            ours.append(arg)
         i += 1
-    return pairs
+    return ours, pairs
 
 
 def check_cli_overrides(argv: list[str] | None = None) -> None:
@@ -107,8 +128,11 @@ def check_cli_overrides(argv: list[str] | None = None) -> None:
     argv = list(sys.argv if argv is None else argv)
     if len(argv) < 2 or argv[1] != "run" or Path(argv[0]).parts[-3:] != ("monai", "bundle", "__main__.py"):
         return
-    pairs = _cli_pairs(argv[2:])
-    if "config_file" not in pairs or "args_file" in pairs:
+    try:
+        _, pairs = scan_overrides(argv[2:])
+    except ValueError:
+        return  # MONAI's fire reports a malformed command line itself
+    if not pairs.get("config_file") or "args_file" in pairs:
         return
     from fire.parser import DefaultParseValue
 
