@@ -197,6 +197,13 @@ def test_attribute_row_token_ids_hand_example():
     assert AttTokGPTv.attribute_row_token_ids(ids) == [[5], [6], [10], [7, 8]]
 
 
+def test_first_token_ids_hand_example():
+    ids = [[5, 7, 8, 9], [6, 7, 8, 9], [5, 10, 9], [7, 8]]
+    # 6 and 7 start one keyword each; 5 starts two, which fall back to their distinct tokens (10 for the third;
+    # none for the first, so all of its tokens)
+    assert AttTokGPTv.first_token_ids(ids) == [[5, 7, 8, 9], [6], [10], [7]]
+
+
 def test_attribute_init_distinct_rows():
     names = {0: "mild lung disease", 1: "severe lung disease", 2: "normal"}
     kw, ds = (build_compact_attok(
@@ -205,11 +212,19 @@ def test_attribute_init_distinct_rows():
         vision={"in_channels": 1, "img_size": 16, "widths": [8, 8, 8, 8], "grid": 2},
         llm={"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2, "num_key_value_heads": 2},
         seed=0, attribute_init=init) for init in ("keyword", "distinct"))
+    ft = build_compact_attok(
+        AttributeVocabulary.from_label_map("rad", names),
+        InstructionTemplates("radiology", list(names.values()), ["what is this {modality} image?"], ["which of {options}?"]),
+        vision={"in_channels": 1, "img_size": 16, "widths": [8, 8, 8, 8], "grid": 2},
+        llm={"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2, "num_key_value_heads": 2},
+        seed=0, attribute_init="first_token")
     tok = kw.backbone.tokenizer
     kw_ids = [tok.encode(a.keywords[0], add_special_tokens=False) for a in kw.vocabulary]
     rows = AttTokGPTv.attribute_row_token_ids(kw_ids)
     assert rows[0] != kw_ids[0] and set(rows[0]) < set(kw_ids[0])  # "lung disease" shared with "severe ..."
-    for net, use in ((kw, kw_ids), (ds, rows)):
+    firsts = [[ids[0]] for ids in kw_ids]  # "mild", "severe", "normal": each starts one keyword only
+    assert AttTokGPTv.first_token_ids(kw_ids) == firsts
+    for net, use in ((kw, kw_ids), (ds, rows), (ft, firsts)):
         head = net.backbone.output_embeddings().weight
         emb = net.backbone.input_embeddings().weight
         for k, ids in enumerate(use):
@@ -223,7 +238,7 @@ def test_attribute_init_distinct_rows():
     mask = torch.ones(kw.backbone.output_embeddings().weight.shape[0], dtype=torch.bool)
     mask[kw.attr_ids] = False
     assert torch.equal(kw.backbone.output_embeddings().weight[mask], ds.backbone.output_embeddings().weight[mask])
-    assert ds.hparams["attribute_init"] == "distinct"
+    assert ds.hparams["attribute_init"] == "distinct" and ft.hparams["attribute_init"] == "first_token"
     with pytest.raises(ValueError, match="attribute_init"):
         tiny_attok(attribute_init="random")
 

@@ -18,7 +18,7 @@ __all__ = ["AttTokConfig", "ACM_WEIGHTINGS", "ATTRIBUTE_INITS", "FA_POSITIONS", 
 
 FA_POSITIONS = ("decision", "attribute")
 PROTOTYPE_INITS = ("first_batch", "class_means")
-ATTRIBUTE_INITS = ("keyword", "distinct")
+ATTRIBUTE_INITS = ("keyword", "distinct", "first_token")
 # the weightings :class:`attok_monai.losses.AttTokLoss` knows (the network records the key, the loss applies it;
 # networks do not import losses, a test checks that the two lists agree)
 ACM_WEIGHTINGS = ("mean", "per_token", "ntp_sum")
@@ -74,7 +74,12 @@ class AttTokConfig:
             that no other attribute's first keyword has (``"mild"`` for "mild non-proliferative diabetic
             retinopathy" beside "moderate non-proliferative diabetic retinopathy"), all of them when none is unique.
             With ``"keyword"``, grades that share most of their words start with nearly the same lm_head row (the
-            class decision starts tied); ``e_k`` is the whole keyword's mean either way.
+            class decision starts tied). ``"first_token"``: the rows of the keyword's first token (the first word
+            of the answer, whose lm_head row makes the plain-text model's class decision), when no other
+            attribute's keyword starts with it, else as ``"distinct"``: a model that already names the classes (a
+            generalist) then starts with the attribute token deciding as its first answer word does, where a mean
+            of several rows averages that word's logit with the words after it. ``e_k`` is the whole keyword's mean
+            in every mode.
 
     Raises:
         ValueError: a value out of its range or choices (from ``__post_init__``), or an unknown key

@@ -130,7 +130,8 @@ class AttTokGPTv(nn.Module):
             ids = tok.encode(" ".join(a.keywords[:1]), add_special_tokens=False)
             ids = [i for i in ids if i != tok.unk_token_id] or [tok.unk_token_id]
             kw_ids.append(ids)
-        row_ids = self.attribute_row_token_ids(kw_ids) if self.config.attribute_init == "distinct" else kw_ids
+        row_ids = {"keyword": kw_ids, "distinct": self.attribute_row_token_ids(kw_ids),
+                   "first_token": self.first_token_ids(kw_ids)}[self.config.attribute_init]
         emb = self.backbone.input_embeddings().weight
         self.book.init_keyword_embeddings(emb, kw_ids)
         # a_k: the mean of its rows, computed as e_k's (the same vector as e_k with attribute_init="keyword")
@@ -148,6 +149,14 @@ class AttTokGPTv(nn.Module):
         keyword contains (all of them when none is unique)."""
         owners = Counter(i for ids in keyword_ids for i in set(ids))
         return [[i for i in ids if owners[i] == 1] or list(ids) for ids in keyword_ids]
+
+    @classmethod
+    def first_token_ids(cls, keyword_ids: Sequence[Sequence[int]]) -> list[list[int]]:
+        """For ``attribute_init="first_token"``: per attribute, its keyword's first token id when no other
+        attribute's keyword starts with the same token, else :meth:`attribute_row_token_ids`' choice."""
+        firsts = Counter(ids[0] for ids in keyword_ids)
+        distinct = cls.attribute_row_token_ids(keyword_ids)
+        return [[ids[0]] if firsts[ids[0]] == 1 else rows for ids, rows in zip(keyword_ids, distinct)]
 
     @torch.no_grad()
     def init_prototypes(self, batches: Iterable[tuple[torch.Tensor, Sequence[Sequence[int]]]]) -> torch.Tensor:
