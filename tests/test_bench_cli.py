@@ -330,3 +330,18 @@ def test_every_benchmark_override_names_a_config_key(bundle):
             keys = [a[2:] for a in cmd[cmd.index("run") + 1:] if a.startswith("--")]
             assert "seed" in keys and unknown_override_keys(cfg, keys) == [], (extras, variant)
             assert ("tsne" in keys) == (bundle != "vqa_rad")
+
+
+def test_init_decision_scores_by_hand():
+    """benchmarks/init_decision.py: accuracy and macro-F1 of the argmax, a class never predicted counting F1 0."""
+    import numpy as np
+
+    from benchmarks import init_decision
+
+    probs = np.array([[0.9, 0.1, 0.0], [0.2, 0.7, 0.1], [0.6, 0.3, 0.1], [0.1, 0.8, 0.1]])
+    labels = np.array([0, 1, 1, 2])  # predicted 0, 1, 0, 1: two right
+    acc, f1 = init_decision.decision_scores(probs, labels)
+    # F1: class 0 2/3 (precision 1/2, recall 1), class 1 1/2, class 2 0 -> mean 7/18
+    assert acc == 50.0 and abs(f1 - 100 * 7 / 18) < 1e-9
+    assert set(init_decision.STARTS) >= {"baseline (plain text)", "attribute tokens, attribute_init first_token"}
+    assert init_decision.STARTS["baseline (plain text)"]["use_attribute_tokens"] is False
