@@ -44,34 +44,32 @@ STARTS = {
 
 
 def decision_scores(probs: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
-    """(accuracy, macro-F1), in %, of the argmax of ``probs`` (N, K) against ``labels`` (N,); macro-F1 over the K
-    classes (a class never predicted nor present counts as F1 0, as the bundles' metric does)."""
-    from sklearn.metrics import f1_score
+    """(accuracy, macro-F1), in %, of the argmax of ``probs`` (N, K) against ``labels`` (N,), by the bundles' own
+    :func:`attok_monai.metrics.classification_metrics` over the K classes (a class never predicted nor present
+    counts as F1 0)."""
+    from attok_monai.metrics import classification_metrics
 
-    pred = probs.argmax(1)
-    k = probs.shape[1]
-    return (100 * float((pred == labels).mean()),
-            100 * float(f1_score(labels, pred, labels=list(range(k)), average="macro", zero_division=0)))
+    m = classification_metrics(labels, probs.argmax(1), num_classes=probs.shape[1])
+    return 100 * m["accuracy"], 100 * m["macro_f1"]
 
 
-def score_start(bundle: str, generalist_dir: str, overrides: dict, seed: int = 0, batch: int = 64) -> tuple[float, float]:
+def score_start(bundle: str, generalist_dir: str, overrides: dict, seed: int = 0) -> tuple[float, float]:
     """Build ``bundle``'s network from the generalist with ``overrides`` and score it on the validation part."""
-    from monai.bundle import ConfigParser
+    from attok_monai.configs import read_config
+    from attok_monai.engines.steps import _first_attributes
 
     configs = REPO / "bundles" / bundle / "configs"
-    parser = ConfigParser()
-    parser.read_config([str(configs / "train.json"), str(configs / "from_generalist.json")])
-    parser.update({"generalist_dir": generalist_dir, "seed": seed, **overrides})
+    parser = read_config([configs / "train.json", configs / "from_generalist.json"])  # shared %macros pulled in
+    parser.update({"bundle_root": str(REPO / "bundles" / bundle), "generalist_dir": generalist_dir, "seed": seed,
+                   **overrides})
     net = parser.get_parsed_content("network_def").eval()
     question = parser.get_parsed_content("templates").question("open")
-    data = parser.get_parsed_content("validate#dataset")
     probs, labels = [], []
     with torch.no_grad():
-        for start in range(0, len(data), batch):
-            items = [data[i] for i in range(start, min(start + batch, len(data)))]
-            images = torch.stack([torch.as_tensor(it["image"]) for it in items]).float()
-            probs.append(net.class_probabilities(images, [question] * len(items)).float().numpy())
-            labels += [int(torch.as_tensor(it["label"]).view(-1)[0]) for it in items]
+        for batch in parser.get_parsed_content("validate#dataloader"):
+            images = batch["image"].float()
+            probs.append(net.class_probabilities(images, [question] * len(images)).float().numpy())
+            labels += [a[0] for a in _first_attributes(batch)]
     return decision_scores(np.concatenate(probs), np.asarray(labels))
 
 
