@@ -293,9 +293,10 @@ class AttributeVocabulary:
             raise ValueError(f"AttributeVocabulary: index {index} out of range [0, {len(self)}).")
 
     # ------------------------------------------------------------------ answers
-    def format_answer(self, indices: int | Iterable[int], text: str | None = None) -> str:
+    def format_answer(self, indices: int | Iterable[int], text: str | None = None, markers: bool = True) -> str:
         """``<|attribute_begin|><|a|>[<|b|>...]<|attribute_end|> text``; text defaults to the clinical names
-        joined by ``", "``."""
+        joined by ``", "``. ``markers=False``: ``<|a|>[<|b|>...] text``, the attribute tokens alone in front of the
+        text (the paper's wording, section 5.1; :meth:`parse_answer` reads both)."""
         idx = [int(indices)] if isinstance(indices, int) or hasattr(indices, "__index__") else [int(i) for i in indices]
         if not idx:
             raise ValueError("AttributeVocabulary.format_answer: no attribute index given.")
@@ -303,7 +304,8 @@ class AttributeVocabulary:
             self._check_index(i)
         if text is None:
             text = ", ".join(self.attributes[i].keyword for i in idx)
-        return ATTRIBUTE_BEGIN + "".join(self.attributes[i].token for i in idx) + ATTRIBUTE_END + " " + text
+        tokens = "".join(self.attributes[i].token for i in idx)
+        return (ATTRIBUTE_BEGIN + tokens + ATTRIBUTE_END if markers else tokens) + " " + text
 
     def format_text_answer(self, indices: int | Iterable[int]) -> str:
         """The plain-text answer of the baseline (no attribute tokens)."""

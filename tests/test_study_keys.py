@@ -280,8 +280,10 @@ def test_bundle_keys_defaults_and_tokens_only(bundle):
     assert cfg["prototype_init"] == "first_batch" and cfg["prototype_init_batches"] == 8
     assert cfg["attribute_init"] == "distinct" and cfg["acc_norm"] is False and cfg["acc_book_grad"] is True
     assert cfg["acc_logit_scale"] == 1.0 and cfg["acc_logit_scale_learned"] is False and cfg["acc_bias"] is True
+    assert cfg["attribute_markers"] is True
     for key in ("fa_position", "acm_bias", "acm_weighting", "prototype_init", "prototype_init_batches", "acc_norm",
-                "attribute_init", "acc_book_grad", "acc_logit_scale", "acc_logit_scale_learned", "acc_bias"):
+                "attribute_init", "acc_book_grad", "acc_logit_scale", "acc_logit_scale_learned", "acc_bias",
+                "attribute_markers"):
         assert cfg["network_def"][key] == f"@{key}"
         assert f"{key}=@{key}" in cfg["hyperparameters"]
     assert cfg["loss"]["acm_weighting"] == "@acm_weighting"
@@ -301,7 +303,7 @@ def test_vqa_rad_takes_the_chosen_defaults():
 
     shared = resolve_files([str(REPO / "attok_monai" / "configs" / "classification" / "train.json")])
     keys = ("fa_position", "acm_bias", "acc_norm", "attribute_init", "acm_weighting", "acc_book_grad",
-            "acc_logit_scale", "acc_logit_scale_learned", "acc_bias")
+            "acc_logit_scale", "acc_logit_scale_learned", "acc_bias", "attribute_markers")
     configs = REPO / "bundles" / "vqa_rad" / "configs"
     train, qwen = (resolve_files([str(configs / f) for f in files])
                    for files in (["train.json"], ["train.json", "train_qwen25vl.json"]))
@@ -405,3 +407,69 @@ def test_diagnose_acc_logit_spread_recovers_the_logits():
     uniform = acc_logit_spread(torch.full((3, 2, 5, 6), 1 / 6))
     assert uniform["over_book"] < 1e-6 and uniform["over_images"] < 1e-6
     assert acc_logit_spread(attn[:1])["over_images"] == 0.0  # one image: nothing to compare
+
+
+# ------------------------------------------------------------------ attribute_markers
+def test_format_answer_without_markers_and_parse_back():
+    vocab = AttributeVocabulary.from_label_map("rad", {0: "ct", 1: "mri", 2: "lung"})
+    assert vocab.format_answer([1]) == "<|attribute_begin|><|rad_mri|><|attribute_end|> mri"
+    bare = vocab.format_answer([1, 2], markers=False)
+    assert bare == "<|rad_mri|><|rad_lung|> mri, lung"
+    parsed = vocab.parse_answer(bare)
+    assert parsed.indices == [1, 2] and parsed.text == "mri, lung" and not parsed.has_block
+
+
+@pytest.mark.parametrize("position, shift", [("decision", 0), ("attribute", 1)])
+def test_fa_position_without_markers_on_hand_built_batch(position, shift):
+    """Without markers the decision position is the prompt's last token (it predicts the first attribute token)."""
+    net = tiny_attok(fa_position=position, attribute_markers=False)
+    a = net.attr_ids.tolist()
+    hidden = torch.zeros(2, 6, 32)
+    hidden[..., 0] = torch.arange(2)[:, None].float()
+    hidden[..., 1] = torch.arange(6)[None].float()
+    # row 0: prompt of 2, answer a_2 text; row 1: prompt of 3, answer a_0 a_1 text
+    labels = torch.tensor([[-100, -100, a[2], 5, 6, -100], [-100, -100, -100, a[0], a[1], 5]])
+    f_a, targets = net._attribute_positions(hidden, labels, torch.tensor([2, 3]), [[2], [0, 1]])
+    assert f_a[:, :2].tolist() == [[0, 1 + shift], [1, 2 + shift], [1, 3 + shift]]
+    assert targets.tolist() == [2, 0, 1]
+
+
+def test_attribute_markers_false_in_forward_and_class_probabilities(tmp_path):
+    """The training target has no marker tokens; the class decision is read where the prompt ends, from the same
+    forward the training step runs (teacher forcing), and the setting is saved with the model."""
+    x = torch.rand(2, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    q = ["what is this radiology image?"] * 2
+    net = tiny_attok(attribute_markers=False).eval()
+    assert net.format_answer([1], None) == "<|rad_mri|> mri"
+    batch = net.backbone.build_inputs(q, [net.format_answer([k], None) for k in (0, 2)])
+    assert not bool(torch.isin(batch["input_ids"], torch.tensor([net.begin_id, net.end_id])).any())
+    _, visual = net.visual_tokens(x)
+    with torch.no_grad():
+        logits, _, _ = net.backbone.forward_embeds(net.embed(batch["input_ids"], visual), batch["attention_mask"])
+    last = batch["prompt_lengths"] - 1  # predicts the attribute token at prompt_lengths
+    assert batch["input_ids"][torch.arange(2), batch["prompt_lengths"]].tolist() == net.attr_ids[[0, 2]].tolist()
+    expected = logits[torch.arange(2), last][:, net.attr_ids].softmax(-1)
+    torch.testing.assert_close(net.class_probabilities(x, q), expected, atol=1e-5, rtol=1e-4)
+    # with markers the same weights decide one position later, after <|attribute_begin|>: another distribution
+    with_markers = tiny_attok().eval()
+    with_markers.load_state_dict(net.state_dict())
+    assert not torch.allclose(with_markers.class_probabilities(x, q), expected, atol=1e-4)
+    out = net(x, q, [None, None], [[0], [2]])
+    assert out.attr_targets.tolist() == [0, 2]
+    net.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "attok.json").read_text())["attribute_markers"] is False
+    assert AttTokGPTv.from_pretrained(tmp_path).attribute_markers is False
+    with pytest.raises(ValueError, match="attribute_markers"):
+        tiny_attok(attribute_markers="no")
+
+
+def test_attribute_classifier_without_markers_matches_class_probabilities():
+    from attok_monai.networks.nets import AttributeClassifier
+
+    net = tiny_attok(attribute_markers=False).eval()
+    question = "what is this radiology image?"
+    clf = AttributeClassifier(net, question).eval()
+    assert int(clf.suffix_ids[0, -1]) != net.begin_id
+    x = torch.rand(3, 1, 16, 16, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        torch.testing.assert_close(clf(x), net.class_probabilities(x, [question] * 3), atol=1e-5, rtol=1e-4)

@@ -80,6 +80,13 @@ class AttTokConfig:
             generalist) then starts with the attribute token deciding as its first answer word does, where a mean
             of several rows averages that word's logit with the words after it. ``e_k`` is the whole keyword's mean
             in every mode.
+        attribute_markers: whether the answer wraps its attribute tokens in ``<|attribute_begin|>`` ...
+            ``<|attribute_end|>`` (default True, as before) or places them alone in front of the text (False:
+            ``<|a|> text``, as the paper words it, section 5.1 "all attribute tokens are placed in front of the
+            original text"; it names no markers). With markers the class decision is read at ``<|attribute_begin|>``,
+            a new row the backbone has never seen; without them at the last prompt position, where the plain-text
+            model reads its first answer word (with ``attribute_init="first_token"`` a generalist then starts deciding
+            as its plain-text answer does). The marker tokens stay in the tokenizer either way.
 
     Raises:
         ValueError: a value out of its range or choices (from ``__post_init__``), or an unknown key
@@ -105,10 +112,11 @@ class AttTokConfig:
     acc_logit_scale: float = 1.0
     acc_bias: bool = True
     acc_logit_scale_learned: bool = False
+    attribute_markers: bool = True
 
     def __post_init__(self) -> None:
         for name in ("use_attribute_tokens", "use_acc", "use_acm", "acm_bias", "acc_norm", "acc_book_grad",
-                     "acc_logit_scale_learned", "acc_bias"):
+                     "acc_logit_scale_learned", "acc_bias", "attribute_markers"):
             value = getattr(self, name)
             if isinstance(value, int) and not isinstance(value, bool) and value in (0, 1):
                 value = bool(value)  # 0 / 1, as older hand-made dicts held them

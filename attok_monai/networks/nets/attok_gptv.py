@@ -86,6 +86,7 @@ class AttTokGPTv(nn.Module):
         self.prototype_init = config.prototype_init
         self.prototype_init_batches = config.prototype_init_batches
         self.fa_position = config.fa_position
+        self.attribute_markers = config.attribute_markers
         self.backbone = backbone
         self.vocabulary = AttributeVocabulary.coerce(vocabulary)
         self.use_attribute_tokens = config.use_attribute_tokens
@@ -192,7 +193,7 @@ class AttTokGPTv(nn.Module):
         """The target answer: attribute tokens then text (AttTok), or the text alone (baseline)."""
         attributes = list(attributes)
         if self.use_attribute_tokens and attributes:
-            return self.vocabulary.format_answer(attributes, text)
+            return self.vocabulary.format_answer(attributes, text, markers=self.attribute_markers)
         return text if text is not None else self.vocabulary.format_text_answer(attributes)
 
     def embed(self, input_ids: torch.Tensor, visual: torch.Tensor | None = None) -> torch.Tensor:
@@ -350,7 +351,8 @@ class AttTokGPTv(nn.Module):
         self, images: torch.Tensor, prompts: Sequence[str], visual: torch.Tensor | None = None
     ) -> torch.Tensor:
         """(B, K) class probabilities: a softmax over the K attribute-token logits after ``<|attribute_begin|>``
-        (attribute tokens), or over the answer log-likelihoods of the K clinical names (plain-text baseline).
+        (attribute tokens; after the prompt's last token with ``attribute_markers=False``), or over the answer
+        log-likelihoods of the K clinical names (plain-text baseline).
         ``visual``: the (B, N_v, d) visual tokens after ACC when already computed (:meth:`screen`)."""
         device = images.device
         if self.merges_visual:
@@ -362,10 +364,13 @@ class AttTokGPTv(nn.Module):
             ids = batch["input_ids"]
             mask = batch["attention_mask"]
             lengths = mask.sum(1)
+            rows = torch.arange(len(prompts), device=device)
+            if not self.attribute_markers:  # the attribute token follows the prompt's last token
+                logits, _, _ = self.backbone.forward_embeds(self.embed(ids, visual), mask)
+                return logits[rows, lengths - 1][:, self.attr_ids].float().softmax(-1)
             # insert <|attribute_begin|> at each row's end
             ids = torch.cat([ids, torch.full_like(ids[:, :1], self.backbone.tokenizer.pad_token_id)], 1)
             mask = torch.cat([mask, torch.zeros_like(mask[:, :1])], 1)
-            rows = torch.arange(len(prompts), device=device)
             ids[rows, lengths] = self.begin_id
             mask[rows, lengths] = 1
             logits, _, _ = self.backbone.forward_embeds(self.embed(ids, visual), mask)
@@ -386,11 +391,14 @@ class AttTokGPTv(nn.Module):
         """:meth:`class_probabilities` for merging backbones: the answer ``<|attribute_begin|>`` (attribute tokens)
         or each clinical name (plain text) is scored after the prompt."""
         if self.use_attribute_tokens:
-            begin = self.vocabulary.special_tokens[0]
-            batch = self.backbone.build_inputs(prompts, [begin] * len(prompts), images)
+            # score the position that predicts the first attribute token: <|attribute_begin|>'s, or without markers
+            # the prompt's last (any attribute token stands in as the answer; the prompt cannot see it)
+            first = self.vocabulary.special_tokens[0 if self.attribute_markers else 2]
+            batch = self.backbone.build_inputs(prompts, [first] * len(prompts), images)
             logits, _, _ = self.backbone.forward_inputs(batch)
             rows = torch.arange(len(prompts), device=logits.device)
-            return logits[rows, batch["prompt_lengths"].to(logits.device)][:, self.attr_ids].float().softmax(-1)
+            at = batch["prompt_lengths"].to(logits.device) - (0 if self.attribute_markers else 1)
+            return logits[rows, at][:, self.attr_ids].float().softmax(-1)
         scores = []
         for k in range(len(self.vocabulary)):
             batch = self.backbone.build_inputs(prompts, [self.vocabulary.format_text_answer([k])] * len(prompts), images)

@@ -8,7 +8,8 @@ Neither can be checked by MONAI's ``verify_net_in_out`` or exported with ``ckpt_
 
 with one forward of the LM and no decoding:
 
-- attribute tokens (AttTok): the sequence is ``<bos> [N_v visual tokens] question <sep> <|attribute_begin|>`` and the
+- attribute tokens (AttTok): the sequence is ``<bos> [N_v visual tokens] question <sep> <|attribute_begin|>`` (without
+  ``<|attribute_begin|>`` for a model trained with ``attribute_markers=False``) and the
   output is a softmax over the K attribute-token logits at the last position, as
   :meth:`AttTokGPTv.class_probabilities` computes it;
 - plain-text baseline (``use_attribute_tokens=False``): the K clinical names are scored as answers (the K sequences
@@ -87,7 +88,9 @@ class AttributeClassifier(nn.Module):
         k = len(model.vocabulary)
         if model.use_attribute_tokens:
             batch = model.backbone.build_inputs([question], None)
-            ids = torch.cat([batch["input_ids"], torch.tensor([[model.begin_id]])], 1)  # (1, L)
+            ids = batch["input_ids"]  # (1, L): the last prompt token predicts the attribute without markers
+            if model.attribute_markers:
+                ids = torch.cat([ids, torch.tensor([[model.begin_id]])], 1)  # (1, L)
             labels = torch.full_like(ids, -100)
         else:
             answers = [model.vocabulary.format_text_answer([i]) for i in range(k)]
