@@ -43,6 +43,38 @@ def test_check_cli_overrides_reads_a_monai_command_line_only():
         check_cli_overrides([MONAI_MAIN, "run", "--config_file", both, "--lamda_start", "0.1"])
 
 
+def test_check_cli_overrides_reads_the_export_commands():
+    """``ckpt_export``/``onnx_export``/``verify_net_in_out`` take their own arguments (from MONAI's signatures) and
+    config overrides; a command whose overrides are not checked passes."""
+    from attok_monai.bundle.overrides import script_arguments
+
+    export = "bundles/fundus_dr/configs/export.json"
+    assert {"filepath", "ckpt_file", "use_trace", "input_shape", "converter_kwargs"} <= script_arguments("ckpt_export")
+    assert "override" not in script_arguments("onnx_export") and script_arguments("init_bundle") is None
+    check_cli_overrides([MONAI_MAIN, "ckpt_export", "network_def", "--filepath", "m.ts", "--ckpt_file", "model.pt",
+                         "--config_file", export, "--model_dir", "M", "--use_trace", "True"])
+    check_cli_overrides([MONAI_MAIN, "init_bundle", "x", "--mdoel_dir", "M"])
+    with pytest.raises(InputError, match=r"--mdoel_dir \(did you mean --model_dir.*no such key in export.json"):
+        check_cli_overrides([MONAI_MAIN, "onnx_export", "network_def", "--filepath", "m.onnx", "--config_file", export,
+                             "--mdoel_dir", "M"])
+    with pytest.raises(InputError, match="--tracking"):  # run's setting, not an export argument
+        check_cli_overrides([MONAI_MAIN, "ckpt_export", "network_def", "--config_file", export, "--tracking", "x"])
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_real_ckpt_export_refuses_a_mistyped_key_before_loading(tmp_path):
+    """MONAI's ``ckpt_export`` runs no ``initialize``: ``export.json`` checks from its network's ``_requires_``, which
+    resolves before the model folder is read (here it does not even exist) and before anything is written."""
+    (tmp_path / "model.pt").write_bytes(b"")  # ckpt_export wants the file to exist; it is never read
+    out = subprocess.run(
+        [sys.executable, "-m", "monai.bundle", "ckpt_export", "network_def", "--filepath", str(tmp_path / "m.ts"),
+         "--ckpt_file", str(tmp_path / "model.pt"), "--config_file", "bundles/fundus_dr/configs/export.json",
+         "--mdoel_dir", str(tmp_path / "no_model")],
+        cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode != 0 and "--mdoel_dir (did you mean --model_dir" in out.stderr + out.stdout
+    assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]
+
+
 def test_workflow_from_monai_cli_stops_on_a_mistyped_key(monkeypatch, tmp_path):
     """What ``python -m monai.bundle run --config_file .../train.json --acc_bais False`` does: MONAI adds the key, and
     the workflow stops at its first initialize step, nothing trained or written."""

@@ -5,7 +5,9 @@ MONAI's ``run`` adds any ``--key value`` it is given to the config: a mistyped k
 without a word. :func:`check_override_keys` compares the keys with the merged config files; the short form
 (:mod:`attok_monai.bundle.cli`) calls it on its overrides, and every bundle's ``initialize`` calls
 :func:`check_cli_overrides`, which does the same for ``python -m monai.bundle run ...`` by reading ``sys.argv`` (the
-only place the override names survive: MONAI merges them into the config before any expression runs).
+only place the override names survive: MONAI merges them into the config before any expression runs). The export
+commands (``ckpt_export``, ``onnx_export``, ...) run no ``initialize``: the bundles' ``export.json`` calls the same
+check from its network's ``_requires_``, before the model is loaded.
 
 A key is known when it is a top-level key of the merged configs, or, for ``a#b#c``, when that path exists (the last
 part may be new inside an existing dict: overriding a nested argument of a component is how MONAI's CLI is meant to be
@@ -22,13 +24,17 @@ from typing import Any
 
 from attok_monai.errors import InputError
 
-__all__ = ["RUN_ARGUMENTS", "check_cli_overrides", "check_override_keys", "scan_overrides", "unknown_override_keys"]
+__all__ = ["EXPORT_COMMANDS", "RUN_ARGUMENTS", "check_cli_overrides", "check_override_keys", "scan_overrides",
+           "script_arguments", "unknown_override_keys"]
 
 # ``monai.bundle.run`` / ``create_workflow`` / ``ConfigWorkflow`` arguments (not config keys)
 RUN_ARGUMENTS = frozenset({
     "run_id", "init_id", "final_id", "meta_file", "config_file", "logging_file", "tracking", "args_file",
     "workflow_name", "workflow_type", "properties_path",
 })
+# ``python -m monai.bundle`` commands that read a network from the config and take overrides (the bundles'
+# ``export.json``; docs/export.md)
+EXPORT_COMMANDS = ("ckpt_export", "onnx_export", "trt_export", "verify_net_in_out")
 # the settings ``--tracking mlflow`` takes as overrides (MONAI's docstring of ``run``)
 TRACKING_SETTINGS = frozenset({"output_dir", "tracking_uri", "experiment_name", "run_name", "save_execute_config"})
 
@@ -47,14 +53,33 @@ def _known(config: Mapping[str, Any], key: str) -> bool:
     return True
 
 
-def unknown_override_keys(config: Mapping[str, Any], keys: Iterable[str], tracking: bool = False) -> list[str]:
-    """The ``keys`` that are neither ``run``'s own arguments nor keys (or ``#`` paths) of ``config``."""
-    allowed = RUN_ARGUMENTS | (TRACKING_SETTINGS if tracking else frozenset())
+def script_arguments(command: str) -> frozenset[str] | None:
+    """The arguments of ``python -m monai.bundle <command>`` that are not config keys: :data:`RUN_ARGUMENTS` for
+    ``run``, the parameters of MONAI's own function for the export and check commands (:data:`EXPORT_COMMANDS`, read
+    from ``monai.bundle.scripts`` so that they follow MONAI), None for a command whose overrides are not checked."""
+    if command == "run":
+        return RUN_ARGUMENTS
+    if command not in EXPORT_COMMANDS:
+        return None
+    import inspect
+
+    from monai.bundle import scripts
+
+    return frozenset(inspect.signature(getattr(scripts, command)).parameters) - {"override"}
+
+
+def unknown_override_keys(config: Mapping[str, Any], keys: Iterable[str], tracking: bool = False,
+                          arguments: frozenset[str] = RUN_ARGUMENTS) -> list[str]:
+    """The ``keys`` that are neither the command's own ``arguments`` (``run``'s by default) nor keys (or ``#`` paths)
+    of ``config``."""
+    allowed = arguments | (TRACKING_SETTINGS if tracking else frozenset())
     return [k for k in keys if k not in allowed and not _known(config, k)]
 
 
-def check_override_keys(config_files: str | list[str], keys: Iterable[str], tracking: bool = False) -> None:
-    """Refuse override keys that name nothing in the merged ``config_files``.
+def check_override_keys(config_files: str | list[str], keys: Iterable[str], tracking: bool = False,
+                        arguments: frozenset[str] = RUN_ARGUMENTS) -> None:
+    """Refuse override keys that name nothing in the merged ``config_files`` (``arguments``: the command's own, as
+    :func:`script_arguments` gives them).
 
     Raises:
         InputError: naming each unknown key, with the closest config keys when there are any.
@@ -63,7 +88,7 @@ def check_override_keys(config_files: str | list[str], keys: Iterable[str], trac
 
     files = [config_files] if isinstance(config_files, str) else list(config_files)
     config = resolve_files(files)
-    unknown = unknown_override_keys(config, keys, tracking=tracking)
+    unknown = unknown_override_keys(config, keys, tracking=tracking, arguments=arguments)
     if not unknown:
         return
     names = [k for k in config if not k.startswith("_")]
@@ -117,16 +142,20 @@ def scan_overrides(argv: list[str], own_options: Iterable[str] = (), own_flags: 
 
 
 def check_cli_overrides(argv: list[str] | None = None) -> None:
-    """When this process is ``python -m monai.bundle run ...``, :func:`check_override_keys` on its ``--key``
-    overrides against its ``--config_file`` (one file or a list, as fire parses it); otherwise nothing (the short form
-    checks its own, and a workflow built in Python has no command line). A command line that takes its config from
-    ``--args_file`` is not checked (the file's overrides are not on it).
+    """When this process is ``python -m monai.bundle run ...`` (or one of :data:`EXPORT_COMMANDS`, e.g.
+    ``ckpt_export``), :func:`check_override_keys` on its ``--key`` overrides against its ``--config_file`` (one file
+    or a list, as fire parses it); otherwise nothing (the short form checks its own, and a workflow built in Python has
+    no command line). A command line that takes its config from ``--args_file`` is not checked (the file's overrides
+    are not on it). ``run`` configs call it in ``initialize``; ``export.json`` in its network's ``_requires_``.
 
     Raises:
         InputError: an override names no key of the config.
     """
     argv = list(sys.argv if argv is None else argv)
-    if len(argv) < 2 or argv[1] != "run" or Path(argv[0]).parts[-3:] != ("monai", "bundle", "__main__.py"):
+    if len(argv) < 2 or Path(argv[0]).parts[-3:] != ("monai", "bundle", "__main__.py"):
+        return
+    arguments = script_arguments(argv[1])
+    if arguments is None:
         return
     try:
         _, pairs = scan_overrides(argv[2:])
@@ -137,4 +166,5 @@ def check_cli_overrides(argv: list[str] | None = None) -> None:
     from fire.parser import DefaultParseValue
 
     files = DefaultParseValue(pairs["config_file"])
-    check_override_keys(files if isinstance(files, list) else str(files), pairs, tracking="tracking" in pairs)
+    check_override_keys(files if isinstance(files, list) else str(files), pairs,
+                        tracking=argv[1] == "run" and "tracking" in pairs, arguments=arguments)
