@@ -4,7 +4,8 @@ A bundle started from the compact generalist (``--extra from_generalist``) adds 
 already names the set's classes in plain text. This script builds each start exactly as the bundle's training would
 (same config, same seed), switches nothing on but what the row names, and scores its class probabilities
 (:meth:`AttTokGPTv.class_probabilities`: answer log-likelihoods for the plain-text baseline, the softmax over the K
-attribute-token logits after ``<|attribute_begin|>`` with attribute tokens) on the validation part. Nothing trains.
+attribute-token logits after ``<|attribute_begin|>`` with attribute tokens, after the prompt's last token without
+the markers) on the validation part. Nothing trains.
 It says how much of the generalist's decision each ``attribute_init`` hands to the new attribute rows at step 0.
 
     python benchmarks/init_decision.py --generalist_dir G/model                  # writes docs/benchmarks.md
@@ -40,6 +41,12 @@ STARTS = {
                                                   "attribute_init": "distinct"},
     "attribute tokens, attribute_init first_token": {"use_attribute_tokens": True, "use_acc": False, "use_acm": False,
                                                      "attribute_init": "first_token"},
+    "attribute tokens without markers, attribute_init distinct": {
+        "use_attribute_tokens": True, "use_acc": False, "use_acm": False, "attribute_init": "distinct",
+        "attribute_markers": False},
+    "attribute tokens without markers, attribute_init first_token": {
+        "use_attribute_tokens": True, "use_acc": False, "use_acm": False, "attribute_init": "first_token",
+        "attribute_markers": False},
 }
 
 
