@@ -240,6 +240,30 @@ def test_generation_emits_attribute_block_after_training():
     assert "<|attribute_begin|>" in model.backbone.decode(ids)
 
 
+def test_attribute_markers_false_on_the_merging_backbone():
+    """Without markers the Qwen2-VL path reads the class decision at the prompt's last position (it predicts the
+    attribute token, the first answer token), the f^a row the same, and generation starts with the bare token."""
+    model = tiny_attok("qwen2_vl", seed=1, attribute_markers=False)
+    assert model.format_answer([1], None) == "<|fundus_mildnpdr|> " + model.vocabulary.names[1]
+    out = model(images(2), [PROMPT] * 2, [None, None], [[2], [0]])
+    lab = out.labels
+    assert not bool(torch.isin(lab, torch.tensor([model.begin_id, model.end_id])).any())
+    model.eval()
+    batch = model.backbone.build_inputs([PROMPT], [model.format_answer([1], None)], images(1))
+    with torch.no_grad():
+        logits, _, _ = model.backbone.forward_inputs(batch)
+    last = int(batch["prompt_lengths"][0]) - 1
+    assert int(batch["input_ids"][0, last + 1]) == int(model.attr_ids[1])
+    expected = logits[0, last][model.attr_ids].float().softmax(-1)
+    torch.testing.assert_close(model.class_probabilities(images(1), [PROMPT])[0], expected, atol=1e-5, rtol=1e-4)
+    train_steps(model, steps=80, lr=1e-2, answers_attrs=((1,),))
+    model.eval()
+    text = model.generate(images(1), [PROMPT], max_new_tokens=6)[0]
+    assert text.startswith("<|fundus_mildnpdr|>"), text
+    assert model.vocabulary.parse_answer(text).indices == [1]
+    assert int(model.class_probabilities(images(1), [PROMPT]).argmax()) == 1
+
+
 # ---------------------------------------------------------------------------------------------------- persistence
 def save_base(tmp: Path, kind="qwen2_vl", tie=False) -> Path:
     torch.manual_seed(0)
