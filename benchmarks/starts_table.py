@@ -266,6 +266,30 @@ for b in STUDY_SETS:
                                "attribute_init=first_token"))
 
 
+# Round 17 (2026-12-06): the attribute tokens alone in front of the text, without <|attribute_begin|> /
+# <|attribute_end|> (attribute_markers: false, the paper's wording), so that the class decision is read where the
+# plain-text model reads its first answer word; with the rows started from that word (attribute_init: first_token, the
+# start that decides as the plain text does before fine-tuning; benchmarks/init_decision.py), from E, on all six sets,
+# beside E's baseline and its rows at today's defaults.
+NO_MARKERS = ("attribute_markers: false, attribute_init: first_token",
+              "attribute_markers=False attribute_init=first_token")
+ROUND17: list[Row] = []
+for b in ALL_SETS:
+    for v in ("baseline", "tokens", "all"):
+        ROUND17 += [r for r in pick(ROWS, b, v) if r.from_generalist]
+        if v != "baseline":
+            ROUND17.append(Row(b, "generalist", v, "cb2_nmft", *NO_MARKERS))
+# ... and +All from scratch on the study's two sets (the study's rule: a default is chosen from both starts), beside the
+# table's scratch rows (fundus_dr's baseline also at today's code, round 16's `r16`)
+for b in STUDY_SETS:
+    ROUND17 += [r for r in ROWS if r.bundle == b and not r.from_generalist and r.variant in ("baseline", "all")]
+    if b == "fundus_dr":
+        ROUND17.append(Row(b, "scratch", "baseline", "r16", "- (rerun at today's code)"))
+    ROUND17.append(Row(b, "scratch", "all", "nmft", *NO_MARKERS))
+# fundus_dr's +All without markers over E's five seeds (its 120 validation images)
+FUNDUS_FIVE.append(Row("fundus_dr", "generalist E", "all", "cb2_nmft", *NO_MARKERS))
+
+
 # Leave-one-out generalists (tag gen_lo, 2026-12-03): for each set, a generalist pre-trained with the README's command
 # plus `--leave_out_sources '["<set>"]'` (that set's images never seen in pre-training), against the scratch and
 # generalist-D rows of the issue's table (same seeds). Does the generalist start lose to scratch because it was
@@ -370,6 +394,7 @@ def sections() -> dict[str, str]:
            SECTION + "_levers_d": table(LEVERS_D, skip_empty=True), SECTION + "_levers_e": table(LEVERS_E),
            SECTION + "_five": table(FUNDUS_FIVE, seeds=FIVE_SEEDS), SECTION + "_generalist_f": table(GENERALIST_F),
            SECTION + "_leave_out": table(LEAVE_OUT), SECTION + "_round16": table(ROUND16),
+           SECTION + "_round17": table(ROUND17),
            SECTION + "_class_balanced": table(CLASS_BALANCED)}
     return out | {f"{SECTION}_classes_{b}": class_table(rows) for b, rows in PER_CLASS.items()}
 
