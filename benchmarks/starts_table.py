@@ -286,6 +286,11 @@ for b in STUDY_SETS:
     if b == "fundus_dr":
         ROUND17.append(Row(b, "scratch", "baseline", "r16", "- (rerun at today's code)"))
     ROUND17.append(Row(b, "scratch", "all", "nmft", *NO_MARKERS))
+# ... and with ACC's keys and values detached from the book (acc_book_grad: false, round 13's other setting ahead of +All
+# on every derma_isic seed) on top, from E, on the study's two sets
+for b in STUDY_SETS:
+    ROUND17.append(Row(b, "generalist", "all", "cb2_nmbg", NO_MARKERS[0] + ", acc_book_grad: false",
+                       NO_MARKERS[1] + " acc_book_grad=False"))
 # fundus_dr's +All without markers over E's five seeds (its 120 validation images)
 FUNDUS_FIVE.append(Row("fundus_dr", "generalist E", "all", "cb2_nmft", *NO_MARKERS))
 
