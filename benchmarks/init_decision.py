@@ -35,18 +35,12 @@ REPO = Path(__file__).resolve().parents[1]
 STATE = Path(__file__).resolve().parent / ".state" / "init_decision.json"
 SECTION = "init_decision"
 #: row label -> the overrides that build it (the rest is the bundle's config from the generalist, seed 0)
+_TOKENS = {"use_attribute_tokens": True, "use_acc": False, "use_acm": False}
 STARTS = {
     "baseline (plain text)": {"use_attribute_tokens": False, "use_acc": False, "use_acm": False},
-    "attribute tokens, attribute_init distinct": {"use_attribute_tokens": True, "use_acc": False, "use_acm": False,
-                                                  "attribute_init": "distinct"},
-    "attribute tokens, attribute_init first_token": {"use_attribute_tokens": True, "use_acc": False, "use_acm": False,
-                                                     "attribute_init": "first_token"},
-    "attribute tokens without markers, attribute_init distinct": {
-        "use_attribute_tokens": True, "use_acc": False, "use_acm": False, "attribute_init": "distinct",
-        "attribute_markers": False},
-    "attribute tokens without markers, attribute_init first_token": {
-        "use_attribute_tokens": True, "use_acc": False, "use_acm": False, "attribute_init": "first_token",
-        "attribute_markers": False},
+    **{f"attribute tokens{label}, attribute_init {init}": {**_TOKENS, "attribute_init": init, **markers}
+       for label, markers in (("", {}), (" without markers", {"attribute_markers": False}))
+       for init in ("distinct", "first_token")},
 }
 
 

@@ -365,16 +365,15 @@ class AttTokGPTv(nn.Module):
             mask = batch["attention_mask"]
             lengths = mask.sum(1)
             rows = torch.arange(len(prompts), device=device)
-            if not self.attribute_markers:  # the attribute token follows the prompt's last token
-                logits, _, _ = self.backbone.forward_embeds(self.embed(ids, visual), mask)
-                return logits[rows, lengths - 1][:, self.attr_ids].float().softmax(-1)
-            # insert <|attribute_begin|> at each row's end
-            ids = torch.cat([ids, torch.full_like(ids[:, :1], self.backbone.tokenizer.pad_token_id)], 1)
-            mask = torch.cat([mask, torch.zeros_like(mask[:, :1])], 1)
-            ids[rows, lengths] = self.begin_id
-            mask[rows, lengths] = 1
+            at = lengths - 1  # without markers the prompt's last token predicts the attribute token
+            if self.attribute_markers:  # insert <|attribute_begin|> at each row's end and read it
+                ids = torch.cat([ids, torch.full_like(ids[:, :1], self.backbone.tokenizer.pad_token_id)], 1)
+                mask = torch.cat([mask, torch.zeros_like(mask[:, :1])], 1)
+                ids[rows, lengths] = self.begin_id
+                mask[rows, lengths] = 1
+                at = lengths
             logits, _, _ = self.backbone.forward_embeds(self.embed(ids, visual), mask)
-            return logits[rows, lengths][:, self.attr_ids].float().softmax(-1)
+            return logits[rows, at][:, self.attr_ids].float().softmax(-1)
         scores = []
         for k in range(len(self.vocabulary)):
             answers = [self.vocabulary.format_text_answer([k])] * len(prompts)
@@ -393,7 +392,7 @@ class AttTokGPTv(nn.Module):
         if self.use_attribute_tokens:
             # score the position that predicts the first attribute token: <|attribute_begin|>'s, or without markers
             # the prompt's last (any attribute token stands in as the answer; the prompt cannot see it)
-            first = self.vocabulary.special_tokens[0 if self.attribute_markers else 2]
+            first = self.vocabulary.begin_token if self.attribute_markers else self.vocabulary.tokens[0]
             batch = self.backbone.build_inputs(prompts, [first] * len(prompts), images)
             logits, _, _ = self.backbone.forward_inputs(batch)
             rows = torch.arange(len(prompts), device=logits.device)
