@@ -279,6 +279,37 @@ def test_fundus_starts_from_generalist(generalist, data_root, tmp_path):
     assert _evaluate_fundus(saved, data_root, tmp_path)["num_samples"] == 16
 
 
+@pytest.mark.parametrize("bundle", ["fundus_dr", "vqa_rad"])
+def test_vision_lr_scale_trains_the_vision_encoder_at_its_own_lr(generalist, data_root, tmp_path, bundle):
+    """``vision_lr_scale`` from the command line: the vision encoder's parameters in their own AdamW groups at
+    ``vision_lr_scale * lr``, every other parameter at ``lr``; recorded in the run's settings; the default (1.0)
+    gives the two groups of every other start."""
+    _, model_dir, _ = generalist
+    root = data_root / ("medmnist" if bundle == "fundus_dr" else "vqa_rad")
+    wf = _workflow(
+        BUNDLES / bundle, ["train.json", "from_generalist.json"], tmp_path, generalist_dir=str(model_dir),
+        data_root=str(root), download=False, epochs=1, limit_train=8, limit_val=8, output_dir=str(tmp_path / "run"),
+        ckpt_dir=str(tmp_path / "models"), amp=False, vision_lr_scale=0.1,
+    )
+    net = wf.parser.get_parsed_content("network")
+    opt = wf.parser.get_parsed_content("optimizer")
+    lr = wf.parser.get_parsed_content("lr")
+    vision = {id(p) for p in net.backbone.vision.parameters()}
+    for group in opt.param_groups:
+        ids = {id(p) for p in group["params"]}
+        assert ids <= vision or not ids & vision
+        assert group["lr"] == pytest.approx(0.1 * lr if ids <= vision else lr)
+    assert sum(len(g["params"]) for g in opt.param_groups) == len([p for p in net.parameters() if p.requires_grad])
+    assert wf.parser.get_parsed_content("run_settings")["vision_lr_scale"] == 0.1
+    default = _workflow(
+        BUNDLES / bundle, ["train.json", "from_generalist.json"], tmp_path / "d", generalist_dir=str(model_dir),
+        data_root=str(root), download=False, epochs=1, limit_train=8, limit_val=8, output_dir=str(tmp_path / "d"),
+        ckpt_dir=str(tmp_path / "dm"), amp=False,
+    )
+    groups = default.parser.get_parsed_content("optimizer").param_groups
+    assert len(groups) == 2 and {g["lr"] for g in groups} == {lr}
+
+
 def test_vqa_rad_starts_from_generalist(generalist, data_root, tmp_path):
     _, model_dir, _ = generalist
     require(data_root / "vqa_rad" / "VQA_RAD_train.json")
@@ -415,6 +446,9 @@ def test_generalist_configs_parse():
         assert "finetune=@finetune" in parser["backbone_params"], name
         assert nd["shrink_perturb"] == "@shrink_perturb" and parser["shrink_perturb"] is None, name
         assert "shrink_perturb=json.dumps(@shrink_perturb)" in parser["backbone_params"], name
+        assert parser["vision_lr_scale"] == 1.0, name
+        assert "vision_lr_scale=float(@vision_lr_scale)" in parser["backbone_params"], name
+        assert "lr_scales=None if @vision_lr_scale == 1.0" in parser["optimizer"]["params"], name
 
 
 FUNDUS_VOCAB = {"modality": "fundus", "labels": {"0": "no diabetic retinopathy", "1": "mild diabetic retinopathy",

@@ -1,3 +1,4 @@
+import pytest
 import torch
 from torch import nn
 
@@ -70,3 +71,43 @@ def test_param_groups_split():
     decayed = {id(p) for p in groups[0]["params"]}
     assert id(model.body.weight) in decayed and id(model.embed.weight) not in decayed
     assert groups[1]["weight_decay"] == 0.0
+
+
+def test_lr_scales_put_a_prefix_in_its_own_groups_at_a_scaled_lr():
+    model = TinyLM(tied=False)
+    freeze_rows_except(model.embed, [9])
+    plain = optimizer_param_groups(model, 0.01)
+    assert optimizer_param_groups(model, 0.01, lr=1e-3, lr_scales={}) == plain  # no scales: the groups as before
+    groups = optimizer_param_groups(model, 0.01, lr=1e-3, lr_scales={"body": 0.1})
+    body = {id(p) for p in model.body.parameters()}
+    scaled = [g for g in groups if "lr" in g]
+    assert {id(p) for g in scaled for p in g["params"]} == body
+    assert all(g["lr"] == pytest.approx(1e-4) for g in scaled)
+    # decay still follows the name and shape rules inside the scaled part: body.weight decayed, body.bias not
+    assert {g["weight_decay"] for g in scaled} == {0.01, 0.0}
+    assert sum(len(g["params"]) for g in groups) == sum(len(g["params"]) for g in plain)
+    # the scheduler keeps the ratio: a warm-up/cosine step scales every group's own lr
+    from monai.optimizers import WarmupCosineSchedule
+
+    own_lr = ["lr" in g for g in groups]
+    opt = torch.optim.AdamW(groups, lr=1e-3)
+    sched = WarmupCosineSchedule(opt, warmup_steps=2, t_total=10)
+    for _ in range(3):
+        opt.step()
+        sched.step()
+    lrs = {own: g["lr"] for own, g in zip(own_lr, opt.param_groups)}
+    assert lrs[True] == pytest.approx(0.1 * lrs[False])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"lr_scales": {"body": 0.1}}, "lr_scales needs lr"),
+        ({"lr": 1e-3, "lr_scales": {"bdy": 0.1}}, r"lr_scales names \['bdy'\], which match no trainable parameter"),
+        ({"lr": 1e-3, "lr_scales": {"body": 0.0}}, r"lr_scales\['body'\] must be a positive number"),
+        ({"lr": 1e-3, "lr_scales": {"body": "0.1"}}, r"lr_scales\['body'\] must be a positive number"),
+    ],
+)
+def test_lr_scales_bad_input_is_one_short_error(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        optimizer_param_groups(TinyLM(tied=False), 0.01, **kwargs)
