@@ -345,3 +345,22 @@ def test_init_decision_scores_by_hand():
     assert acc == 50.0 and abs(f1 - 100 * 7 / 18) < 1e-9
     assert set(init_decision.STARTS) >= {"baseline (plain text)", "attribute tokens, attribute_init first_token"}
     assert init_decision.STARTS["baseline (plain text)"]["use_attribute_tokens"] is False
+
+
+def test_encoder_shift_is_the_relative_distance_per_part(tmp_path, capsys):
+    import torch
+
+    from benchmarks import encoder_shift
+
+    start = {"backbone.vision.w": torch.ones(2, 2), "backbone.vision.bn.running_mean": torch.zeros(2),
+             "backbone.projector.w": torch.full((3,), 2.0), "backbone.llm.model.layers.0.w": torch.ones(4)}
+    trained = dict(start, **{"backbone.vision.w": torch.full((2, 2), 1.5),  # moved by half its norm
+                             "backbone.vision.bn.running_mean": torch.full((2,), 9.0)})  # not trained: ignored
+    (tmp_path / "g").mkdir()
+    torch.save(start, tmp_path / "g" / "model.pt")
+    (tmp_path / "run" / "model").mkdir(parents=True)
+    torch.save(trained, tmp_path / "run" / "model" / "model.pt")
+    (rows,) = encoder_shift.shifts([tmp_path / "run", tmp_path / "no_model"], tmp_path / "g")
+    assert rows[0] == "run" and rows[1] == {"vision": pytest.approx(0.5), "projector": 0.0, "llm layers": 0.0}
+    encoder_shift.main(["--generalist_dir", str(tmp_path / "g"), str(tmp_path / "run")])
+    assert "| run | 0.500 | 0.000 | 0.000 |" in capsys.readouterr().out
