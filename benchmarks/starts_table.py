@@ -306,7 +306,7 @@ VISION_LR = ("vision_lr_scale: 0.1", "vision_lr_scale=0.1")
 VISION_LR3 = ("vision_lr_scale: 3.0", "vision_lr_scale=3.0")
 ROUND18: list[Row] = []
 for b in ALL_SETS:
-    ROUND18 += [r for r in pick(ROWS, b, "baseline")]
+    ROUND18 += pick(ROWS, b, "baseline")
     ROUND18.append(Row(b, "scratch", "baseline", "r16" if b == "fundus_dr" else "r18", "- (rerun at today's code)"))
     if b in ("fundus_dr", "derma_isic", "oct_retina", "pathology_lung"):
         ROUND18.append(Row(b, "generalist", "baseline", "cb2_vl01", *VISION_LR))
