@@ -31,8 +31,7 @@ def optimizer_param_groups(
     ``lr = 0.1 * lr`` (decayed and exempt as above); the first matching prefix wins, everything else keeps the
     optimizer's ``lr``. Schedulers scale each group's own ``lr``, so the ratio holds through warm-up and decay. A
     prefix that matches no trainable parameter is an error (a misspelt module name would otherwise change nothing).
-    A scale of 1 keeps its parameters in the groups above, so ``lr_scales=None``, ``{}`` or only scales of 1 give
-    those groups, unchanged.
+    ``lr_scales=None`` or ``{}`` gives the groups above, unchanged.
     """
     scales = dict(lr_scales or {})
     if scales and lr is None:
@@ -52,8 +51,6 @@ def optimizer_param_groups(
         prefix = next((k for k in scales if name == k or name.startswith(k + ".")), None)
         if prefix is not None:
             matched.add(prefix)
-            if scales[prefix] == 1:  # the optimizer's own lr: no group of its own
-                prefix = None
         groups.setdefault((prefix, exempt), []).append(p)
     missing = sorted(set(scales) - matched)
     if missing:
