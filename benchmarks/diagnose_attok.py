@@ -6,6 +6,9 @@ steps (the prototypes are updated as in training, eq. 5):
 - gradient norms of NTP and of ``lambda * ACM`` over all parameters, for each ``acm_weighting`` (the scale factors
   of :class:`~attok_monai.losses.AttTokLoss` applied to the same two gradients) and the share of the ACM term in the
   summed gradient;
+- the part of NTP's gradient that reaches the vision encoder (``backbone.vision``), before and after the training
+  step's gradient clipping, and how far the batches agree on its direction (``vision_grad_coherence``): whether the
+  attribute tokens' answers drive the encoder harder than the plain text's;
 - ACM's projection theta: ``|b|``, mean ``|W x|`` over the book's a_k and e_k, mean pairwise cosine of theta(a_k)
   (off the diagonal) against that of the a_k themselves;
 - the book: mean pairwise cosine of the visual prototypes and their norm against ``|a_k|`` and ``|e_k|``;
@@ -62,6 +65,30 @@ def mean_offdiag_cos(x: torch.Tensor) -> float:
 def grad_norm(value: torch.Tensor, params: list[torch.nn.Parameter]) -> torch.Tensor:
     grads = torch.autograd.grad(value, params, retain_graph=True, allow_unused=True)
     return torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1) for g, p in zip(grads, params)])
+
+
+VISION_PREFIX = "backbone.vision"
+
+
+def vision_share(grad: torch.Tensor, in_vision: torch.Tensor, clip: float | None) -> dict[str, float]:
+    """The vision encoder's part of one flat gradient ``grad`` (P,), ``in_vision`` (P,) bool marking its entries.
+
+    ``ntp_grad_all`` and ``ntp_grad_vision`` are the norms over every trainable parameter and over the encoder's;
+    ``ntp_grad_vision_clipped`` is the encoder's norm after the training step's ``clip_grad_norm_(max_norm=clip)``
+    (the whole gradient scaled by ``min(1, clip / |grad|)``): what the optimizer is handed for the encoder.
+    """
+    total = float(grad.norm())
+    vis = float(grad[in_vision].norm()) if bool(in_vision.any()) else 0.0
+    scale = min(1.0, clip / total) if clip and total > 0 else 1.0
+    return {"ntp_grad_all": total, "ntp_grad_vision": vis, "ntp_grad_vision_clipped": vis * scale}
+
+
+def gradient_coherence(grads: torch.Tensor) -> float:
+    """``|sum_i g_i| / sum_i |g_i|`` over the (n, P) per-batch gradients ``grads``: 1 when every batch pushes the
+    same way, about ``1 / sqrt(n)`` for independent directions. Adam's steps have a size set by its lr, not by the
+    gradient's norm, so this (not the norm) is what says how far a few steps carry the parameters."""
+    total = float(grads.norm(dim=1).sum())
+    return float(grads.sum(0).norm()) / total if total > 0 else 0.0
 
 
 def acc_attention_weights(net, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -138,10 +165,15 @@ def diagnose(bundle: str, overrides: dict, model_dir: str | None, batches: int, 
     val_acc_off = acc_off_decisions(net, parser) if val and net.acc is not None else None
     net.train()
     loader = parser.get_parsed_content("train#dataloader")
-    params = [p for p in net.parameters() if p.requires_grad]
+    clip = parser.get_parsed_content("train#trainer#iteration_update").grad_clip  # the step training clips with
+    named = [(name, p) for name, p in net.named_parameters() if p.requires_grad]
+    params = [p for _, p in named]
+    # which entries of the flat gradient belong to the vision encoder (the part vision_lr_scale scales)
+    in_vision = torch.cat([torch.full((p.numel(),), name.startswith(VISION_PREFIX)) for name, p in named])
     rows: list[dict] = []
     fa_by_class: dict[int, list[torch.Tensor]] = {}
     acc_cos, acc_ratio, acc_share, acc_spread = [], [], [], []
+    vision_grads: list[torch.Tensor] = []  # the encoder's part of NTP's gradient, per batch, as the step clips it
     for i, batch in enumerate(loader):
         if i >= batches:
             break
@@ -151,7 +183,10 @@ def diagnose(bundle: str, overrides: dict, model_dir: str | None, batches: int, 
         loss = AttTokLoss(lambda_weight=lam)
         ntp = loss.ntp(out.logits, out.labels)
         g_ntp = grad_norm(ntp, params)
-        row = {"ntp": float(ntp.detach())}
+        row = {"ntp": float(ntp.detach()), **vision_share(g_ntp, in_vision, clip)}
+        if bool(in_vision.any()):
+            vision_grads.append(g_ntp[in_vision] * min(1.0, clip / max(float(g_ntp.norm()), 1e-12)) if clip
+                                else g_ntp[in_vision])
         valid = out.labels[:, 1:] != -100
         t, s, n = int(valid.sum()), int(valid.any(1).sum()), int(out.f_a.shape[0])
         row.update(answer_tokens_per_answer=t / max(1, s))
@@ -208,6 +243,8 @@ def diagnose(bundle: str, overrides: dict, model_dir: str | None, batches: int, 
             means = torch.stack([torch.stack(v).mean(0) for _, v in sorted(fa_by_class.items())])
             book["cos_fa_class_means"] = mean_offdiag_cos(means)
     res["book"] = book
+    if vision_grads:
+        res["vision_grad_coherence"] = gradient_coherence(torch.stack(vision_grads))
     if val_acc_off is not None:
         res["val_acc_off"] = val_acc_off
     return res

@@ -392,6 +392,36 @@ def test_diagnose_acc_attention_shares_and_acc_off_decisions():
     assert res["decisions_changed"] == 0 and res["prob_accuracy_acc_on"] == res["prob_accuracy_acc_off"]
 
 
+def test_diagnose_vision_share_before_and_after_clipping():
+    from benchmarks.diagnose_attok import vision_share
+
+    grad = torch.tensor([3.0, 4.0, 12.0])  # |all| = 13, the encoder's two entries: |(3, 4)| = 5
+    in_vision = torch.tensor([True, True, False])
+    res = vision_share(grad, in_vision, clip=1.0)
+    assert abs(res["ntp_grad_all"] - 13) < 1e-6 and abs(res["ntp_grad_vision"] - 5) < 1e-6
+    assert abs(res["ntp_grad_vision_clipped"] - 5 / 13) < 1e-6  # clip_grad_norm_ scales everything by 1/13
+    param = torch.nn.Parameter(torch.zeros(3))
+    param.grad = grad.clone()
+    torch.nn.utils.clip_grad_norm_([param], 1.0)  # what the training step does
+    assert abs(float(param.grad[:2].norm()) - res["ntp_grad_vision_clipped"]) < 1e-6
+    res = vision_share(grad, in_vision, clip=None)  # no clipping: the encoder keeps its norm
+    assert abs(res["ntp_grad_vision_clipped"] - 5) < 1e-6
+    assert vision_share(grad, in_vision, clip=100.0)["ntp_grad_vision_clipped"] == res["ntp_grad_vision"]
+    assert vision_share(grad, torch.zeros(3, dtype=torch.bool), clip=1.0)["ntp_grad_vision"] == 0.0  # frozen encoder
+
+
+def test_diagnose_gradient_coherence():
+    from benchmarks.diagnose_attok import gradient_coherence
+
+    same = torch.tensor([[1.0, 2.0], [2.0, 4.0]])  # one direction
+    assert abs(gradient_coherence(same) - 1.0) < 1e-6
+    opposite = torch.tensor([[1.0, 0.0], [-1.0, 0.0]])
+    assert gradient_coherence(opposite) == 0.0
+    orthogonal = torch.eye(4)  # |(1, 1, 1, 1)| / 4 = 1 / sqrt(4)
+    assert abs(gradient_coherence(orthogonal) - 0.5) < 1e-6
+    assert gradient_coherence(torch.zeros(3, 2)) == 0.0
+
+
 def test_diagnose_acc_logit_spread_recovers_the_logits():
     from benchmarks.diagnose_attok import acc_logit_spread
 
