@@ -357,6 +357,13 @@ ROUND19_FUNDUS.append(Row("fundus_dr", "generalist", "tokens", "cb2_bal_vl01", *
 # plain baseline too?
 SHRINK_PERTURB = ("shrink_perturb: [0.4, 0.1]", "shrink_perturb=[0.4,0.1]")
 ROUND19_FUNDUS += [Row("fundus_dr", "generalist", v, "cb2_sp", *SHRINK_PERTURB) for v in ("baseline", "tokens")]
+# ... and fundus_dr's tokens alone with the markers on or off and the attribute row cold (distinct) or warm
+# (first_token): the diagnosis finds the early, consistent push to the encoder with the markers only
+ROUND19_MARKERS: list[Row] = [r for v in ("baseline", "tokens") for r in pick(ROWS, "fundus_dr", v) if r.from_generalist]
+ROUND19_MARKERS += [r for r in ROUND16 if r.bundle == "fundus_dr" and r.variant == "tokens" and r.tag == "cb2_ft"]
+ROUND19_MARKERS.append(Row("fundus_dr", "generalist", "tokens", "cb2_nmd", "attribute_markers: false",
+                           "attribute_markers=False"))
+ROUND19_MARKERS += [r for r in ROUND17 if r.bundle == "fundus_dr" and r.variant == "tokens" and r.tag == "cb2_nmft"]
 # ... and vqa_rad, the one set where +All meets the first bar (+5.4 open on seeds 0-2), over five seeds
 FIVE_19: list[Row] = [r for v in ("baseline", "all") for r in pick(ROWS, "vqa_rad", v) if r.from_generalist]
 
@@ -467,6 +474,7 @@ def sections() -> dict[str, str]:
            SECTION + "_round17": table(ROUND17), SECTION + "_round18": table(ROUND18),
            SECTION + "_round18_five": table(FIVE_18, seeds=FIVE_SEEDS), SECTION + "_round19": table(ROUND19),
            SECTION + "_round19_fundus": table(ROUND19_FUNDUS), SECTION + "_round19_five": table(FIVE_19, seeds=FIVE_SEEDS),
+           SECTION + "_round19_markers": table(ROUND19_MARKERS),
            SECTION + "_class_balanced": table(CLASS_BALANCED)}
     return out | {f"{SECTION}_classes_{b}": class_table(rows) for b, rows in PER_CLASS.items()}
 
