@@ -493,6 +493,45 @@ def test_attribute_markers_false_in_forward_and_class_probabilities(tmp_path):
         tiny_attok(attribute_markers="no")
 
 
+def test_plain_markers_wraps_the_plain_answer_and_scores_after_the_markers(tmp_path):
+    """plain_markers (a baseline's control for the markers alone): the target is the plain answer after an empty
+    marker block, generated answers parse back to their class, the class probabilities score each class's text after
+    the markers (by hand below), the image-only classifier agrees, and the setting is saved with the model."""
+    from attok_monai.metrics import parse_prediction
+    from attok_monai.networks.nets import AttributeClassifier
+
+    x = torch.rand(2, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    q = ["what is this radiology image?"] * 2
+    net = tiny_attok(use_attribute_tokens=False, use_acc=False, use_acm=False, plain_markers=True).eval()
+    assert net.format_answer([1], None) == "<|attribute_begin|><|attribute_end|> mri"
+    assert net.format_answer([0], "a ct scan") == "<|attribute_begin|><|attribute_end|> a ct scan"
+    assert parse_prediction(net.vocabulary, net.format_answer([2], None)) == 2
+    _, visual = net.visual_tokens(x)
+    scores = []
+    for k in range(len(net.vocabulary)):
+        batch = net.backbone.build_inputs(q, [f"<|attribute_begin|><|attribute_end|> {net.vocabulary.names[k]}"] * 2)
+        assert bool((batch["input_ids"] == net.begin_id).any(1).all())  # the markers are in every scored answer
+        with torch.no_grad():
+            logits, _, _ = net.backbone.forward_embeds(net.embed(batch["input_ids"], visual), batch["attention_mask"])
+        logp = F.log_softmax(logits[:, :-1].float(), -1)
+        lab = batch["labels"][:, 1:]
+        scores.append((logp.gather(-1, lab.clamp(min=0)[..., None]).squeeze(-1) * (lab != -100)).sum(1))
+    expected = torch.stack(scores, 1).softmax(-1)
+    torch.testing.assert_close(net.class_probabilities(x, q), expected, atol=1e-5, rtol=1e-4)
+    clf = AttributeClassifier(net, q[0]).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(clf(x), expected, atol=1e-5, rtol=1e-4)
+    plain = tiny_attok(use_attribute_tokens=False, use_acc=False, use_acm=False).eval()  # the default: no markers
+    assert plain.format_answer([1], None) == "mri"
+    net.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "attok.json").read_text())["plain_markers"] is True
+    assert AttTokGPTv.from_pretrained(tmp_path).format_answer([1], None) == "<|attribute_begin|><|attribute_end|> mri"
+    with pytest.raises(ValueError, match="plain_markers"):
+        tiny_attok(plain_markers=True)  # with attribute tokens: attribute_markers is their key
+    with pytest.raises(ValueError, match="plain_markers"):
+        tiny_attok(use_attribute_tokens=False, use_acc=False, use_acm=False, plain_markers="yes")
+
+
 def test_attribute_classifier_without_markers_matches_class_probabilities():
     from attok_monai.networks.nets import AttributeClassifier
 

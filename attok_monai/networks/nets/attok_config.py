@@ -87,6 +87,11 @@ class AttTokConfig:
             a new row the backbone has never seen; without them at the last prompt position, where the plain-text
             model reads its first answer word (with ``attribute_init="first_token"`` a generalist then starts deciding
             as its plain-text answer does). The marker tokens stay in the tokenizer either way.
+        plain_markers: a control for the markers alone (default False): with ``use_attribute_tokens=False`` the plain
+            answer is wrapped in the two markers with no attribute token between them,
+            ``<|attribute_begin|><|attribute_end|> text``, and the class probabilities score each class's text after
+            them. It separates what the markers' new rows do to fine-tuning from what the attribute tokens carry;
+            with attribute tokens it is refused (``attribute_markers`` sets their markers).
 
     Raises:
         ValueError: a value out of its range or choices (from ``__post_init__``), or an unknown key
@@ -113,10 +118,11 @@ class AttTokConfig:
     acc_bias: bool = True
     acc_logit_scale_learned: bool = False
     attribute_markers: bool = True
+    plain_markers: bool = False
 
     def __post_init__(self) -> None:
         for name in ("use_attribute_tokens", "use_acc", "use_acm", "acm_bias", "acc_norm", "acc_book_grad",
-                     "acc_logit_scale_learned", "acc_bias", "attribute_markers"):
+                     "acc_logit_scale_learned", "acc_bias", "attribute_markers", "plain_markers"):
             value = getattr(self, name)
             if isinstance(value, int) and not isinstance(value, bool) and value in (0, 1):
                 value = bool(value)  # 0 / 1, as older hand-made dicts held them
@@ -125,6 +131,9 @@ class AttTokConfig:
                               ("prototype_init", PROTOTYPE_INITS), ("attribute_init", ATTRIBUTE_INITS)):
             if getattr(self, name) not in choices:
                 raise ValueError(f"AttTokConfig: {name} must be one of {choices}, got {getattr(self, name)!r}.")
+        if self.plain_markers and self.use_attribute_tokens:
+            raise ValueError("AttTokConfig: plain_markers wraps a plain-text answer (use_attribute_tokens false); "
+                             "with attribute tokens, attribute_markers sets their markers.")
         self.acc_heads = int(self.acc_heads)
         self.prototype_init_batches = int(self.prototype_init_batches)
         if self.acc_heads < 1:

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attok_monai.attributes import AttributeVocabulary
+from attok_monai.attributes import ATTRIBUTE_BEGIN, ATTRIBUTE_END, AttributeVocabulary
 from attok_monai.fileio import atomic_write
 from attok_monai.networks.blocks import ACCAdapter, ACMProjection, EmbeddingBook
 from attok_monai.networks.nets.attok_config import AttTokConfig
@@ -87,6 +87,7 @@ class AttTokGPTv(nn.Module):
         self.prototype_init_batches = config.prototype_init_batches
         self.fa_position = config.fa_position
         self.attribute_markers = config.attribute_markers
+        self.plain_markers = config.plain_markers
         self.backbone = backbone
         self.vocabulary = AttributeVocabulary.coerce(vocabulary)
         self.use_attribute_tokens = config.use_attribute_tokens
@@ -194,7 +195,8 @@ class AttTokGPTv(nn.Module):
         attributes = list(attributes)
         if self.use_attribute_tokens and attributes:
             return self.vocabulary.format_answer(attributes, text, markers=self.attribute_markers)
-        return text if text is not None else self.vocabulary.format_text_answer(attributes)
+        plain = text if text is not None else self.vocabulary.format_text_answer(attributes)
+        return f"{ATTRIBUTE_BEGIN}{ATTRIBUTE_END} {plain}" if self.plain_markers else plain
 
     def embed(self, input_ids: torch.Tensor, visual: torch.Tensor | None = None) -> torch.Tensor:
         """Token embeddings with the attribute tokens tied to the book's ``a_k`` and the visual slots filled."""
@@ -376,7 +378,7 @@ class AttTokGPTv(nn.Module):
             return logits[rows, at][:, self.attr_ids].float().softmax(-1)
         scores = []
         for k in range(len(self.vocabulary)):
-            answers = [self.vocabulary.format_text_answer([k])] * len(prompts)
+            answers = [self.format_answer([k], None)] * len(prompts)
             batch = {kk: v.to(device) for kk, v in self.backbone.build_inputs(prompts, answers).items()}
             logits, _, _ = self.backbone.forward_embeds(self.embed(batch["input_ids"], visual), batch["attention_mask"])
             logp = F.log_softmax(logits[:, :-1].float(), -1)
@@ -400,7 +402,7 @@ class AttTokGPTv(nn.Module):
             return logits[rows, at][:, self.attr_ids].float().softmax(-1)
         scores = []
         for k in range(len(self.vocabulary)):
-            batch = self.backbone.build_inputs(prompts, [self.vocabulary.format_text_answer([k])] * len(prompts), images)
+            batch = self.backbone.build_inputs(prompts, [self.format_answer([k], None)] * len(prompts), images)
             logits, _, _ = self.backbone.forward_inputs(batch)
             logp = F.log_softmax(logits[:, :-1].float(), -1)
             lab = batch["labels"][:, 1:].to(logits.device)

@@ -93,7 +93,7 @@ class AttributeClassifier(nn.Module):
                 ids = torch.cat([ids, torch.tensor([[model.begin_id]])], 1)  # (1, L)
             labels = torch.full_like(ids, -100)
         else:
-            answers = [model.vocabulary.format_text_answer([i]) for i in range(k)]
+            answers = [model.format_answer([i], None) for i in range(k)]  # plain_markers: after the markers
             batch = model.backbone.build_inputs([question] * k, answers)
             ids, labels = batch["input_ids"], batch["labels"]  # (K, L), right padded
         slots = ids == -1
