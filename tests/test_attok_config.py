@@ -18,7 +18,7 @@ OLD_KEYS = {
     "tau": 1.0, "acc_inner_dim": None, "fa_position": "decision", "acm_bias": True, "acm_weighting": "mean",
     "prototype_init": "first_batch", "prototype_init_batches": 8, "acc_norm": False, "attribute_init": "keyword",
     "acc_book_grad": True, "acc_logit_scale": 1.0, "acc_logit_scale_learned": False,
-    "acc_bias": True, "attribute_markers": True,
+    "acc_bias": True, "attribute_markers": True, "plain_markers": False,
 }
 
 
