@@ -364,6 +364,9 @@ ROUND19_MARKERS += [r for r in ROUND16 if r.bundle == "fundus_dr" and r.variant 
 ROUND19_MARKERS.append(Row("fundus_dr", "generalist", "tokens", "cb2_nmd", "attribute_markers: false",
                            "attribute_markers=False"))
 ROUND19_MARKERS += [r for r in ROUND17 if r.bundle == "fundus_dr" and r.variant == "tokens" and r.tag == "cb2_nmft"]
+# ... and the plain baseline with the markers alone (plain_markers: the plain answer after an empty marker block, no
+# attribute token): is fundus_dr's lead the markers' or the attribute tokens'?
+ROUND19_MARKERS.append(Row("fundus_dr", "generalist", "baseline", "cb2_pm", "plain_markers: true", "plain_markers=True"))
 # ... and vqa_rad, the one set where +All meets the first bar (+5.4 open on seeds 0-2), over five seeds
 FIVE_19: list[Row] = [r for v in ("baseline", "all") for r in pick(ROWS, "vqa_rad", v) if r.from_generalist]
 
