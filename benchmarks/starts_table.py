@@ -367,6 +367,9 @@ ROUND19_MARKERS += [r for r in ROUND17 if r.bundle == "fundus_dr" and r.variant 
 # ... and the plain baseline with the markers alone (plain_markers: the plain answer after an empty marker block, no
 # attribute token): is fundus_dr's lead the markers' or the attribute tokens'?
 ROUND19_MARKERS.append(Row("fundus_dr", "generalist", "baseline", "cb2_pm", "plain_markers: true", "plain_markers=True"))
+# ... over E's five seeds (seeds 3-4 of the markers-only baseline run this round; the other two rows hold five)
+FIVE_19_FUNDUS: list[Row] = [r for v in ("baseline", "tokens") for r in pick(ROWS, "fundus_dr", v) if r.from_generalist]
+FIVE_19_FUNDUS.append(ROUND19_MARKERS[-1])
 # ... and vqa_rad, the one set where +All meets the first bar (+5.4 open on seeds 0-2), over five seeds
 FIVE_19: list[Row] = [r for v in ("baseline", "all") for r in pick(ROWS, "vqa_rad", v) if r.from_generalist]
 
@@ -478,6 +481,7 @@ def sections() -> dict[str, str]:
            SECTION + "_round18_five": table(FIVE_18, seeds=FIVE_SEEDS), SECTION + "_round19": table(ROUND19),
            SECTION + "_round19_fundus": table(ROUND19_FUNDUS), SECTION + "_round19_five": table(FIVE_19, seeds=FIVE_SEEDS),
            SECTION + "_round19_markers": table(ROUND19_MARKERS),
+           SECTION + "_round19_five_fundus": table(FIVE_19_FUNDUS, seeds=FIVE_SEEDS),
            SECTION + "_class_balanced": table(CLASS_BALANCED)}
     return out | {f"{SECTION}_classes_{b}": class_table(rows) for b, rows in PER_CLASS.items()}
 
