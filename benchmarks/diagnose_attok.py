@@ -70,6 +70,11 @@ def grad_norm(value: torch.Tensor, params: list[torch.nn.Parameter]) -> torch.Te
 VISION_PREFIX = "backbone.vision"
 
 
+def clip_factor(total: float, clip: float | None) -> float:
+    """What ``clip_grad_norm_(max_norm=clip)`` multiplies a gradient of norm ``total`` by (1 without clipping)."""
+    return min(1.0, clip / total) if clip and total > 0 else 1.0
+
+
 def vision_share(grad: torch.Tensor, in_vision: torch.Tensor, clip: float | None) -> dict[str, float]:
     """The vision encoder's part of one flat gradient ``grad`` (P,), ``in_vision`` (P,) bool marking its entries.
 
@@ -79,8 +84,7 @@ def vision_share(grad: torch.Tensor, in_vision: torch.Tensor, clip: float | None
     """
     total = float(grad.norm())
     vis = float(grad[in_vision].norm()) if bool(in_vision.any()) else 0.0
-    scale = min(1.0, clip / total) if clip and total > 0 else 1.0
-    return {"ntp_grad_all": total, "ntp_grad_vision": vis, "ntp_grad_vision_clipped": vis * scale}
+    return {"ntp_grad_all": total, "ntp_grad_vision": vis, "ntp_grad_vision_clipped": vis * clip_factor(total, clip)}
 
 
 def gradient_coherence(grads: torch.Tensor) -> float:
@@ -185,8 +189,7 @@ def diagnose(bundle: str, overrides: dict, model_dir: str | None, batches: int, 
         g_ntp = grad_norm(ntp, params)
         row = {"ntp": float(ntp.detach()), **vision_share(g_ntp, in_vision, clip)}
         if bool(in_vision.any()):
-            vision_grads.append(g_ntp[in_vision] * min(1.0, clip / max(float(g_ntp.norm()), 1e-12)) if clip
-                                else g_ntp[in_vision])
+            vision_grads.append(g_ntp[in_vision] * clip_factor(row["ntp_grad_all"], clip))
         valid = out.labels[:, 1:] != -100
         t, s, n = int(valid.sum()), int(valid.any(1).sum()), int(out.f_a.shape[0])
         row.update(answer_tokens_per_answer=t / max(1, s))
