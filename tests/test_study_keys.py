@@ -280,10 +280,10 @@ def test_bundle_keys_defaults_and_tokens_only(bundle):
     assert cfg["prototype_init"] == "first_batch" and cfg["prototype_init_batches"] == 8
     assert cfg["attribute_init"] == "distinct" and cfg["acc_norm"] is False and cfg["acc_book_grad"] is True
     assert cfg["acc_logit_scale"] == 1.0 and cfg["acc_logit_scale_learned"] is False and cfg["acc_bias"] is True
-    assert cfg["attribute_markers"] is True
+    assert cfg["attribute_markers"] is True and cfg["plain_markers"] is False
     for key in ("fa_position", "acm_bias", "acm_weighting", "prototype_init", "prototype_init_batches", "acc_norm",
                 "attribute_init", "acc_book_grad", "acc_logit_scale", "acc_logit_scale_learned", "acc_bias",
-                "attribute_markers"):
+                "attribute_markers", "plain_markers"):
         assert cfg["network_def"][key] == f"@{key}"
         assert f"{key}=@{key}" in cfg["hyperparameters"]
     assert cfg["loss"]["acm_weighting"] == "@acm_weighting"
@@ -303,7 +303,7 @@ def test_vqa_rad_takes_the_chosen_defaults():
 
     shared = resolve_files([str(REPO / "attok_monai" / "configs" / "classification" / "train.json")])
     keys = ("fa_position", "acm_bias", "acc_norm", "attribute_init", "acm_weighting", "acc_book_grad",
-            "acc_logit_scale", "acc_logit_scale_learned", "acc_bias", "attribute_markers")
+            "acc_logit_scale", "acc_logit_scale_learned", "acc_bias", "attribute_markers", "plain_markers")
     configs = REPO / "bundles" / "vqa_rad" / "configs"
     train, qwen = (resolve_files([str(configs / f) for f in files])
                    for files in (["train.json"], ["train.json", "train_qwen25vl.json"]))
@@ -314,6 +314,9 @@ def test_vqa_rad_takes_the_chosen_defaults():
         assert cfg["fa_position"] == "attribute" and cfg["attribute_init"] == "distinct"
     assert all(f"{key}=@{key}" in train["hyperparameters"] for key in keys)
     assert train["loss"]["acm_weighting"] == "@acm_weighting"
+    for files in (["train.json"], ["train.json", "multi_gpu_train.json"]):  # refused with attribute tokens at start-up
+        cfg = resolve_files([str(configs / f) for f in files])
+        assert any("plain_markers=@plain_markers" in str(e) for e in cfg.get("initialize", [])), files
 
 
 # ------------------------------------------------------------------ prototype_init
