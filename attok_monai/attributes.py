@@ -22,10 +22,18 @@ from typing import Any
 
 from attok_monai.fileio import atomic_write_text
 
-__all__ = ["Attribute", "AttributeVocabulary", "ParsedAnswer", "ATTRIBUTE_BEGIN", "ATTRIBUTE_END", "normalize_text"]
+__all__ = ["Attribute", "AttributeVocabulary", "ParsedAnswer", "ATTRIBUTE_BEGIN", "ATTRIBUTE_END", "block_answer",
+           "normalize_text"]
 
 ATTRIBUTE_BEGIN = "<|attribute_begin|>"
 ATTRIBUTE_END = "<|attribute_end|>"
+
+
+def block_answer(tokens: str, text: str, markers: bool = True) -> str:
+    """The one layout of an answer's attribute block: ``<|attribute_begin|>tokens<|attribute_end|> text``, or
+    ``tokens text`` without markers. ``tokens=""`` with markers is ``plain_markers``' empty block in front of a plain
+    answer. :meth:`AttributeVocabulary.parse_answer` reads every form."""
+    return (ATTRIBUTE_BEGIN + tokens + ATTRIBUTE_END if markers else tokens) + " " + text
 _NAME_RE = re.compile(r"^[a-z0-9_]+$")
 _TOKEN_RE = re.compile(r"<\|([a-z0-9_]+)\|>")
 _RESERVED = {"attribute_begin", "attribute_end"}
@@ -305,7 +313,7 @@ class AttributeVocabulary:
         if text is None:
             text = ", ".join(self.attributes[i].keyword for i in idx)
         tokens = "".join(self.attributes[i].token for i in idx)
-        return (ATTRIBUTE_BEGIN + tokens + ATTRIBUTE_END if markers else tokens) + " " + text
+        return block_answer(tokens, text, markers)
 
     def format_text_answer(self, indices: int | Iterable[int]) -> str:
         """The plain-text answer of the baseline (no attribute tokens)."""

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from attok_monai.attributes import ATTRIBUTE_BEGIN, ATTRIBUTE_END, Attribute, AttributeVocabulary
+from attok_monai.attributes import ATTRIBUTE_BEGIN, ATTRIBUTE_END, Attribute, AttributeVocabulary, block_answer
 
 FUNDUS = {
     0: {"concept": "nodr", "keywords": ["no diabetic retinopathy", "no dr"]},
@@ -40,6 +40,17 @@ def test_format_and_parse(vocab):
     assert p.indices == [] and p.unknown_tokens == ["fundus_unknown"]
     p = vocab.parse_answer("garbage without block")
     assert p.indices == [] and not p.has_block and p.text == "garbage without block"
+
+
+def test_block_answer_is_the_one_layout(vocab):
+    """Every answer form goes through block_answer: with attribute tokens (markers on and off) and plain_markers' empty
+    block; parse_answer reads each back."""
+    assert vocab.format_answer(3) == block_answer("<|fundus_severedr|>", "severe diabetic retinopathy")
+    assert vocab.format_answer(3, "x", markers=False) == block_answer("<|fundus_severedr|>", "x", markers=False)
+    empty = block_answer("", "mild npdr")
+    assert empty == "<|attribute_begin|><|attribute_end|> mild npdr"
+    p = vocab.parse_answer(empty)
+    assert p.has_block and p.indices == [] and p.text == "mild npdr"
 
 
 def test_match_text_prefers_longest(vocab):

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attok_monai.attributes import ATTRIBUTE_BEGIN, ATTRIBUTE_END, AttributeVocabulary
+from attok_monai.attributes import AttributeVocabulary, block_answer
 from attok_monai.fileio import atomic_write
 from attok_monai.networks.blocks import ACCAdapter, ACMProjection, EmbeddingBook
 from attok_monai.networks.nets.attok_config import AttTokConfig
@@ -196,7 +196,7 @@ class AttTokGPTv(nn.Module):
         if self.use_attribute_tokens and attributes:
             return self.vocabulary.format_answer(attributes, text, markers=self.attribute_markers)
         plain = text if text is not None else self.vocabulary.format_text_answer(attributes)
-        return f"{ATTRIBUTE_BEGIN}{ATTRIBUTE_END} {plain}" if self.plain_markers else plain
+        return block_answer("", plain) if self.plain_markers else plain
 
     def embed(self, input_ids: torch.Tensor, visual: torch.Tensor | None = None) -> torch.Tensor:
         """Token embeddings with the attribute tokens tied to the book's ``a_k`` and the visual slots filled."""
