@@ -67,9 +67,6 @@ def grad_norm(value: torch.Tensor, params: list[torch.nn.Parameter]) -> torch.Te
     return torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1) for g, p in zip(grads, params)])
 
 
-VISION_PREFIX = "backbone.vision"
-
-
 def clip_factor(total: float, clip: float | None) -> float:
     """What ``clip_grad_norm_(max_norm=clip)`` multiplies a gradient of norm ``total`` by (1 without clipping)."""
     return min(1.0, clip / total) if clip and total > 0 else 1.0
@@ -158,7 +155,7 @@ def diagnose(bundle: str, overrides: dict, model_dir: str | None, batches: int, 
     from attok_monai.configs import read_config
     from attok_monai.engines.steps import _first_attributes
     from attok_monai.losses import AttTokLoss
-    from attok_monai.networks.nets import AttTokGPTv
+    from attok_monai.networks.nets import COMPACT_VISION_PREFIX, AttTokGPTv
 
     configs = REPO / "bundles" / bundle / "configs"
     parser = read_config([configs / f"{name}.json" for name in ("train", *extras)])  # shared %macros pulled in
@@ -173,7 +170,7 @@ def diagnose(bundle: str, overrides: dict, model_dir: str | None, batches: int, 
     named = [(name, p) for name, p in net.named_parameters() if p.requires_grad]
     params = [p for _, p in named]
     # which entries of the flat gradient belong to the vision encoder (the part vision_lr_scale scales)
-    in_vision = torch.cat([torch.full((p.numel(),), name.startswith(VISION_PREFIX)) for name, p in named])
+    in_vision = torch.cat([torch.full((p.numel(),), name.startswith(COMPACT_VISION_PREFIX)) for name, p in named])
     rows: list[dict] = []
     fa_by_class: dict[int, list[torch.Tensor]] = {}
     acc_cos, acc_ratio, acc_share, acc_spread = [], [], [], []

@@ -12,13 +12,18 @@ two state dicts per run.
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from attok_monai.networks.nets.compact_gptv import COMPACT_VISION_PREFIX  # noqa: E402
+
 #: part name -> parameter-name prefix in an AttTokGPTv / compact generalist state dict
-PARTS = {"vision": "backbone.vision.", "projector": "backbone.projector.", "llm layers": "backbone.llm.model.layers."}
+PARTS = {"vision": f"{COMPACT_VISION_PREFIX}.", "projector": "backbone.projector.", "llm layers": "backbone.llm.model.layers."}
 
 
 def relative_shift(trained: Mapping[str, torch.Tensor], start: Mapping[str, torch.Tensor], prefix: str) -> float:

@@ -29,8 +29,12 @@ from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFa
 from attok_monai.networks.nets.hf_qwen2vl import default_lora_config
 from attok_monai.networks.row_freeze import freeze_rows_except
 
-__all__ = ["build_word_tokenizer", "compact_lora_config", "COMPACT_LORA_TARGETS", "CompactGPTvBackbone", "VisionEncoder2D"]
+__all__ = ["build_word_tokenizer", "compact_lora_config", "COMPACT_LORA_TARGETS", "COMPACT_VISION_PREFIX", "CompactGPTvBackbone",
+           "VisionEncoder2D"]
 
+#: parameter-name prefix of the vision encoder in an AttTokGPTv over a compact backbone (``AttTokGPTv.backbone.vision``):
+#: the ``vision_lr_scale`` group of the generalist start and the benchmarks' encoder measures
+COMPACT_VISION_PREFIX = "backbone.vision"
 #: regex (PEFT full match, module names inside ``CompactGPTvBackbone.llm``) of the Qwen2 LM's linear layers: the
 #: attention q/k/v/o and MLP gate/up/down projections of every decoder layer (not the embedding, not lm_head).
 COMPACT_LORA_TARGETS = r"model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
