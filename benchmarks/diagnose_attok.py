@@ -28,6 +28,8 @@ the class probabilities, as the evaluator's ``prob_accuracy``) with ACC's output
     python benchmarks/diagnose_attok.py --bundle fundus_dr --override acm_bias=False fa_position=attribute
     python benchmarks/diagnose_attok.py --bundle fundus_dr --extra from_generalist --override generalist_dir=G \
         --model_dir bundles/fundus_dr/runs/<run>/model --val
+    python benchmarks/diagnose_attok.py --bundle fundus_dr --extra from_generalist --override generalist_dir=G \
+        --checkpoint bundles/fundus_dr/runs/<run>/checkpoints/checkpoint_epoch=3.pt   # one epoch of a run
 """
 
 from __future__ import annotations
@@ -150,8 +152,15 @@ def acc_off_decisions(net, parser) -> dict:
             "prob_accuracy_acc_off": 100 * off / max(1, total), "decisions_changed": changed}
 
 
+def load_checkpoint(net: torch.nn.Module, path: str) -> None:
+    """Load the network of a training checkpoint (the bundles' ``CheckpointSaver`` file, ``{"network": state, ...}``,
+    or a bare state dict) into ``net``, built from the same config; every key must match."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    net.load_state_dict(state["network"] if "network" in state else state, strict=True)
+
+
 def diagnose(bundle: str, overrides: dict, model_dir: str | None, batches: int, lam: float,
-             extras: tuple[str, ...] = (), val: bool = False) -> dict:
+             extras: tuple[str, ...] = (), val: bool = False, checkpoint: str | None = None) -> dict:
     from attok_monai.configs import read_config
     from attok_monai.engines.steps import _first_attributes
     from attok_monai.losses import AttTokLoss
@@ -162,6 +171,8 @@ def diagnose(bundle: str, overrides: dict, model_dir: str | None, batches: int, 
     parser.update({"bundle_root": str(REPO / "bundles" / bundle), "download": False, **overrides})
     torch.manual_seed(int(parser["seed"]))
     net = AttTokGPTv.from_pretrained(model_dir).train() if model_dir else parser.get_parsed_content("network_def")
+    if checkpoint:  # a run's state at the end of one epoch (train#checkpoint_saver#n_saved keeps every epoch's)
+        load_checkpoint(net, checkpoint)
     # before the training batches below move the prototypes
     val_acc_off = acc_off_decisions(net, parser) if val and net.acc is not None else None
     net.train()
@@ -215,7 +226,8 @@ def diagnose(bundle: str, overrides: dict, model_dir: str | None, batches: int, 
                 acc_spread.append(acc_logit_spread(attn, mask))
             net.book.update_prototypes(out.visual_tokens, out.visual_targets)
         rows.append(row)
-    res: dict = {"bundle": bundle, "model_dir": model_dir, "overrides": overrides, "batches": len(rows), "lambda": lam}
+    res: dict = {"bundle": bundle, "model_dir": model_dir, "checkpoint": checkpoint, "overrides": overrides,
+                 "batches": len(rows), "lambda": lam}
     keys = sorted({k for r in rows for k in r})
     res["per_batch_mean"] = {k: sum(r[k] for r in rows if k in r) / max(1, sum(k in r for r in rows)) for k in keys}
     with torch.no_grad():
@@ -256,6 +268,9 @@ def main() -> None:
     ap.add_argument("--model_dir", default=None, help="a trained model folder (save_pretrained); default: a new model")
     ap.add_argument("--extra", nargs="*", default=[], help="config files merged over train.json (e.g. from_generalist)")
     ap.add_argument("--override", nargs="*", default=[], help="config overrides key=value")
+    ap.add_argument("--checkpoint", default=None,
+                    help="a training checkpoint (checkpoint_epoch=N.pt) of a run made with the same config, extras and "
+                         "overrides: the model as it was at the end of that epoch")
     ap.add_argument("--val", action="store_true", help="with a trained --model_dir: decisions with ACC on and off")
     ap.add_argument("--batches", type=int, default=8)
     ap.add_argument("--lambda_weight", type=float, default=1.0, help="lambda for the ACM gradient (paper start: 1)")
@@ -263,8 +278,10 @@ def main() -> None:
     args = ap.parse_args()
     os.environ.setdefault("ATTOK_DATA_ROOT", str((REPO.parent / "shared" / "data").resolve()))
     overrides = {k: _value(v) for k, _, v in (o.partition("=") for o in args.override)}
+    if args.checkpoint and args.model_dir:
+        raise SystemExit("--checkpoint and --model_dir: give one (the checkpoint's model is built from the config)")
     res = diagnose(args.bundle, overrides, args.model_dir, args.batches, args.lambda_weight, tuple(args.extra),
-                   args.val)
+                   args.val, args.checkpoint)
     text = json.dumps(res, indent=2)
     print(text)
     if args.out:

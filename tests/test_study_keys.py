@@ -425,6 +425,26 @@ def test_diagnose_gradient_coherence():
     assert gradient_coherence(torch.zeros(3, 2)) == 0.0
 
 
+def test_diagnose_load_checkpoint_restores_the_epochs_network(tmp_path):
+    """--checkpoint: the network part of a CheckpointSaver file (beside optimizer and trainer state) replaces a model
+    built from the same config; a checkpoint of another model is refused, not half-loaded."""
+    from benchmarks.diagnose_attok import load_checkpoint
+
+    trained = tiny_attok()
+    with torch.no_grad():
+        for p in trained.parameters():
+            p.add_(0.5)
+    path = tmp_path / "checkpoint_epoch=3.pt"
+    torch.save({"network": trained.state_dict(), "optimizer": {"state": {}}, "trainer": {"epoch": 3}}, path)
+    fresh = tiny_attok()
+    assert not torch.equal(next(fresh.parameters()), next(trained.parameters()))
+    load_checkpoint(fresh, str(path))
+    assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), trained.state_dict().values()))
+    other = tiny_attok(use_attribute_tokens=False, use_acc=False, use_acm=False)
+    with pytest.raises(RuntimeError):
+        load_checkpoint(other, str(path))
+
+
 def test_diagnose_acc_logit_spread_recovers_the_logits():
     from benchmarks.diagnose_attok import acc_logit_spread
 
