@@ -373,6 +373,23 @@ FIVE_19_FUNDUS.append(ROUND19_MARKERS[-1])
 # ... and vqa_rad, the one set where +All meets the first bar (+5.4 open on seeds 0-2), over five seeds
 FIVE_19: list[Row] = [r for v in ("baseline", "all") for r in pick(ROWS, "vqa_rad", v) if r.from_generalist]
 
+# Round 20 (2026-12-06): the markers alone (plain_markers) as the baseline on the other sets, beside E's plain
+# baseline, the tokens alone and +All at the defaults: how much of each set's AttTok lead is the two marker tokens?
+PLAIN_MARKERS = ("plain_markers: true", "plain_markers=True")
+ROUND20: list[Row] = []
+for b in ("derma_isic", "oct_retina", "xray_pneumonia", "pathology_lung"):
+    ROUND20 += [r for r in pick(ROWS, b, "baseline") if r.from_generalist]
+    ROUND20.append(Row(b, "generalist", "baseline", "cb2_pm", *PLAIN_MARKERS))
+    for v in ("tokens", "all"):
+        ROUND20 += [r for r in pick(ROWS, b, v) if r.from_generalist]
+# ... and over five seeds on the two sets with a lead that survived round 19: vqa_rad (+All, open questions; its
+# markers-only baseline run this round) and fundus_dr (tokens alone; seeds 3-4 of +All run this round)
+FIVE_20: list[Row] = []
+for b, variants in (("vqa_rad", ("all",)), ("fundus_dr", ("tokens", "all"))):
+    FIVE_20 += [r for r in pick(ROWS, b, "baseline") if r.from_generalist]
+    FIVE_20.append(Row(b, "generalist", "baseline", "cb2_pm", *PLAIN_MARKERS))
+    FIVE_20 += [r for v in variants for r in pick(ROWS, b, v) if r.from_generalist]
+
 # Leave-one-out generalists (tag gen_lo, 2026-12-03): for each set, a generalist pre-trained with the README's command
 # plus `--leave_out_sources '["<set>"]'` (that set's images never seen in pre-training), against the scratch and
 # generalist-D rows of the table (same seeds). Does the generalist start lose to scratch because it was
@@ -482,6 +499,7 @@ def sections() -> dict[str, str]:
            SECTION + "_round19_fundus": table(ROUND19_FUNDUS), SECTION + "_round19_five": table(FIVE_19, seeds=FIVE_SEEDS),
            SECTION + "_round19_markers": table(ROUND19_MARKERS),
            SECTION + "_round19_five_fundus": table(FIVE_19_FUNDUS, seeds=FIVE_SEEDS),
+           SECTION + "_round20": table(ROUND20), SECTION + "_round20_five": table(FIVE_20, seeds=FIVE_SEEDS),
            SECTION + "_class_balanced": table(CLASS_BALANCED)}
     return out | {f"{SECTION}_classes_{b}": class_table(rows) for b, rows in PER_CLASS.items()}
 

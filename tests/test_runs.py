@@ -117,6 +117,16 @@ def test_baseline_ablation_after_training_in_the_same_checkout(bundle, data_root
     assert all(r.info.status == "FINISHED" and r.data.tags["task"] == "evaluate" for r in ev_runs)
 
 
+@pytest.mark.parametrize("value", [0, -1, 1.5, True, "2"])
+def test_checkpoints_kept_refuses_what_is_not_a_count(value):
+    from attok_monai.bundle.runs import checkpoints_kept
+    from attok_monai.errors import InputError
+
+    assert checkpoints_kept(3) == 3
+    with pytest.raises(InputError, match="checkpoints_kept: expected a whole number >= 1"):
+        checkpoints_kept(value)
+
+
 def test_failed_run_is_marked_failed(bundle, data_root, tmp_path):
     from ignite.engine import Events
     from mlflow.tracking import MlflowClient
@@ -140,10 +150,14 @@ def test_failed_run_is_marked_failed(bundle, data_root, tmp_path):
 
 
 def test_same_seed_same_model_whatever_is_validated_or_plotted(bundle, data_root, tmp_path):
-    a = _run(bundle, ["train.json"], **_overrides(data_root, tmp_path, tsne=True, val_batch_size=16))
+    a = _run(bundle, ["train.json"], **_overrides(data_root, tmp_path, tsne=True, val_batch_size=16, checkpoints_kept=2))
     b = _run(bundle, ["train.json"], **_overrides(data_root, tmp_path, tsne=False, val_batch_size=5, limit_val=10))
     da, db = Path(a.parser.get_parsed_content("output_dir")), Path(b.parser.get_parsed_content("output_dir"))
     assert da != db
+    # checkpoints_kept: the first run keeps both epochs' checkpoints, the default only the newest
+    assert sorted(p.name for p in (da / "checkpoints").glob("checkpoint_epoch=*.pt")) == [
+        "checkpoint_epoch=1.pt", "checkpoint_epoch=2.pt"]
+    assert [p.name for p in (db / "checkpoints").glob("checkpoint_epoch=*.pt")] == ["checkpoint_epoch=2.pt"]
     _assert_same_state(_network_state(da / "checkpoints" / "checkpoint_epoch=2.pt"),
                        _network_state(db / "checkpoints" / "checkpoint_epoch=2.pt"))
     settings = json.loads((da / "settings.json").read_text())

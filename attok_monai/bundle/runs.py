@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from attok_monai.errors import refuse_flag_text
+from attok_monai.errors import InputError, refuse_flag_text
 from attok_monai.fileio import atomic_write_text
 
 __all__ = [
@@ -34,6 +34,7 @@ __all__ = [
     "run_settings",
     "record_settings",
     "resume_checkpoint",
+    "checkpoints_kept",
     "latest_checkpoint",
     "publish_latest",
     "latest_model_dir",
@@ -59,6 +60,20 @@ def optional(value: Any) -> Any | None:
         return None
     if isinstance(value, str) and value.strip().lower() in _NONE_STRINGS:
         return None
+    return value
+
+
+def checkpoints_kept(value: Any) -> int:
+    """The ``checkpoints_kept`` key (``n_saved`` of the training checkpoints, one per epoch): how many of the newest a
+    run keeps; 1 (the default) is enough to resume, more keep earlier epochs for inspection
+    (``benchmarks/diagnose_attok.py --checkpoint``).
+
+    Raises:
+        InputError: not a whole number >= 1.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InputError(f"checkpoints_kept: expected a whole number >= 1 (the newest epoch checkpoints a run keeps), "
+                         f"got {value!r}.")
     return value
 
 
