@@ -382,10 +382,12 @@ for b in ("derma_isic", "oct_retina", "xray_pneumonia", "pathology_lung"):
     ROUND20.append(Row(b, "generalist", "baseline", "cb2_pm", *PLAIN_MARKERS))
     for v in ("tokens", "all"):
         ROUND20 += [r for r in pick(ROWS, b, v) if r.from_generalist]
-# ... and over five seeds on the two sets with a lead that survived round 19: vqa_rad (+All, open questions; its
-# markers-only baseline run this round) and fundus_dr (tokens alone; seeds 3-4 of +All run this round)
+# ... and over five seeds: vqa_rad (+All, open questions) and fundus_dr (tokens alone), the leads that survived round
+# 19, and oct_retina and derma_isic, where the tokens alone lead the markers-only baseline on seeds 0-2 (seeds 3-4 of
+# the markers-only rows, of oct_retina's baseline, and of both sets' tokens alone and +All run this round)
 FIVE_20: list[Row] = []
-for b, variants in (("vqa_rad", ("all",)), ("fundus_dr", ("tokens", "all"))):
+for b, variants in (("vqa_rad", ("all",)), ("fundus_dr", ("tokens", "all")), ("oct_retina", ("tokens", "all")),
+                    ("derma_isic", ("tokens", "all"))):
     FIVE_20 += [r for r in pick(ROWS, b, "baseline") if r.from_generalist]
     FIVE_20.append(Row(b, "generalist", "baseline", "cb2_pm", *PLAIN_MARKERS))
     FIVE_20 += [r for v in variants for r in pick(ROWS, b, v) if r.from_generalist]
