@@ -171,7 +171,7 @@ def diagnose(bundle: str, overrides: dict, model_dir: str | None, batches: int, 
     parser.update({"bundle_root": str(REPO / "bundles" / bundle), "download": False, **overrides})
     torch.manual_seed(int(parser["seed"]))
     net = AttTokGPTv.from_pretrained(model_dir).train() if model_dir else parser.get_parsed_content("network_def")
-    if checkpoint:  # a run's state at the end of one epoch (train#checkpoint_saver#n_saved keeps every epoch's)
+    if checkpoint:  # a run's state at the end of one epoch (--checkpoints_kept N keeps the last N epochs')
         load_checkpoint(net, checkpoint)
     # before the training batches below move the prototypes
     val_acc_off = acc_off_decisions(net, parser) if val and net.acc is not None else None
