@@ -380,6 +380,10 @@ ROUND20: list[Row] = []
 for b in ("derma_isic", "oct_retina", "xray_pneumonia", "pathology_lung"):
     ROUND20 += [r for r in pick(ROWS, b, "baseline") if r.from_generalist]
     ROUND20.append(Row(b, "generalist", "baseline", "cb2_pm", *PLAIN_MARKERS))
+    if b == "oct_retina":  # where the plain baseline at 3x the encoder's lr matched the tokens' lead (round 18)
+        ROUND20 += [r for r in ROUND18 if r.bundle == b and r.variant == "baseline" and r.tag == "cb2_vl3"]
+        ROUND20.append(Row(b, "generalist", "baseline", "cb2_pm_vl3", "plain_markers: true, vision_lr_scale: 3.0",
+                           "plain_markers=True vision_lr_scale=3.0"))
     for v in ("tokens", "all"):
         ROUND20 += [r for r in pick(ROWS, b, v) if r.from_generalist]
 # ... and over five seeds: vqa_rad (+All, open questions) and fundus_dr (tokens alone), the leads that survived round
