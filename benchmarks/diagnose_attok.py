@@ -155,8 +155,9 @@ def acc_off_decisions(net, parser) -> dict:
 def load_checkpoint(net: torch.nn.Module, path: str) -> None:
     """Load the network of a training checkpoint (the bundles' ``CheckpointSaver`` file, ``{"network": state, ...}``,
     or a bare state dict) into ``net``, built from the same config; every key must match."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    net.load_state_dict(state["network"] if "network" in state else state, strict=True)
+    from attok_monai.bundle.runs import network_state
+
+    net.load_state_dict(network_state(path), strict=True)
 
 
 def diagnose(bundle: str, overrides: dict, model_dir: str | None, batches: int, lam: float,

@@ -117,6 +117,17 @@ def test_baseline_ablation_after_training_in_the_same_checkout(bundle, data_root
     assert all(r.info.status == "FINISHED" and r.data.tags["task"] == "evaluate" for r in ev_runs)
 
 
+def test_network_state_reads_both_checkpoint_forms(tmp_path):
+    """network_state: the "network" entry of a CheckpointSaver file, or a bare state dict as it is."""
+    from attok_monai.bundle.runs import network_state
+
+    weights = torch.nn.Linear(2, 3).state_dict()
+    torch.save({"network": weights, "optimizer": {"state": {}}}, tmp_path / "saver.pt")
+    torch.save(weights, tmp_path / "bare.pt")
+    for name in ("saver.pt", "bare.pt"):
+        _assert_same_state(network_state(tmp_path / name), weights)
+
+
 @pytest.mark.parametrize("value", [0, -1, 1.5, True, "2"])
 def test_checkpoints_kept_refuses_what_is_not_a_count(value):
     from attok_monai.bundle.runs import checkpoints_kept

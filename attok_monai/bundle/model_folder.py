@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from attok_monai.bundle.runs import optional
+from attok_monai.bundle.runs import network_state, optional
 from attok_monai.networks.nets import AttTokGPTv
 
 __all__ = ["load_pretrained"]
@@ -31,6 +31,5 @@ def load_pretrained(directory: str | os.PathLike, checkpoint: str | os.PathLike 
     if checkpoint is not None:
         if not Path(checkpoint).is_file():
             raise FileNotFoundError(f"--checkpoint {checkpoint}: no such file (say --checkpoint none for none).")
-        state = torch.load(checkpoint, map_location=device, weights_only=True)
-        model.load_state_dict(state.get("network", state) if isinstance(state, dict) and "network" in state else state)
+        model.load_state_dict(network_state(checkpoint, map_location=device))
     return model.to(device)

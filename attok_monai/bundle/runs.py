@@ -24,6 +24,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from attok_monai.errors import InputError, refuse_flag_text
 from attok_monai.fileio import atomic_write_text
 
@@ -36,6 +38,7 @@ __all__ = [
     "resume_checkpoint",
     "checkpoints_kept",
     "latest_checkpoint",
+    "network_state",
     "publish_latest",
     "latest_model_dir",
     "SETTINGS_FILE",
@@ -75,6 +78,13 @@ def checkpoints_kept(value: Any) -> int:
         raise InputError(f"checkpoints_kept: expected a whole number >= 1 (the newest epoch checkpoints a run keeps), "
                          f"got {value!r}.")
     return value
+
+
+def network_state(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """The network's weights in a checkpoint file: the ``"network"`` entry of a MONAI ``CheckpointSaver`` file
+    (``{"network": ..., "optimizer": ..., ...}``), or the file's state dict as it is."""
+    state = torch.load(path, map_location=map_location, weights_only=True)
+    return state["network"] if isinstance(state, dict) and "network" in state else state
 
 
 def latest_checkpoint(directory: str | os.PathLike, prefix: str = "checkpoint") -> str | None:

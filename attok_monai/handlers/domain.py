@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from ignite.engine import Engine, Events
 
+from attok_monai.bundle.runs import network_state
 from attok_monai.errors import InputError
 
 __all__ = ["DomainCalibrationHandler"]
@@ -61,8 +62,7 @@ class DomainCalibrationHandler:
         """Load the checkpoint's weights; return the final weights they replaced (None: nothing loaded)."""
         if self.checkpoint is None or not Path(self.checkpoint).is_file():
             return None
-        state = torch.load(self.checkpoint, map_location="cpu", weights_only=True)
-        state = state["network"] if isinstance(state, dict) and "network" in state else state
+        state = network_state(self.checkpoint)
         own = self.network.state_dict()
         final = {k: own[k].detach().to("cpu", copy=True) for k in state if k in own}
         self.network.load_state_dict(state, strict=False)

@@ -8,8 +8,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
 from ignite.engine import Engine, Events
+
+from attok_monai.bundle.runs import network_state
 
 __all__ = ["SavePretrainedHandler"]
 
@@ -39,8 +40,7 @@ class SavePretrainedHandler:
         from attok_monai.fileio import atomic_write_text
 
         if self.best_checkpoint is not None and self.best_checkpoint.is_file():
-            state = torch.load(self.best_checkpoint, map_location="cpu", weights_only=True)
-            self.network.load_state_dict(state.get("network", state) if "network" in state else state)
+            self.network.load_state_dict(network_state(self.best_checkpoint))
         for d in self.directories:
             self.network.save_pretrained(d)
             if self.templates is not None:
