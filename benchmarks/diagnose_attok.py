@@ -5,7 +5,8 @@ steps (the prototypes are updated as in training, eq. 5):
 
 - gradient norms of NTP and of ``lambda * ACM`` over all parameters, for each ``acm_weighting`` (the scale factors
   of :class:`~attok_monai.losses.AttTokLoss` applied to the same two gradients) and the share of the ACM term in the
-  summed gradient;
+  summed gradient; the cosine of the two gradients over the parameters both reach, overall and on the vision encoder
+  (``grad_cos_ntp_acm``, ``grad_cos_ntp_acm_vision``: below 0 ACM pulls against the class decision's NTP);
 - the part of NTP's gradient that reaches the vision encoder (``backbone.vision``), before and after the training
   step's gradient clipping, and how far the batches agree on its direction (``vision_grad_coherence``): whether the
   attribute tokens' answers drive the encoder harder than the plain text's;
@@ -92,6 +93,15 @@ def gradient_coherence(grads: torch.Tensor) -> float:
     gradient's norm, so this (not the norm) is what says how far a few steps carry the parameters."""
     total = float(grads.norm(dim=1).sum())
     return float(grads.sum(0).norm()) / total if total > 0 else 0.0
+
+
+def gradient_cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Cosine of two flat gradients (P,) over the entries where both are non-zero (0.0 when there are none): below 0
+    the two losses pull the parameters they share against each other (a conflict), above 0 the same way."""
+    shared = (a != 0) & (b != 0)
+    if not bool(shared.any()):
+        return 0.0
+    return float(F.cosine_similarity(a[shared].double(), b[shared].double(), dim=0))
 
 
 def acc_attention_weights(net, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -207,6 +217,9 @@ def diagnose(bundle: str, overrides: dict, model_dir: str | None, batches: int, 
             acm = loss.acm(z_a, out.attr_targets, z_book, net.book.key_padding_mask())
             g_acm = lam * grad_norm(acm, params)
             row["acm"] = float(acm.detach())
+            row["grad_cos_ntp_acm"] = gradient_cosine(g_ntp, g_acm)  # > 0: ACM helps NTP's step, < 0: conflict
+            if bool(in_vision.any()):
+                row["grad_cos_ntp_acm_vision"] = gradient_cosine(g_ntp[in_vision], g_acm[in_vision])
             # the same two gradients under each weighting: (NTP factor, ACM factor)
             for name, (a, b) in {"mean": (1.0, 1.0), "per_token": (1.0, n / t), "ntp_sum": (t / s, 1.0)}.items():
                 gn, ga = a * g_ntp, b * g_acm

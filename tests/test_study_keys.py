@@ -413,6 +413,16 @@ def test_diagnose_vision_share_before_and_after_clipping():
     assert vision_share(grad, torch.zeros(3, dtype=torch.bool), clip=1.0)["ntp_grad_vision"] == 0.0  # frozen encoder
 
 
+def test_diagnose_gradient_cosine():
+    from benchmarks.diagnose_attok import gradient_cosine
+
+    a = torch.tensor([1.0, 0.0, 2.0, 0.0])
+    assert abs(gradient_cosine(a, torch.tensor([3.0, 5.0, 6.0, 0.0])) - 1.0) < 1e-9  # entry 1: b only, left out
+    assert abs(gradient_cosine(a, torch.tensor([-1.0, 1.0, -2.0, 1.0])) + 1.0) < 1e-9
+    assert abs(gradient_cosine(a, torch.tensor([2.0, 0.0, -1.0, 0.0]))) < 1e-9
+    assert gradient_cosine(a, torch.tensor([0.0, 1.0, 0.0, 1.0])) == 0.0  # nothing shared
+
+
 def test_diagnose_gradient_coherence():
     from benchmarks.diagnose_attok import gradient_coherence
 
