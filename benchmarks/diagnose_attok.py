@@ -20,9 +20,10 @@ steps (the prototypes are updated as in training, eq. 5):
   every image);
 - f^a: mean pairwise cosine of the per-class means of f^a (how far apart ACM's input is by class).
 
-With ``--val`` (a trained model), on the bundle's validation split, without any update: the class decision (argmax of
-the class probabilities, as the evaluator's ``prob_accuracy``) with ACC's output as trained and with ACC switched off
-(the raw visual tokens), their accuracies and how many decisions differ: what ACC's output contributes to the answer.
+With ``--val`` (a trained model or a ``--checkpoint``), on the bundle's validation split, without any update: the
+accuracy of the class decision (argmax of the class probabilities, as the evaluator's ``prob_accuracy``), so that every
+epoch of a run can be scored; with ACC, also with ACC switched off (the raw visual tokens) and how many decisions
+differ: what ACC's output contributes to the answer.
 
     python benchmarks/diagnose_attok.py --bundle fundus_dr --batches 8                       # at initialisation
     python benchmarks/diagnose_attok.py --bundle fundus_dr --model_dir bundles/fundus_dr/runs/<run>/model  # trained
@@ -139,9 +140,10 @@ def acc_logit_spread(attn: torch.Tensor, key_padding_mask: torch.Tensor | None =
 
 
 @torch.no_grad()
-def acc_off_decisions(net, parser) -> dict:
-    """On the validation split: decisions (argmax of the class probabilities) with ACC's output and with the raw
-    visual tokens; their accuracies (%) and the number of images whose decision differs."""
+def val_decisions(net, parser) -> dict:
+    """On the validation split: the accuracy (%) of the class decision (argmax of the class probabilities, the
+    evaluator's ``prob_accuracy``); with ACC, also the decisions with the raw visual tokens (ACC's output left out)
+    and the number of images whose decision differs."""
     from attok_monai.engines.steps import _first_attributes
 
     question = parser.get_parsed_content("templates").question("open")
@@ -153,13 +155,16 @@ def acc_off_decisions(net, parser) -> dict:
         raw = net.backbone.encode_images(images)
         prompts = [question] * images.shape[0]
         p_on = net.class_probabilities(images, prompts, visual=net._visual_transform(raw)).argmax(-1)
-        p_off = net.class_probabilities(images, prompts, visual=raw).argmax(-1)
         on += int((p_on == labels).sum())
-        off += int((p_off == labels).sum())
-        changed += int((p_on != p_off).sum())
+        if net.acc is not None:
+            p_off = net.class_probabilities(images, prompts, visual=raw).argmax(-1)
+            off += int((p_off == labels).sum())
+            changed += int((p_on != p_off).sum())
         total += len(labels)
-    return {"images": total, "prob_accuracy_acc_on": 100 * on / max(1, total),
-            "prob_accuracy_acc_off": 100 * off / max(1, total), "decisions_changed": changed}
+    res = {"images": total, "prob_accuracy": 100 * on / max(1, total)}
+    if net.acc is not None:
+        res.update(prob_accuracy_acc_off=100 * off / max(1, total), decisions_changed=changed)
+    return res
 
 
 def load_checkpoint(net: torch.nn.Module, path: str) -> None:
@@ -185,7 +190,7 @@ def diagnose(bundle: str, overrides: dict, model_dir: str | None, batches: int, 
     if checkpoint:  # a run's state at the end of one epoch (--checkpoints_kept N keeps the last N epochs')
         load_checkpoint(net, checkpoint)
     # before the training batches below move the prototypes
-    val_acc_off = acc_off_decisions(net, parser) if val and net.acc is not None else None
+    val_result = val_decisions(net, parser) if val else None
     net.train()
     loader = parser.get_parsed_content("train#dataloader")
     clip = parser.get_parsed_content("train#trainer#iteration_update").grad_clip  # the step training clips with
@@ -271,8 +276,8 @@ def diagnose(bundle: str, overrides: dict, model_dir: str | None, batches: int, 
     res["book"] = book
     if vision_grads:
         res["vision_grad_coherence"] = gradient_coherence(torch.stack(vision_grads))
-    if val_acc_off is not None:
-        res["val_acc_off"] = val_acc_off
+    if val_result is not None:
+        res["val"] = val_result
     return res
 
 
@@ -285,7 +290,7 @@ def main() -> None:
     ap.add_argument("--checkpoint", default=None,
                     help="a training checkpoint (checkpoint_epoch=N.pt) of a run made with the same config, extras and "
                          "overrides: the model as it was at the end of that epoch")
-    ap.add_argument("--val", action="store_true", help="with a trained --model_dir: decisions with ACC on and off")
+    ap.add_argument("--val", action="store_true", help="with a trained --model_dir or a --checkpoint: validation accuracy (and with ACC, ACC on and off)")
     ap.add_argument("--batches", type=int, default=8)
     ap.add_argument("--lambda_weight", type=float, default=1.0, help="lambda for the ACM gradient (paper start: 1)")
     ap.add_argument("--out", default=None, help="write the JSON here too")

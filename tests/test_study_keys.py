@@ -368,9 +368,9 @@ def test_diagnose_mean_offdiag_cos():
     assert abs(mean_offdiag_cos(x) - 1 / 3) < 1e-6
 
 
-def test_diagnose_acc_attention_shares_and_acc_off_decisions():
+def test_diagnose_acc_attention_shares_and_val_decisions():
     from attok_monai.data.instructions import InstructionTemplates
-    from benchmarks.diagnose_attok import acc_attention_shares, acc_attention_weights, acc_off_decisions
+    from benchmarks.diagnose_attok import acc_attention_shares, acc_attention_weights, val_decisions
 
     net = tiny_attok().eval()
     net.book.prototypes.normal_()
@@ -379,7 +379,7 @@ def test_diagnose_acc_attention_shares_and_acc_off_decisions():
     shares = acc_attention_shares(acc_attention_weights(net, net.backbone.encode_images(x))[0])
     assert len(shares) == 3 and abs(sum(shares) - 1) < 1e-5 and min(shares) >= 0
 
-    class Parser:  # what acc_off_decisions reads of a bundle's parsed config
+    class Parser:  # what val_decisions reads of a bundle's parsed config
         def get_parsed_content(self, key):
             if key == "templates":
                 return InstructionTemplates("radiology", net.vocabulary.names, ["what is this {modality} image?"],
@@ -388,11 +388,16 @@ def test_diagnose_acc_attention_shares_and_acc_off_decisions():
 
     probs = net.class_probabilities(x, ["what is this radiology image?"] * 3).argmax(-1)
     expected = 100 * float((probs == torch.tensor([0, 1, 2])).float().mean())
-    res = acc_off_decisions(net, Parser())
-    assert res["images"] == 3 and abs(res["prob_accuracy_acc_on"] - expected) < 1e-4
+    res = val_decisions(net, Parser())
+    assert res["images"] == 3 and abs(res["prob_accuracy"] - expected) < 1e-4 and "prob_accuracy_acc_off" in res
     net.acc.gamma = 0.0  # ACC adds nothing: the two decisions agree
-    res = acc_off_decisions(net, Parser())
-    assert res["decisions_changed"] == 0 and res["prob_accuracy_acc_on"] == res["prob_accuracy_acc_off"]
+    res = val_decisions(net, Parser())
+    assert res["decisions_changed"] == 0 and res["prob_accuracy"] == res["prob_accuracy_acc_off"]
+    net.acc = None  # no ACC (tokens alone, the baselines): the accuracy alone
+    probs = net.class_probabilities(x, ["what is this radiology image?"] * 3).argmax(-1)
+    res = val_decisions(net, Parser())
+    assert set(res) == {"images", "prob_accuracy"}
+    assert abs(res["prob_accuracy"] - 100 * float((probs == torch.tensor([0, 1, 2])).float().mean())) < 1e-4
 
 
 def test_diagnose_vision_share_before_and_after_clipping():
