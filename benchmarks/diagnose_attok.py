@@ -32,6 +32,8 @@ differ: what ACC's output contributes to the answer.
         --model_dir bundles/fundus_dr/runs/<run>/model --val
     python benchmarks/diagnose_attok.py --bundle fundus_dr --extra from_generalist --override generalist_dir=G \
         --checkpoint bundles/fundus_dr/runs/<run>/checkpoints/checkpoint_epoch=3.pt   # one epoch of a run
+    python benchmarks/diagnose_attok.py --bundle fundus_dr ... --val --batches 0 \
+        --checkpoint bundles/fundus_dr/runs/<run>/checkpoints/checkpoint_epoch={10,11,12}.pt  # their weight average
 """
 
 from __future__ import annotations
@@ -167,16 +169,33 @@ def val_decisions(net, parser) -> dict:
     return res
 
 
-def load_checkpoint(net: torch.nn.Module, path: str) -> None:
+def average_states(states: list[dict]) -> dict:
+    """The uniform average of network state dicts with the same keys (floating tensors averaged, as a weight average
+    over checkpoints of one run: SWA's average, Izmailov et al. 2018); integer and bool buffers (counters, the
+    prototypes' set flags) come from the last state."""
+    if not states:
+        raise ValueError("average_states: no state to average")
+    out = {}
+    for key, last in states[-1].items():
+        if torch.is_tensor(last) and last.is_floating_point():
+            out[key] = torch.stack([s[key].float() for s in states]).mean(0).to(last.dtype)
+        else:
+            out[key] = last
+    return out
+
+
+def load_checkpoint(net: torch.nn.Module, paths: str | list[str]) -> None:
     """Load the network of a training checkpoint (the bundles' ``CheckpointSaver`` file, ``{"network": state, ...}``,
-    or a bare state dict) into ``net``, built from the same config; every key must match."""
+    or a bare state dict) into ``net``, built from the same config; every key must match. Several paths (epochs of one
+    run) load their :func:`average_states`."""
     from attok_monai.bundle.runs import network_state
 
-    net.load_state_dict(network_state(path), strict=True)
+    paths = [paths] if isinstance(paths, str) else list(paths)
+    net.load_state_dict(average_states([network_state(p) for p in paths]), strict=True)
 
 
 def diagnose(bundle: str, overrides: dict, model_dir: str | None, batches: int, lam: float,
-             extras: tuple[str, ...] = (), val: bool = False, checkpoint: str | None = None) -> dict:
+             extras: tuple[str, ...] = (), val: bool = False, checkpoint: str | list[str] | None = None) -> dict:
     from attok_monai.configs import read_config
     from attok_monai.engines.steps import _first_attributes
     from attok_monai.losses import AttTokLoss
@@ -187,7 +206,7 @@ def diagnose(bundle: str, overrides: dict, model_dir: str | None, batches: int, 
     parser.update({"bundle_root": str(REPO / "bundles" / bundle), "download": False, **overrides})
     torch.manual_seed(int(parser["seed"]))
     net = AttTokGPTv.from_pretrained(model_dir).train() if model_dir else parser.get_parsed_content("network_def")
-    if checkpoint:  # a run's state at the end of one epoch (--checkpoints_kept N keeps the last N epochs')
+    if checkpoint:  # a run's state at the end of one epoch, or the average of several (--checkpoints_kept N keeps N)
         load_checkpoint(net, checkpoint)
     # before the training batches below move the prototypes
     val_result = val_decisions(net, parser) if val else None
@@ -287,10 +306,11 @@ def main() -> None:
     ap.add_argument("--model_dir", default=None, help="a trained model folder (save_pretrained); default: a new model")
     ap.add_argument("--extra", nargs="*", default=[], help="config files merged over train.json (e.g. from_generalist)")
     ap.add_argument("--override", nargs="*", default=[], help="config overrides key=value")
-    ap.add_argument("--checkpoint", default=None,
+    ap.add_argument("--checkpoint", nargs="+", default=None,
                     help="a training checkpoint (checkpoint_epoch=N.pt) of a run made with the same config, extras and "
-                         "overrides: the model as it was at the end of that epoch")
-    ap.add_argument("--val", action="store_true", help="with a trained --model_dir or a --checkpoint: validation accuracy (and with ACC, ACC on and off)")
+                         "overrides: the model as it was at the end of that epoch; several: their weight average")
+    ap.add_argument("--val", action="store_true",
+                    help="with a trained --model_dir or a --checkpoint: validation accuracy (and with ACC, ACC on and off)")
     ap.add_argument("--batches", type=int, default=8)
     ap.add_argument("--lambda_weight", type=float, default=1.0, help="lambda for the ACM gradient (paper start: 1)")
     ap.add_argument("--out", default=None, help="write the JSON here too")
@@ -300,7 +320,7 @@ def main() -> None:
     if args.checkpoint and args.model_dir:
         raise SystemExit("--checkpoint and --model_dir: give one (the checkpoint's model is built from the config)")
     res = diagnose(args.bundle, overrides, args.model_dir, args.batches, args.lambda_weight, tuple(args.extra),
-                   args.val, args.checkpoint)
+                   args.val, args.checkpoint[0] if args.checkpoint and len(args.checkpoint) == 1 else args.checkpoint)
     text = json.dumps(res, indent=2)
     print(text)
     if args.out:

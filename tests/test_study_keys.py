@@ -460,6 +460,29 @@ def test_diagnose_load_checkpoint_restores_the_epochs_network(tmp_path):
         load_checkpoint(other, str(path))
 
 
+def test_diagnose_average_states_and_averaged_checkpoints(tmp_path):
+    """Several --checkpoint files load their uniform weight average; integer / bool buffers come from the last."""
+    from benchmarks.diagnose_attok import average_states, load_checkpoint
+
+    a = {"w": torch.tensor([1.0, 3.0]), "n": torch.tensor(4), "set": torch.tensor([True, False])}
+    b = {"w": torch.tensor([3.0, 5.0]), "n": torch.tensor(7), "set": torch.tensor([True, True])}
+    avg = average_states([a, b])
+    assert torch.equal(avg["w"], torch.tensor([2.0, 4.0])) and int(avg["n"]) == 7 and bool(avg["set"].all())
+    with pytest.raises(ValueError, match="no state"):
+        average_states([])
+    nets = [tiny_attok() for _ in range(2)]
+    paths = []
+    for i, net in enumerate(nets):
+        with torch.no_grad():
+            for p in net.parameters():
+                p.fill_(float(i))  # 0 and 1: the average is 0.5 everywhere
+        paths.append(str(tmp_path / f"checkpoint_epoch={i + 1}.pt"))
+        torch.save({"network": net.state_dict()}, paths[-1])
+    fresh = tiny_attok()
+    load_checkpoint(fresh, paths)
+    assert all(torch.allclose(p, torch.full_like(p, 0.5)) for p in fresh.parameters())
+
+
 def test_diagnose_acc_logit_spread_recovers_the_logits():
     from benchmarks.diagnose_attok import acc_logit_spread
 
