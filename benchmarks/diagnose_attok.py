@@ -18,7 +18,9 @@ steps (the prototypes are updated as in training, eq. 5):
   prototype; averaged over heads, visual tokens and images); the spread of its attention logits over the book tokens
   and across images (``acc_logit_spread``: 0 over the book is uniform attention, 0 across images the same scores for
   every image);
-- f^a: mean pairwise cosine of the per-class means of f^a (how far apart ACM's input is by class).
+- f^a: mean pairwise cosine of the per-class means of f^a (how far apart ACM's input is by class);
+- with one ``--checkpoint``: Adam's state by part of the model (``adam_by_part``: mean ``sqrt(v)`` and update size),
+  to see whether ACM's gradients on the parts it shares with NTP shrink NTP's steps there.
 
 With ``--val`` (a trained model or a ``--checkpoint``), on the bundle's validation split, without any update: the
 accuracy of the class decision (argmax of the class probabilities, as the evaluator's ``prob_accuracy``), so that every
@@ -184,6 +186,38 @@ def average_states(states: list[dict]) -> dict:
     return out
 
 
+def model_part(name: str) -> str:
+    """The part of the model a parameter belongs to, for :func:`adam_state_by_part`: ``backbone.<module>`` (vision
+    encoder, projector, LLM), with the LLM's token embeddings and LM head apart, or the AttTok module (``book``,
+    ``acc``, ``acm_projection``)."""
+    parts = name.split(".")
+    if parts[0] != "backbone" or len(parts) < 2:
+        return parts[0]
+    if "embed_tokens" in parts or "lm_head" in parts:
+        return "backbone.embeddings_and_head"
+    return ".".join(parts[:2])
+
+
+@torch.no_grad()
+def adam_state_by_part(params: list[tuple[str, torch.nn.Parameter]], state: dict) -> dict[str, dict[str, float]]:
+    """Adam's state in a checkpoint, by :func:`model_part`: the mean ``sqrt(v)`` (the step's denominator; a second
+    loss with gradients on the same parameters raises it, and so shrinks the first loss's steps) and the mean
+    ``|m| / (sqrt(v) + 1e-8)`` (the update's size in units of the lr). ``params`` are (name, parameter) in the
+    optimizer's order (its param groups concatenated), ``state`` the ``optimizer.state_dict()["state"]`` of the
+    checkpoint (keyed by that order; a parameter that never had a gradient has no entry and is skipped)."""
+    sums: dict[str, list[float]] = {}
+    for i, (name, _) in enumerate(params):
+        entry = state.get(i)
+        if entry is None or "exp_avg_sq" not in entry:
+            continue
+        m, v = entry["exp_avg"].float(), entry["exp_avg_sq"].float()
+        acc = sums.setdefault(model_part(name), [0.0, 0.0, 0])
+        acc[0] += float(v.sqrt().sum())
+        acc[1] += float((m.abs() / (v.sqrt() + 1e-8)).sum())
+        acc[2] += m.numel()
+    return {k: {"sqrt_v": a / n, "update_over_lr": b / n} for k, (a, b, n) in sorted(sums.items())}
+
+
 def load_checkpoint(net: torch.nn.Module, paths: str | list[str]) -> None:
     """Load the network of a training checkpoint (the bundles' ``CheckpointSaver`` file, ``{"network": state, ...}``,
     or a bare state dict) into ``net``, built from the same config; every key must match. Several paths (epochs of one
@@ -206,8 +240,15 @@ def diagnose(bundle: str, overrides: dict, model_dir: str | None, batches: int, 
     parser.update({"bundle_root": str(REPO / "bundles" / bundle), "download": False, **overrides})
     torch.manual_seed(int(parser["seed"]))
     net = AttTokGPTv.from_pretrained(model_dir).train() if model_dir else parser.get_parsed_content("network_def")
+    adam = None
     if checkpoint:  # a run's state at the end of one epoch, or the average of several (--checkpoints_kept N keeps N)
         load_checkpoint(net, checkpoint)
+        if isinstance(checkpoint, str):  # the optimizer as the bundle built it (@network is this net), in its order
+            names = {id(p): n for n, p in net.named_parameters()}
+            order = [(names[id(p)], p) for g in parser.get_parsed_content("optimizer").param_groups for p in g["params"]]
+            saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
+            if isinstance(saved, dict) and "optimizer" in saved:
+                adam = adam_state_by_part(order, saved["optimizer"]["state"])
     # before the training batches below move the prototypes
     val_result = val_decisions(net, parser) if val else None
     net.train()
@@ -297,6 +338,8 @@ def diagnose(bundle: str, overrides: dict, model_dir: str | None, batches: int, 
         res["vision_grad_coherence"] = gradient_coherence(torch.stack(vision_grads))
     if val_result is not None:
         res["val"] = val_result
+    if adam is not None:
+        res["adam_by_part"] = adam
     return res
 
 

@@ -483,6 +483,27 @@ def test_diagnose_average_states_and_averaged_checkpoints(tmp_path):
     assert all(torch.allclose(p, torch.full_like(p, 0.5)) for p in fresh.parameters())
 
 
+def test_diagnose_adam_state_by_part():
+    """Adam's sqrt(v) and |m| / sqrt(v) by part, read from an optimizer state dict in the optimizer's order."""
+    from benchmarks.diagnose_attok import adam_state_by_part, model_part
+
+    assert model_part("backbone.vision.stem.weight") == "backbone.vision"
+    assert model_part("backbone.llm.model.embed_tokens.weight") == "backbone.embeddings_and_head"
+    assert model_part("backbone.llm.lm_head.weight") == "backbone.embeddings_and_head"
+    assert model_part("backbone.llm.model.layers.0.mlp.up_proj.weight") == "backbone.llm"
+    assert model_part("book.attribute_embeddings") == "book" and model_part("acc.q.weight") == "acc"
+    vision, llm, unused = (torch.nn.Parameter(torch.zeros(2)) for _ in range(3))
+    opt = torch.optim.AdamW([vision, llm, unused], lr=0.1)
+    vision.grad, llm.grad = torch.tensor([3.0, -4.0]), torch.tensor([1.0, 1.0])  # `unused` gets no gradient
+    opt.step()
+    res = adam_state_by_part([("backbone.vision.w", vision), ("backbone.llm.model.w", llm), ("acc.w", unused)],
+                             opt.state_dict()["state"])
+    assert set(res) == {"backbone.vision", "backbone.llm"}  # no state, no entry
+    # after one step: v = (1 - 0.999) g^2, m = (1 - 0.9) g
+    assert abs(res["backbone.vision"]["sqrt_v"] - 0.001 ** 0.5 * 3.5) < 1e-6
+    assert abs(res["backbone.llm"]["update_over_lr"] - 0.1 / 0.001 ** 0.5) < 1e-4
+
+
 def test_diagnose_acc_logit_spread_recovers_the_logits():
     from benchmarks.diagnose_attok import acc_logit_spread
 
