@@ -504,6 +504,33 @@ def test_diagnose_adam_state_by_part():
     assert abs(res["backbone.llm"]["update_over_lr"] - 0.1 / 0.001 ** 0.5) < 1e-4
 
 
+def test_epoch_table_reads_curves_and_pairs_them(tmp_path):
+    """benchmarks/epoch_table.py: per-epoch scores and weight averages from diagnose_attok outputs; a run still being
+    scored (fewer epochs) is left out; paired differences per seed."""
+    import json
+
+    from benchmarks.epoch_table import read_scores, tables
+
+    def put(name, acc):
+        (tmp_path / name).write_text(json.dumps({"val": {"images": 120, "prob_accuracy": acc}}))
+
+    for seed, base in ((0, 50.0), (1, 60.0)):
+        for epoch, step in ((1, 0.0), (2, 2.0), (3, 4.0)):
+            put(f"val_baseline_s{seed}_ep{epoch}.json", base + step)
+            put(f"val_tokens_s{seed}_ep{epoch}.json", base + step + 3.0)
+        put(f"avg_tokens_s{seed}_2-3.json", base + 10.0)
+        put(f"avg_baseline_s{seed}_2-3.json", base)
+    put("val_all_s0_ep1.json", 10.0)  # still being scored
+    put("notes.json", 0.0)  # not a score file: ignored
+    curves, averages = read_scores(tmp_path)
+    assert curves[("tokens", 1)] == {1: 63.0, 2: 65.0, 3: 67.0} and averages[("tokens", 0)] == 60.0
+    text = tables(curves, averages, ["baseline", "tokens", "all"], 2, [("tokens", "baseline"), ("all", "baseline")])
+    assert "| tokens | 1 | 63.0 65.0 67.0 | 66.0 | 1.0 |" in text  # mean and spread of epochs 2-3
+    assert "| baseline | 0,1 | 59.0 ± 7.1 | 58.0 ± 7.1 | 55.0 ± 7.1 |" in text
+    assert "| tokens − baseline | 0,1 | +3.0 (+3.0, +3.0) | +3.0 (+3.0, +3.0) | +10.0 (+10.0, +10.0) |" in text
+    assert "| all " not in text and "all − baseline" not in text
+
+
 def test_diagnose_acc_logit_spread_recovers_the_logits():
     from benchmarks.diagnose_attok import acc_logit_spread
 
