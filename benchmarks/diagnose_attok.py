@@ -218,14 +218,16 @@ def adam_state_by_part(params: list[tuple[str, torch.nn.Parameter]], state: dict
     return {k: {"sqrt_v": a / n, "update_over_lr": b / n} for k, (a, b, n) in sorted(sums.items())}
 
 
-def load_checkpoint(net: torch.nn.Module, paths: str | list[str]) -> None:
+def load_checkpoint(net: torch.nn.Module, paths: str | list[str]) -> list:
     """Load the network of a training checkpoint (the bundles' ``CheckpointSaver`` file, ``{"network": state, ...}``,
     or a bare state dict) into ``net``, built from the same config; every key must match. Several paths (epochs of one
-    run) load their :func:`average_states`."""
-    from attok_monai.bundle.runs import network_state
+    run) load their :func:`average_states`. Returns the files as loaded (each read once), for their other entries."""
+    from attok_monai.bundle.runs import network_entry
 
     paths = [paths] if isinstance(paths, str) else list(paths)
-    net.load_state_dict(average_states([network_state(p) for p in paths]), strict=True)
+    files = [torch.load(p, map_location="cpu", weights_only=True) for p in paths]
+    net.load_state_dict(average_states([network_entry(f) for f in files]), strict=True)
+    return files
 
 
 def diagnose(bundle: str, overrides: dict, model_dir: str | None, batches: int, lam: float,
@@ -242,13 +244,12 @@ def diagnose(bundle: str, overrides: dict, model_dir: str | None, batches: int, 
     net = AttTokGPTv.from_pretrained(model_dir).train() if model_dir else parser.get_parsed_content("network_def")
     adam = None
     if checkpoint:  # a run's state at the end of one epoch, or the average of several (--checkpoints_kept N keeps N)
-        load_checkpoint(net, checkpoint)
-        if isinstance(checkpoint, str):  # the optimizer as the bundle built it (@network is this net), in its order
+        files = load_checkpoint(net, checkpoint)
+        if len(files) == 1 and isinstance(files[0], dict) and "optimizer" in files[0]:
+            # the optimizer as the bundle built it (@network is this net), in its order
             names = {id(p): n for n, p in net.named_parameters()}
             order = [(names[id(p)], p) for g in parser.get_parsed_content("optimizer").param_groups for p in g["params"]]
-            saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
-            if isinstance(saved, dict) and "optimizer" in saved:
-                adam = adam_state_by_part(order, saved["optimizer"]["state"])
+            adam = adam_state_by_part(order, files[0]["optimizer"]["state"])
     # before the training batches below move the prototypes
     val_result = val_decisions(net, parser) if val else None
     net.train()

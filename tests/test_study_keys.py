@@ -453,7 +453,8 @@ def test_diagnose_load_checkpoint_restores_the_epochs_network(tmp_path):
     torch.save({"network": trained.state_dict(), "optimizer": {"state": {}}, "trainer": {"epoch": 3}}, path)
     fresh = tiny_attok()
     assert not torch.equal(next(fresh.parameters()), next(trained.parameters()))
-    load_checkpoint(fresh, str(path))
+    files = load_checkpoint(fresh, str(path))  # the file as loaded, once: its optimizer entry for adam_by_part
+    assert len(files) == 1 and files[0]["trainer"] == {"epoch": 3}
     assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), trained.state_dict().values()))
     other = tiny_attok(use_attribute_tokens=False, use_acc=False, use_acm=False)
     with pytest.raises(RuntimeError):

@@ -39,6 +39,7 @@ __all__ = [
     "checkpoints_kept",
     "latest_checkpoint",
     "network_state",
+    "network_entry",
     "publish_latest",
     "latest_model_dir",
     "SETTINGS_FILE",
@@ -83,8 +84,13 @@ def checkpoints_kept(value: Any) -> int:
 def network_state(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
     """The network's weights in a checkpoint file: the ``"network"`` entry of a MONAI ``CheckpointSaver`` file
     (``{"network": ..., "optimizer": ..., ...}``), or the file's state dict as it is."""
-    state = torch.load(path, map_location=map_location, weights_only=True)
-    return state["network"] if isinstance(state, dict) and "network" in state else state
+    return network_entry(torch.load(path, map_location=map_location, weights_only=True))
+
+
+def network_entry(checkpoint: Any) -> dict[str, torch.Tensor]:
+    """:func:`network_state` of a checkpoint already loaded (``torch.load``), for a reader that needs its other
+    entries (the optimizer's state) too."""
+    return checkpoint["network"] if isinstance(checkpoint, dict) and "network" in checkpoint else checkpoint
 
 
 def latest_checkpoint(directory: str | os.PathLike, prefix: str = "checkpoint") -> str | None:
