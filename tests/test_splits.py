@@ -178,3 +178,46 @@ def test_class_balanced_weights_single_and_multi_label():
     assert w.tolist() == pytest.approx([(1 / 2 + 1 / 3) / 2, 1 / 3, (1 / 2 + 1 / 3) / 2, 1.0])
     with pytest.raises(ValueError, match="no labels"):
         class_balanced_weights([])
+
+
+# ------------------------------------------------------------------ cross-validation folds
+def _items(n_groups: int = 300, seed: int = 0) -> list[dict]:
+    labels, groups = _synthetic(n_groups, seed)
+    return [{"id": f"i{i}", "label": lab, "group": g} for i, (lab, g) in enumerate(zip(labels, groups))]
+
+
+def test_cross_validation_parts_partition_and_pair():
+    from attok_monai.data.splits import cross_validation_part
+
+    items = _items()
+    held = []
+    for k in range(5):
+        train = cross_validation_part(items, 5, k, "train")
+        val = cross_validation_part(items, 5, k, "val")
+        assert len(train) + len(val) == len(items)
+        assert not {it["id"] for it in train} & {it["id"] for it in val}
+        assert not {it["group"] for it in train} & {it["group"] for it in val}  # no group in two parts
+        assert [it["id"] for it in val] == [it["id"] for it in items if it in val]  # item order kept
+        share = Counter(it["label"] for it in val)
+        whole = Counter(it["label"] for it in items)
+        assert all(abs(share[c] / len(val) - whole[c] / len(items)) < 0.03 for c in whole), (share, whole)
+        held += [it["id"] for it in val]
+    assert sorted(held) == sorted(it["id"] for it in items)  # every item is held out exactly once
+    # the folds depend on the data and the fold seed only: the same call gives the same part
+    assert cross_validation_part(items, 5, 2, "val") == cross_validation_part(list(items), 5, 2, "val")
+    assert cross_validation_part(items, 5, 2, "val") != cross_validation_part(items, 5, 2, "val", seed=1)
+
+
+def test_cross_validation_off_and_bad_values():
+    from attok_monai.data.splits import cross_validation_part
+
+    items = _items(20)
+    assert cross_validation_part(items, 0, 0, "train") == items
+    for folds, fold, match in ((1, 0, "cv_folds"), (-2, 0, "cv_folds"), (True, 0, "cv_folds"), (5, 5, "cv_fold"),
+                               (5, -1, "cv_fold"), (0, 0, "off"), (100, 0, "at least one item")):
+        with pytest.raises(ValueError, match=match):
+            cross_validation_part(items, folds, fold, "val")
+    with pytest.raises(ValueError, match="part"):
+        cross_validation_part(items, 5, 0, "test")
+    with pytest.raises(ValueError, match="item 0 has no 'label'"):
+        cross_validation_part([{"id": "a"}] * 5, 5, 0, "train")

@@ -288,11 +288,41 @@ def test_bundle_keys_defaults_and_tokens_only(bundle):
         assert f"{key}=@{key}" in cfg["hyperparameters"]
     assert cfg["loss"]["acm_weighting"] == "@acm_weighting"
     text = json.dumps(cfg)
-    for module in ("attok_monai.data.sampling", "attok_monai.optimizers"):  # used in expressions -> imported
+    assert cfg["cv_folds"] == 0 and cfg["cv_fold"] == 0  # cross-validation off: the official parts
+    assert "cv_folds=@cv_folds" in cfg["hyperparameters"] and "cv_fold=@cv_fold" in cfg["hyperparameters"]
+    for module in ("attok_monai.data.sampling", "attok_monai.optimizers", "attok_monai.data.splits"):
         if module + "." in text:
             assert f"$import {module}" in cfg["imports"], module
     tokens = json.loads((REPO / "bundles" / bundle / "configs" / "tokens_only.json").read_text())
     assert tokens["use_attribute_tokens"] is True and tokens["use_acc"] is False and tokens["use_acm"] is False
+
+
+@pytest.mark.parametrize("bundle", ["fundus_dr", "pathology_lung"])
+def test_cv_folds_hold_out_a_fold_of_the_training_part(bundle):
+    """cv_folds / cv_fold: the run trains on the other folds of the training part and validates on the held fold;
+    the official validation part is not read. Real shared data (a MedMNIST file and an image table)."""
+    from attok_monai.configs import read_config
+
+    from conftest import require, shared_data_root
+
+    require(shared_data_root())
+    import os
+
+    os.environ.setdefault("ATTOK_DATA_ROOT", str(shared_data_root()))
+    parser = read_config(REPO / "bundles" / bundle / "configs" / "train.json")
+    full = [it["id"] for it in parser.get_parsed_content("train#datalist")]
+    official_val = {it["id"] for it in parser.get_parsed_content("validate#datalist")}
+    held = []
+    for k in (0, 4):
+        parser = read_config(REPO / "bundles" / bundle / "configs" / "train.json")
+        parser["cv_folds"], parser["cv_fold"] = 5, k
+        train = [it["id"] for it in parser.get_parsed_content("train#datalist")]
+        val = [it["id"] for it in parser.get_parsed_content("validate#datalist")]
+        assert set(train) | set(val) == set(full) and not set(train) & set(val)
+        assert not set(val) & official_val
+        assert abs(len(val) - len(full) / 5) <= 0.02 * len(full)
+        held.append(set(val))
+    assert not held[0] & held[1]
 
 
 def test_vqa_rad_takes_the_chosen_defaults():

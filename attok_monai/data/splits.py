@@ -34,6 +34,7 @@ from attok_monai.fileio import atomic_write_text
 __all__ = [
     "DEFAULT_FRACTIONS",
     "SplitInfo",
+    "cross_validation_part",
     "grouped_stratified_split",
     "make_or_load_split",
     "read_split_file",
@@ -130,6 +131,54 @@ def grouped_stratified_split(
             filled[best] += len(g)
             out[best].extend(g)
     return {name: sorted(idx) for name, idx in out.items()}
+
+
+def cross_validation_part(
+    datalist: Sequence[Mapping[str, Any]], folds: int, fold: int, part: str, seed: int = 0
+) -> list[Mapping[str, Any]]:
+    """One part of a ``folds``-fold cross-validation of a data list: ``"val"`` is fold ``fold``, ``"train"`` the
+    other ``folds - 1`` folds.
+
+    The folds come from :func:`grouped_stratified_split` with ``folds`` equal fractions over the items' ``"label"``
+    and ``"group"`` (an item without a group is its own group), so class proportions are kept in every fold and no
+    group is in two folds. They depend only on the data list and ``seed``, not on a run's seed: every run that names
+    the same ``folds`` and ``fold`` trains and scores on the same images. Item order is kept.
+
+    Args:
+        datalist: the items of the part that is cross-validated (usually the training split), each with ``"label"``.
+        folds: the number of folds; ``0`` turns cross-validation off and returns ``datalist`` unchanged for
+            ``"train"`` (``"val"`` then has no meaning and is refused).
+        fold: which fold is held out, ``0 <= fold < folds``.
+        part: ``"train"`` or ``"val"``.
+        seed: the seed of the fold assignment (fixed by default, so folds pair across runs).
+
+    Returns:
+        the items of the part (a new list; the items themselves are not copied).
+
+    Raises:
+        ValueError: a bad ``folds``/``fold``/``part``, more folds than items, or an item without ``"label"``.
+    """
+    if part not in ("train", "val"):
+        raise ValueError(f"cross_validation_part: part {part!r}; expected 'train' or 'val'.")
+    if isinstance(folds, bool) or not isinstance(folds, (int, np.integer)) or folds < 0 or folds == 1:
+        raise ValueError(f"cv_folds: {folds!r}; expected 0 (off) or an integer >= 2.")
+    if folds == 0:
+        if part == "val":
+            raise ValueError("cross_validation_part: part 'val' with cv_folds 0 (cross-validation is off).")
+        return list(datalist)
+    if isinstance(fold, bool) or not isinstance(fold, (int, np.integer)) or not 0 <= fold < folds:
+        raise ValueError(f"cv_fold: {fold!r}; expected an integer in [0, {folds - 1}] (cv_folds is {folds}).")
+    if len(datalist) < folds:
+        raise ValueError(f"cv_folds: {folds} folds of {len(datalist)} items; expected at least one item per fold.")
+    missing = [i for i, it in enumerate(datalist) if "label" not in it]
+    if missing:
+        raise ValueError(f"cross_validation_part: item {missing[0]} has no 'label'; the folds are stratified by label.")
+    names = [f"fold{k}" for k in range(folds)]
+    parts = grouped_stratified_split(
+        [it["label"] for it in datalist], [it.get("group") for it in datalist], dict.fromkeys(names, 1.0), seed=seed
+    )
+    held = set(parts[names[fold]])
+    return [it for i, it in enumerate(datalist) if (i in held) == (part == "val")]
 
 
 # ---------------------------------------------------------------------------------------------------------- files
