@@ -201,6 +201,13 @@ def override_args(pairs: list[str]) -> list[str]:
     return out
 
 
+def recorded_overrides(overrides: list[str]) -> list[str]:
+    """The ``--override key=value`` items a run is recorded with, beside its result: every one but
+    ``generalist_dir`` (a path on the machine that ran it; the record's ``start`` names the generalist by run and
+    MD5)."""
+    return [o for o in overrides if o.partition("=")[0] != "generalist_dir"]
+
+
 def record_result(state_file: Path, key: str, result: dict) -> dict:
     """Add one run's ``result`` under ``key`` to ``state_file`` and return the whole state. The file is re-read under
     an exclusive lock first, so two benchmark commands that add runs to one result set (e.g. different seeds of
@@ -442,7 +449,8 @@ def main() -> None:
                     continue
                 variant, seed = key.split("/")
                 results = record_result(state_file, key, {**res, **run_extras(bundle, variant, int(seed), args.tag),
-                                                          "start": start, "hardware": hardware()})
+                                                          "start": start, "overrides": recorded_overrides(args.override),
+                                                          "hardware": hardware()})
                 print(f"[bench] {bundle} {key}: open acc {res['open_accuracy']:.3f} ({res['wall_time_s']:.0f} s)",
                       flush=True)
         if skipped and args.tag:  # a tagged set that never ran leaves the docs alone

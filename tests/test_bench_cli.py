@@ -364,3 +364,11 @@ def test_encoder_shift_is_the_relative_distance_per_part(tmp_path, capsys):
     assert rows[0] == "run" and rows[1] == {"vision": pytest.approx(0.5), "projector": 0.0, "llm layers": 0.0}
     encoder_shift.main(["--generalist_dir", str(tmp_path / "g"), str(tmp_path / "run")])
     assert "| run | 0.500 | 0.000 | 0.000 |" in capsys.readouterr().out
+
+
+def test_recorded_overrides_leave_out_the_generalist_path():
+    from benchmarks.bench_bundles import recorded_overrides
+
+    assert recorded_overrides(["generalist_dir=/x/model", "cv_folds=5", "cv_fold=2", "gamma=0.0"]) == [
+        "cv_folds=5", "cv_fold=2", "gamma=0.0"]
+    assert recorded_overrides([]) == []

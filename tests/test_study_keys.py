@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -302,12 +303,9 @@ def test_cv_folds_hold_out_a_fold_of_the_training_part(bundle):
     """cv_folds / cv_fold: the run trains on the other folds of the training part and validates on the held fold;
     the official validation part is not read. Real shared data (a MedMNIST file and an image table)."""
     from attok_monai.configs import read_config
-
-    from conftest import require, shared_data_root
+    from tests.conftest import require, shared_data_root
 
     require(shared_data_root())
-    import os
-
     os.environ.setdefault("ATTOK_DATA_ROOT", str(shared_data_root()))
     parser = read_config(REPO / "bundles" / bundle / "configs" / "train.json")
     full = [it["id"] for it in parser.get_parsed_content("train#datalist")]
@@ -682,3 +680,31 @@ def test_attribute_classifier_without_markers_matches_class_probabilities():
     x = torch.rand(3, 1, 16, 16, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         torch.testing.assert_close(clf(x), net.class_probabilities(x, [question] * 3), atol=1e-5, rtol=1e-4)
+
+
+def test_cv_table_reads_folds_from_the_records_and_pairs_them(tmp_path):
+    """cv_table takes a run's fold from its recorded overrides (not its seed), skips runs of no or other folds, refuses
+    two runs of one fold, and pairs rows by fold."""
+    from benchmarks.cv_table import fold_of, paired, read_row, summary, tables
+
+    def rec(acc, f1, fold, folds=5, extra=()):
+        return {"open_accuracy": acc, "open_macro_f1": f1, "open_balanced_accuracy": 0.3, "retrieval_accuracy": 0.4,
+                "num_samples": 216, "overrides": [f"cv_folds={folds}", f"cv_fold={fold}", *extra]}
+
+    state = {"tokens/0": rec(0.60, 0.40, 1), "tokens/7": rec(0.50, 0.30, 0), "tokens/3": rec(0.5, 0.3, 2, folds=3),
+             "tokens/9": {"open_accuracy": 0.9, "overrides": []},
+             "all/0": rec(0.55, 0.41, 1, extra=("gamma=0.0",)), "all/1": rec(0.52, 0.25, 0)}
+    (tmp_path / "s.json").write_text(json.dumps(state))
+    assert fold_of(state["all/0"]) == (5, 1) and fold_of(state["tokens/9"]) is None
+    tokens, all_ = read_row("s", "tokens", 5, tmp_path), read_row("s", "all", 5, tmp_path)
+    assert sorted(tokens) == [0, 1] and tokens[1]["open_accuracy"] == 0.60  # seed 0 held out fold 1
+    diffs = paired(all_, tokens, "open_accuracy")
+    assert [round(d, 6) for d in diffs] == [2.0, -5.0]  # fold 0: 52 - 50; fold 1: 55 - 60
+    assert summary(diffs) == "-1.5 (3.5) 1/2"
+    text = tables({"tokens": tokens, "all": all_}, [("all", "tokens")])
+    assert "| tokens | 55.0 ± 5.0 | 35.0 ± 5.0 |" in text and "| 0,1 | 432 |" in text
+    assert "| all - tokens | +2.0, -5.0 | -1.5 (3.5) 1/2 |" in text
+    state["tokens/8"] = rec(0.1, 0.1, 1)
+    (tmp_path / "s.json").write_text(json.dumps(state))
+    with pytest.raises(ValueError, match="fold 1"):
+        read_row("s", "tokens", 5, tmp_path)

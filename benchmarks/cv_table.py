@@ -1,0 +1,114 @@
+"""Cross-validation tables: rows scored on held-out folds of a training part (``--cv_folds K --cv_fold k``), paired
+by fold (issue 21, round 22).
+
+Reads the runs that ``bench_bundles.py`` recorded in ``benchmarks/.state/<state>.json``. A run counts for fold k only
+if its record's ``overrides`` name ``cv_folds=K`` and ``cv_fold=k`` (the fold is read from the record, never guessed
+from the seed). Prints markdown:
+
+1. per row, over folds: open accuracy, macro-F1, balanced accuracy and book retrieval (mean ± standard deviation over
+   folds; the folds are equal parts of one training part, so the mean is the pooled score over every held image);
+2. paired by fold: each named difference per fold, its mean, standard error and how many folds are above zero.
+
+A row is ``label=state:variant``; a pair is ``a-b`` of two labels.
+
+    python benchmarks/cv_table.py --rows baseline=fundus_dr_cv5:baseline tokens=fundus_dr_cv5:tokens \\
+        all=fundus_dr_cv5:all --pairs tokens-baseline all-baseline all-tokens
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics as st
+from pathlib import Path
+
+STATE = Path(__file__).resolve().parent / ".state"
+MEASURES = (("open acc", "open_accuracy"), ("macro-F1", "open_macro_f1"), ("bal. acc", "open_balanced_accuracy"),
+            ("retrieval", "retrieval_accuracy"))
+
+
+def fold_of(record: dict) -> tuple[int, int] | None:
+    """``(cv_folds, cv_fold)`` from a run record's ``overrides``; ``None`` for a run that did not cross-validate."""
+    over = dict(o.partition("=")[::2] for o in record.get("overrides") or [])
+    folds, fold = int(over.get("cv_folds", 0) or 0), int(over.get("cv_fold", 0) or 0)
+    return (folds, fold) if folds else None
+
+
+def read_row(state: str, variant: str, folds: int, state_dir: Path = STATE) -> dict[int, dict]:
+    """``{fold: record}`` of ``variant``'s runs in ``state`` that held out a fold of ``folds``. Two runs of one fold
+    in one result set are refused (which would count?)."""
+    path = state_dir / f"{state}.json"
+    if not path.is_file():
+        return {}
+    out: dict[int, dict] = {}
+    for key, rec in json.loads(path.read_text()).items():
+        if key.partition("/")[0] != variant or not isinstance(rec, dict):
+            continue
+        f = fold_of(rec)
+        if f is None or f[0] != folds:
+            continue
+        if f[1] in out:
+            raise ValueError(f"{path}: two runs of {variant} hold out fold {f[1]} of {folds}")
+        out[f[1]] = rec
+    return out
+
+
+def mean_sd(xs: list[float]) -> str:
+    return f"{st.mean(xs):.1f} ± {st.pstdev(xs):.1f}" if xs else "-"
+
+
+def paired(a: dict[int, dict], b: dict[int, dict], key: str) -> list[float]:
+    """Per fold (both rows scored it), ``100 * (a - b)`` of ``key``, in fold order."""
+    return [100 * (a[k][key] - b[k][key]) for k in sorted(set(a) & set(b))
+            if isinstance(a[k].get(key), (int, float)) and isinstance(b[k].get(key), (int, float))]
+
+
+def summary(diffs: list[float]) -> str:
+    """``mean (se) k/n``: the mean difference, its standard error over folds and the folds above zero."""
+    if not diffs:
+        return "-"
+    se = st.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) > 1 else float("nan")
+    return f"{st.mean(diffs):+.1f} ({se:.1f}) {sum(d > 0 for d in diffs)}/{len(diffs)}"
+
+
+def tables(rows: dict[str, dict[int, dict]], pairs: list[tuple[str, str]]) -> str:
+    lines = ["| row | " + " | ".join(m for m, _ in MEASURES) + " | folds | images held out |",
+             "|---|" + "---|" * (len(MEASURES) + 2)]
+    for label, recs in rows.items():
+        cells = [mean_sd([100 * r[k] for r in recs.values() if isinstance(r.get(k), (int, float))])
+                 for _, k in MEASURES]
+        n = sum(int(r.get("num_samples", 0)) for r in recs.values())
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {','.join(map(str, sorted(recs))) or 'none'} | {n} |")
+    if pairs:
+        lines += ["", "| difference | open acc per fold | open acc: mean (se) above 0 | macro-F1 per fold | "
+                      "macro-F1: mean (se) above 0 |", "|---|---|---|---|---|"]
+        for a, b in pairs:
+            acc, f1 = paired(rows[a], rows[b], "open_accuracy"), paired(rows[a], rows[b], "open_macro_f1")
+            lines.append(f"| {a} - {b} | {', '.join(f'{d:+.1f}' for d in acc)} | {summary(acc)} | "
+                         f"{', '.join(f'{d:+.1f}' for d in f1)} | {summary(f1)} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rows", nargs="+", required=True, help="label=state:variant (state: benchmarks/.state/<state>.json)")
+    ap.add_argument("--pairs", nargs="*", default=[], help="a-b: label a minus label b, paired by fold")
+    ap.add_argument("--folds", type=int, default=5, help="the runs' cv_folds")
+    args = ap.parse_args()
+    rows = {}
+    for spec in args.rows:
+        label, _, where = spec.partition("=")
+        state, _, variant = where.partition(":")
+        if not (label and state and variant) or "-" in label:
+            raise SystemExit(f"--rows {spec!r}: expected label=state:variant (no '-' in the label)")
+        rows[label] = read_row(state, variant, args.folds)
+    pairs = [tuple(p.split("-", 1)) for p in args.pairs]
+    for a, b in pairs:
+        if a not in rows or b not in rows:
+            raise SystemExit(f"--pairs {a}-{b}: both labels must be in --rows ({', '.join(rows)})")
+    print(tables(rows, pairs))
+
+
+if __name__ == "__main__":
+    main()
