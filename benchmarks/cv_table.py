@@ -7,7 +7,10 @@ from the seed). Prints markdown:
 
 1. per row, over folds: open accuracy, macro-F1, balanced accuracy and book retrieval (mean ± standard deviation over
    folds; the folds are equal parts of one training part, so the mean is the pooled score over every held image);
-2. paired by fold: each named difference per fold, its mean, standard error and how many folds are above zero.
+2. paired by fold: each named difference per fold, its mean, standard error and how many folds are above zero;
+3. with ``--official DIR``: the same runs' models scored on the official validation part, read from
+   ``DIR/off_<label>_f<fold>.json`` (``diagnose_attok.py --val --model_dir <run>/model --out ...``, the run's overrides
+   without ``cv_folds``): accuracy per row and the pairs' differences, paired by fold.
 
 A row is ``label=state:variant``; a pair is ``a-b`` of two labels.
 
@@ -90,11 +93,42 @@ def tables(rows: dict[str, dict[int, dict]], pairs: list[tuple[str, str]]) -> st
     return "\n".join(lines)
 
 
+def read_official(folder: Path, rows: dict[str, dict[int, dict]]) -> dict[str, dict[int, dict]]:
+    """``{label: {fold: {"open_accuracy": a}}}`` (a fraction, as in the records) from ``off_<label>_f<fold>.json``,
+    for the folds the row has runs of."""
+    out: dict[str, dict[int, dict]] = {}
+    for label, recs in rows.items():
+        out[label] = {}
+        for k in recs:
+            path = folder / f"off_{label}_f{k}.json"
+            if path.is_file():
+                val = json.loads(path.read_text())["val"]
+                out[label][k] = {"open_accuracy": val["prob_accuracy"] / 100, "num_samples": val["images"]}
+    return out
+
+
+def official_table(rows: dict[str, dict[int, dict]], pairs: list[tuple[str, str]]) -> str:
+    lines = ["| row (official validation part) | accuracy | models (folds) | images |", "|---|---|---|---|"]
+    for label, recs in rows.items():
+        accs = [100 * r["open_accuracy"] for r in recs.values()]
+        n = {int(r["num_samples"]) for r in recs.values()}
+        lines.append(f"| {label} | {mean_sd(accs)} | {','.join(map(str, sorted(recs))) or 'none'} | "
+                     f"{'/'.join(map(str, sorted(n))) or '-'} |")
+    if pairs:
+        lines += ["", "| difference (official validation part) | per fold's model | mean (se) above 0 |", "|---|---|---|"]
+        for a, b in pairs:
+            acc = paired(rows[a], rows[b], "open_accuracy")
+            lines.append(f"| {a} - {b} | {', '.join(f'{d:+.1f}' for d in acc)} | {summary(acc)} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", nargs="+", required=True, help="label=state:variant (state: benchmarks/.state/<state>.json)")
     ap.add_argument("--pairs", nargs="*", default=[], help="a-b: label a minus label b, paired by fold")
     ap.add_argument("--folds", type=int, default=5, help="the runs' cv_folds")
+    ap.add_argument("--official", default=None,
+                    help="a folder of diagnose_attok.py --val outputs off_<label>_f<fold>.json (official validation)")
     args = ap.parse_args()
     rows = {}
     for spec in args.rows:
@@ -108,6 +142,9 @@ def main() -> None:
         if a not in rows or b not in rows:
             raise SystemExit(f"--pairs {a}-{b}: both labels must be in --rows ({', '.join(rows)})")
     print(tables(rows, pairs))
+    if args.official:
+        print()
+        print(official_table(read_official(Path(args.official), rows), pairs))
 
 
 if __name__ == "__main__":

@@ -36,6 +36,10 @@ differ: what ACC's output contributes to the answer.
         --checkpoint bundles/fundus_dr/runs/<run>/checkpoints/checkpoint_epoch=3.pt   # one epoch of a run
     python benchmarks/diagnose_attok.py --bundle fundus_dr ... --val --batches 0 \
         --checkpoint bundles/fundus_dr/runs/<run>/checkpoints/checkpoint_epoch={10,11,12}.pt  # their weight average
+
+(A bundle run keeps its checkpoints in ``runs/<run>/checkpoints/``; a ``bench_bundles.py`` run in
+``runs/<bench run>/models/``.) With ``--val``, the split scored is the run config's validation part; a run made with
+``cv_folds`` scores its held-out fold unless ``--override cv_folds=0`` asks for the official validation part.
 """
 
 from __future__ import annotations

@@ -708,3 +708,15 @@ def test_cv_table_reads_folds_from_the_records_and_pairs_them(tmp_path):
     (tmp_path / "s.json").write_text(json.dumps(state))
     with pytest.raises(ValueError, match="fold 1"):
         read_row("s", "tokens", 5, tmp_path)
+
+
+def test_cv_table_reads_the_official_part_scores(tmp_path):
+    from benchmarks.cv_table import official_table, read_official
+
+    for label, fold, acc in (("a", 0, 50.0), ("a", 1, 60.0), ("b", 0, 45.0), ("b", 1, 62.5)):
+        (tmp_path / f"off_{label}_f{fold}.json").write_text(json.dumps({"val": {"images": 120, "prob_accuracy": acc}}))
+    rows = {"a": {0: {}, 1: {}, 2: {}}, "b": {0: {}, 1: {}}}  # fold 2 of a was not scored: left out
+    off = read_official(tmp_path, rows)
+    assert sorted(off["a"]) == [0, 1] and off["b"][1]["open_accuracy"] == 0.625
+    text = official_table(off, [("a", "b")])
+    assert "| a | 55.0 ± 5.0 | 0,1 | 120 |" in text and "| a - b | +5.0, -2.5 | +1.2 (3.8) 1/2 |" in text
