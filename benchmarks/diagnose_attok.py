@@ -150,26 +150,30 @@ def acc_logit_spread(attn: torch.Tensor, key_padding_mask: torch.Tensor | None =
 @torch.no_grad()
 def val_decisions(net, parser) -> dict:
     """On the validation split: the accuracy (%) of the class decision (argmax of the class probabilities, the
-    evaluator's ``prob_accuracy``); with ACC, also the decisions with the raw visual tokens (ACC's output left out)
+    evaluator's ``prob_accuracy``) and the mean negative log class probability of the true class (``true_class_nll``,
+    nats: lower on a part the model has memorised than on unseen images of the same set); with ACC, also the decisions with the raw visual tokens (ACC's output left out)
     and the number of images whose decision differs."""
     from attok_monai.engines.steps import _first_attributes
 
     question = parser.get_parsed_content("templates").question("open")
     net.eval()
     on = off = changed = total = 0
+    nll = 0.0
     for batch in parser.get_parsed_content("validate#dataloader"):
         images = batch["image"].float()
         labels = torch.tensor([a[0] for a in _first_attributes(batch)])
         raw = net.backbone.encode_images(images)
         prompts = [question] * images.shape[0]
-        p_on = net.class_probabilities(images, prompts, visual=net._visual_transform(raw)).argmax(-1)
+        probs = net.class_probabilities(images, prompts, visual=net._visual_transform(raw))
+        nll += float(-probs.gather(1, labels[:, None]).clamp_min(1e-12).log().sum())
+        p_on = probs.argmax(-1)
         on += int((p_on == labels).sum())
         if net.acc is not None:
             p_off = net.class_probabilities(images, prompts, visual=raw).argmax(-1)
             off += int((p_off == labels).sum())
             changed += int((p_on != p_off).sum())
         total += len(labels)
-    res = {"images": total, "prob_accuracy": 100 * on / max(1, total)}
+    res = {"images": total, "prob_accuracy": 100 * on / max(1, total), "true_class_nll": nll / max(1, total)}
     if net.acc is not None:
         res.update(prob_accuracy_acc_off=100 * off / max(1, total), decisions_changed=changed)
     return res

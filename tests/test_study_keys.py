@@ -424,8 +424,10 @@ def test_diagnose_acc_attention_shares_and_val_decisions():
     net.acc = None  # no ACC (tokens alone, the baselines): the accuracy alone
     probs = net.class_probabilities(x, ["what is this radiology image?"] * 3).argmax(-1)
     res = val_decisions(net, Parser())
-    assert set(res) == {"images", "prob_accuracy"}
+    assert set(res) == {"images", "prob_accuracy", "true_class_nll"}
     assert abs(res["prob_accuracy"] - 100 * float((probs == torch.tensor([0, 1, 2])).float().mean())) < 1e-4
+    p = net.class_probabilities(x, ["what is this radiology image?"] * 3)
+    assert abs(res["true_class_nll"] + float(p[torch.arange(3), torch.tensor([0, 1, 2])].log().mean())) < 1e-4
 
 
 def test_diagnose_vision_share_before_and_after_clipping():
