@@ -12,7 +12,9 @@ from the seed). Prints markdown:
    ``DIR/off_<label>_f<fold>.json`` (``diagnose_attok.py --val --model_dir <run>/model --out ...``, the run's overrides
    without ``cv_folds``): accuracy per row and the pairs' differences, paired by fold.
 
-A row is ``label=state:variant``; a pair is ``a-b`` of two labels.
+A row is ``label=state:variant``, or ``label=state:variant,state2:variant`` for repetitions of the same folds with
+other seeds (pooled: the pairs pair run i of one row with run i of the other, per fold); a pair is ``a-b`` of two
+labels.
 
     python benchmarks/cv_table.py --rows baseline=fundus_dr_cv5:baseline tokens=fundus_dr_cv5:tokens \\
         all=fundus_dr_cv5:all --pairs tokens-baseline all-baseline all-tokens
@@ -57,6 +59,28 @@ def read_row(state: str, variant: str, folds: int, state_dir: Path = STATE) -> d
     return out
 
 
+def read_spec(where: str, folds: int, state_dir: Path = STATE) -> dict:
+    """The runs of a row ``state:variant[,state:variant...]``: ``{fold: record}`` for one result set, ``{(i, fold):
+    record}`` over several (``i``: the result set's place in the list, so repetition i pairs with repetition i)."""
+    sources = []
+    for part in where.split(","):
+        state, _, variant = part.partition(":")
+        if not (state and variant):
+            raise ValueError(f"row {where!r}: expected state:variant[,state:variant...]")
+        sources.append(read_row(state, variant, folds, state_dir))
+    if len(sources) == 1:
+        return sources[0]
+    return {(i, k): rec for i, src in enumerate(sources) for k, rec in src.items()}
+
+
+def _shown(keys) -> str:
+    """The runs of a row: its folds, or ``n runs`` for a pooled row."""
+    keys = sorted(keys)
+    if keys and isinstance(keys[0], tuple):
+        return f"{len(keys)} runs"
+    return ",".join(map(str, keys)) or "none"
+
+
 def mean_sd(xs: list[float]) -> str:
     return f"{st.mean(xs):.1f} ± {st.pstdev(xs):.1f}" if xs else "-"
 
@@ -82,7 +106,7 @@ def tables(rows: dict[str, dict[int, dict]], pairs: list[tuple[str, str]]) -> st
         cells = [mean_sd([100 * r[k] for r in recs.values() if isinstance(r.get(k), (int, float))])
                  for _, k in MEASURES]
         n = sum(int(r.get("num_samples", 0)) for r in recs.values())
-        lines.append(f"| {label} | " + " | ".join(cells) + f" | {','.join(map(str, sorted(recs))) or 'none'} | {n} |")
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {_shown(recs)} | {n} |")
     if pairs:
         lines += ["", "| difference | open acc per fold | open acc: mean (se) above 0 | macro-F1 per fold | "
                       "macro-F1: mean (se) above 0 |", "|---|---|---|---|---|"]
@@ -95,7 +119,7 @@ def tables(rows: dict[str, dict[int, dict]], pairs: list[tuple[str, str]]) -> st
 
 def read_official(folder: Path, rows: dict[str, dict[int, dict]]) -> dict[str, dict[int, dict]]:
     """``{label: {fold: {"open_accuracy": a}}}`` (a fraction, as in the records) from ``off_<label>_f<fold>.json``,
-    for the folds the row has runs of."""
+    for the folds the row has runs of (rows of one result set; a pooled row is read through its parts' labels)."""
     out: dict[str, dict[int, dict]] = {}
     for label, recs in rows.items():
         out[label] = {}
@@ -133,10 +157,9 @@ def main() -> None:
     rows = {}
     for spec in args.rows:
         label, _, where = spec.partition("=")
-        state, _, variant = where.partition(":")
-        if not (label and state and variant) or "-" in label:
+        if not (label and where) or "-" in label:
             raise SystemExit(f"--rows {spec!r}: expected label=state:variant (no '-' in the label)")
-        rows[label] = read_row(state, variant, args.folds)
+        rows[label] = read_spec(where, args.folds)
     pairs = [tuple(p.split("-", 1)) for p in args.pairs]
     for a, b in pairs:
         if a not in rows or b not in rows:
@@ -144,7 +167,9 @@ def main() -> None:
     print(tables(rows, pairs))
     if args.official:
         print()
-        print(official_table(read_official(Path(args.official), rows), pairs))
+        single = {label: recs for label, recs in rows.items() if not any(isinstance(k, tuple) for k in recs)}
+        print(official_table(read_official(Path(args.official), single),
+                             [(a, b) for a, b in pairs if a in single and b in single]))
 
 
 if __name__ == "__main__":

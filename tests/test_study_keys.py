@@ -722,3 +722,22 @@ def test_cv_table_reads_the_official_part_scores(tmp_path):
     assert sorted(off["a"]) == [0, 1] and off["b"][1]["open_accuracy"] == 0.625
     text = official_table(off, [("a", "b")])
     assert "| a | 55.0 ± 5.0 | 0,1 | 120 |" in text and "| a - b | +5.0, -2.5 | +1.2 (3.8) 1/2 |" in text
+
+
+def test_cv_table_pools_repetitions_of_the_folds(tmp_path):
+    """A row over two result sets (the same folds, other seeds) pairs repetition i with repetition i, per fold."""
+    from benchmarks.cv_table import read_spec, tables
+
+    def rec(acc, fold):
+        return {"open_accuracy": acc, "open_macro_f1": acc / 2, "num_samples": 216,
+                "overrides": ["cv_folds=5", f"cv_fold={fold}"]}
+
+    (tmp_path / "r1.json").write_text(json.dumps({"baseline/0": rec(0.50, 0), "tokens/0": rec(0.40, 0)}))
+    (tmp_path / "r2.json").write_text(json.dumps({"baseline/5": rec(0.50, 0), "tokens/5": rec(0.60, 0)}))
+    base = read_spec("r1:baseline,r2:baseline", 5, tmp_path)
+    tok = read_spec("r1:tokens,r2:tokens", 5, tmp_path)
+    assert sorted(base) == [(0, 0), (1, 0)] and read_spec("r1:tokens", 5, tmp_path)[0]["open_accuracy"] == 0.40
+    text = tables({"base": base, "tok": tok}, [("tok", "base")])
+    assert "| tok - base | -10.0, +10.0 | +0.0 (10.0) 1/2 |" in text and "| 2 runs | 432 |" in text
+    with pytest.raises(ValueError, match="state:variant"):
+        read_spec("r1", 5, tmp_path)
