@@ -100,7 +100,7 @@ def summary(diffs: list[float]) -> str:
 
 
 def tables(rows: dict[str, dict[int, dict]], pairs: list[tuple[str, str]]) -> str:
-    lines = ["| row | " + " | ".join(m for m, _ in MEASURES) + " | folds | images held out |",
+    lines = ["| row | " + " | ".join(m for m, _ in MEASURES) + " | runs (folds) | images held out |",
              "|---|" + "---|" * (len(MEASURES) + 2)]
     for label, recs in rows.items():
         cells = [mean_sd([100 * r[k] for r in recs.values() if isinstance(r.get(k), (int, float))])
