@@ -214,9 +214,12 @@ def test_cross_validation_off_and_bad_values():
     items = _items(20)
     assert cross_validation_part(items, 0, 0, "train") == items
     for folds, fold, match in ((1, 0, "cv_folds"), (-2, 0, "cv_folds"), (True, 0, "cv_folds"), (5, 5, "cv_fold"),
-                               (5, -1, "cv_fold"), (0, 0, "off"), (100, 0, "at least one item")):
+                               (5, -1, "cv_fold"), (0, 0, "off"), (100, 0, "at least one item"),
+                               (0, 3, "set cv_folds")):
         with pytest.raises(ValueError, match=match):
             cross_validation_part(items, folds, fold, "val")
+    with pytest.raises(ValueError, match="set cv_folds"):
+        cross_validation_part(items, 0, 2, "train")  # a fold named without folds: refused, not ignored
     with pytest.raises(ValueError, match="part"):
         cross_validation_part(items, 5, 0, "test")
     with pytest.raises(ValueError, match="item 0 has no 'label'"):

@@ -147,7 +147,7 @@ def cross_validation_part(
     Args:
         datalist: the items of the part that is cross-validated (usually the training split), each with ``"label"``.
         folds: the number of folds; ``0`` turns cross-validation off and returns ``datalist`` unchanged for
-            ``"train"`` (``"val"`` then has no meaning and is refused).
+            ``"train"`` (``"val"`` then has no meaning and is refused, and so is a ``fold`` other than 0).
         fold: which fold is held out, ``0 <= fold < folds``.
         part: ``"train"`` or ``"val"``.
         seed: the seed of the fold assignment (fixed by default, so folds pair across runs).
@@ -163,6 +163,8 @@ def cross_validation_part(
     if isinstance(folds, bool) or not isinstance(folds, (int, np.integer)) or folds < 0 or folds == 1:
         raise ValueError(f"cv_folds: {folds!r}; expected 0 (off) or an integer >= 2.")
     if folds == 0:
+        if fold != 0:
+            raise ValueError(f"cv_fold: {fold!r} with cv_folds 0 (cross-validation off); set cv_folds too, e.g. 5.")
         if part == "val":
             raise ValueError("cross_validation_part: part 'val' with cv_folds 0 (cross-validation is off).")
         return list(datalist)
