@@ -91,6 +91,11 @@ def paired(a: dict[int, dict], b: dict[int, dict], key: str) -> list[float]:
             if isinstance(a[k].get(key), (int, float)) and isinstance(b[k].get(key), (int, float))]
 
 
+def signed(diffs: list[float]) -> str:
+    """The differences as the tables list them: ``+1.9, -0.5, ...``."""
+    return ", ".join(f"{d:+.1f}" for d in diffs)
+
+
 def summary(diffs: list[float]) -> str:
     """``mean (se) k/n``: the mean difference, its standard error over folds and the folds above zero."""
     if not diffs:
@@ -112,8 +117,7 @@ def tables(rows: dict[str, dict[int, dict]], pairs: list[tuple[str, str]]) -> st
                       "macro-F1: mean (se) above 0 |", "|---|---|---|---|---|"]
         for a, b in pairs:
             acc, f1 = paired(rows[a], rows[b], "open_accuracy"), paired(rows[a], rows[b], "open_macro_f1")
-            lines.append(f"| {a} - {b} | {', '.join(f'{d:+.1f}' for d in acc)} | {summary(acc)} | "
-                         f"{', '.join(f'{d:+.1f}' for d in f1)} | {summary(f1)} |")
+            lines.append(f"| {a} - {b} | {signed(acc)} | {summary(acc)} | {signed(f1)} | {summary(f1)} |")
     return "\n".join(lines)
 
 
@@ -136,19 +140,20 @@ def official_table(rows: dict[str, dict[int, dict]], pairs: list[tuple[str, str]
     for label, recs in rows.items():
         accs = [100 * r["open_accuracy"] for r in recs.values()]
         n = {int(r["num_samples"]) for r in recs.values()}
-        lines.append(f"| {label} | {mean_sd(accs)} | {','.join(map(str, sorted(recs))) or 'none'} | "
-                     f"{'/'.join(map(str, sorted(n))) or '-'} |")
+        lines.append(f"| {label} | {mean_sd(accs)} | {_shown(recs)} | {'/'.join(map(str, sorted(n))) or '-'} |")
     if pairs:
-        lines += ["", "| difference (official validation part) | per fold's model | mean (se) above 0 |", "|---|---|---|"]
+        lines += ["", "| difference (official validation part) | per fold's model | mean (se) above 0 |",
+                  "|---|---|---|"]
         for a, b in pairs:
             acc = paired(rows[a], rows[b], "open_accuracy")
-            lines.append(f"| {a} - {b} | {', '.join(f'{d:+.1f}' for d in acc)} | {summary(acc)} |")
+            lines.append(f"| {a} - {b} | {signed(acc)} | {summary(acc)} |")
     return "\n".join(lines)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rows", nargs="+", required=True, help="label=state:variant (state: benchmarks/.state/<state>.json)")
+    ap.add_argument("--rows", nargs="+", required=True,
+                    help="label=state:variant[,state:variant...] (state: benchmarks/.state/<state>.json)")
     ap.add_argument("--pairs", nargs="*", default=[], help="a-b: label a minus label b, paired by fold")
     ap.add_argument("--folds", type=int, default=5, help="the runs' cv_folds")
     ap.add_argument("--official", default=None,

@@ -151,8 +151,8 @@ def acc_logit_spread(attn: torch.Tensor, key_padding_mask: torch.Tensor | None =
 def val_decisions(net, parser) -> dict:
     """On the validation split: the accuracy (%) of the class decision (argmax of the class probabilities, the
     evaluator's ``prob_accuracy``) and the mean negative log class probability of the true class (``true_class_nll``,
-    nats: lower on a part the model has memorised than on unseen images of the same set); with ACC, also the decisions with the raw visual tokens (ACC's output left out)
-    and the number of images whose decision differs."""
+    nats: lower on a part the model has memorised than on unseen images of the same set); with ACC, also the
+    decisions with the raw visual tokens (ACC's output left out) and the number of images whose decision differs."""
     from attok_monai.engines.steps import _first_attributes
 
     question = parser.get_parsed_content("templates").question("open")
