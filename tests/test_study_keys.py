@@ -323,6 +323,49 @@ def test_cv_folds_hold_out_a_fold_of_the_training_part(bundle):
     assert not held[0] & held[1]
 
 
+def test_vqa_rad_cv_folds_hold_out_images_of_its_training_part(tmp_path):
+    """vqa_rad's cv_folds / cv_fold: folds of the training part's images (every pair of an image in one fold, the
+    organ shares kept); the official validation images are read by neither part; the vocabulary is built on the
+    fold's training part; a cv_fold without cv_folds is refused. Real shared data (VQA-RAD's question file)."""
+    from attok_monai.vqa.datalists import cv_parts, prepare_vqa
+    from tests.conftest import require, shared_data_root
+
+    require(shared_data_root())
+    root = shared_data_root() / "vqa_rad"
+    official = prepare_vqa(root, tmp_path / "official")
+    official_val_images = {r.image for r in official.val_records}
+    train_ids = {r.id for r in official.train_records}
+    held = []
+    for k in (0, 4):
+        data = prepare_vqa(root, tmp_path / f"fold{k}", cv_folds=5, cv_fold=k)
+        train_images, val_images = ({r.image for r in rs} for rs in (data.train_records, data.val_records))
+        assert {r.id for r in data.train_records} | {r.id for r in data.val_records} == train_ids
+        assert not train_images & val_images and not (train_images | val_images) & official_val_images
+        n_images = len({r.image for r in official.train_records})
+        assert abs(len(val_images) - n_images / 5) <= 0.03 * n_images
+        assert data.split_info["cv_folds"] == 5 and data.split_info["cv_fold"] == k
+        assert data.split_info["num_val"] == len(data.val) == len(data.val_records)
+        held.append(val_images)
+    assert not held[0] & held[1]
+    assert official.split_info["cv_folds"] == 0
+    with pytest.raises(ValueError, match="cv_fold: 2 with cv_folds 0"):
+        prepare_vqa(root, tmp_path / "bad", cv_fold=2)
+    with pytest.raises(ValueError, match="cv_fold: 5"):
+        prepare_vqa(root, tmp_path / "bad", cv_folds=5, cv_fold=5)
+
+    # organ shares kept per fold (2 images of each organ, 2 pairs each), the same folds on every call
+    records = [{"image": f"img{i // 2}.jpg", "organ": ("HEAD", "CHEST", "ABD")[i // 2 % 3], "q": i} for i in range(60)]
+    for k in range(5):
+        train, val = cv_parts(records, 5, k)
+        assert len(train) + len(val) == 60 and not {r["image"] for r in train} & {r["image"] for r in val}
+        assert sorted(r["organ"] for r in val) == ["ABD"] * 4 + ["CHEST"] * 4 + ["HEAD"] * 4
+        assert cv_parts(records, 5, k) == (train, val)
+    with pytest.raises(ValueError, match="cv_folds: 5 folds of 3 images"):
+        cv_parts(records[:6], 5, 0)
+    cfg = json.loads((REPO / "bundles" / "vqa_rad" / "configs" / "train.json").read_text())
+    assert cfg["cv_folds"] == 0 and "cv_folds=@cv_folds, cv_fold=@cv_fold" in cfg["data"]
+
+
 def test_vqa_rad_takes_the_chosen_defaults():
     """vqa_rad keeps its own full config; the study's keys come from the one shared place, so a default chosen for the
     classification bundles reaches it too (before, its model fell back to AttTokConfig's own defaults: fa_position

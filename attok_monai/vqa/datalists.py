@@ -31,6 +31,7 @@ from monai.transforms import Compose, EnsureTyped, Resized, SpatialPadd
 
 from attok_monai.attributes import AttributeVocabulary
 from attok_monai.data.image_transforms import image_load_transforms, pil_standard_mode
+from attok_monai.data.splits import cross_validation_part
 from attok_monai.data.vqa import read_vqa, split_by_image, vqa_datalist
 from attok_monai.vqa.build_vocabulary import build_vocabulary
 from attok_monai.vqa.keywords import LexiconExtractor
@@ -150,6 +151,8 @@ def prepare_vqa(
     read_kwargs: dict[str, Any] | None = None,
     vocabulary: AttributeVocabulary | dict | str | os.PathLike | None = None,
     eval_split: str = "val",
+    cv_folds: int = 0,
+    cv_fold: int = 0,
 ) -> VQAData:
     """Read ``dataset`` under ``root``, hold out ``val_fraction`` of its images (``seed``), build the attribute
     vocabulary on the training pairs (lexicon extractor, concepts seen in ``min_count`` pairs or more, cached in
@@ -157,6 +160,10 @@ def prepare_vqa(
 
     With ``vocabulary`` given (e.g. a trained model's), no vocabulary is built: both parts are assigned with the
     extractor restricted to it (evaluation of a saved model).
+
+    ``cv_folds`` > 0 cross-validates the training part instead (model selection without the validation part): its
+    images are cut into ``cv_folds`` folds (:func:`cv_parts`), ``val`` is fold ``cv_fold`` and ``train`` the other
+    folds, the vocabulary is built on that ``train``, and the held-out validation images are not read.
 
     ``limit_train`` / ``limit_val`` keep the first N pairs of each part (after the split, so the parts still share no
     image); the vocabulary is built from the full training part either way.
@@ -181,6 +188,8 @@ def prepare_vqa(
     read_kwargs = {"split": "train", **(read_kwargs or {})}
     records = read_vqa(dataset, root, **read_kwargs)
     train_r, val_r = split_by_image(records, val_fraction=val_fraction, seed=seed)
+    if cv_folds or cv_fold:
+        train_r, val_r = cv_parts(train_r, cv_folds, cv_fold)
     extractor = LexiconExtractor(lexicon)
     if vocabulary is None:
         built = build_vocabulary(train_r, extractor, vocab_dir, modality=modality, min_count=min_count)
@@ -203,6 +212,8 @@ def prepare_vqa(
     info = {
         "val_fraction": val_fraction,
         "split_seed": seed,
+        "cv_folds": cv_folds,
+        "cv_fold": cv_fold,
         "num_train": len(train),
         "num_val": len(val),
         "num_train_images": len({r.image for r in train_r}),
@@ -227,6 +238,41 @@ def prepare_vqa(
     source = _source(records)
     return VQAData(train_r, val_r, train, val, vocab, info, Path(vocab_dir) if vocab_dir else None, source,
                    test_r, test)
+
+
+def cv_parts(records: Sequence[Any], folds: int, fold: int) -> tuple[list[Any], list[Any]]:
+    """Fold ``fold`` of a ``folds``-fold cross-validation of question-answer pairs, by image.
+
+    Every pair of one image is in the same fold (the image is the group), and the folds keep the share of each
+    organ / body region (``organ``; ``"none"`` where a record has none), as
+    :func:`attok_monai.data.splits.cross_validation_part` does for classes. The folds depend only on the records, not
+    on a run's seed, so every run of fold ``fold`` trains and validates on the same pairs.
+
+    Args:
+        records: :class:`~attok_monai.data.vqa.VQARecord` (or mappings with ``image`` and ``organ``) of the part
+            that is cross-validated, usually the training part.
+        folds: number of folds (>= 2).
+        fold: the held-out fold, ``0 <= fold < folds``.
+
+    Returns:
+        ``(train_records, val_records)``: the other folds' pairs and fold ``fold``'s, each in the input order.
+
+    Raises:
+        ValueError: a bad ``folds``/``fold`` (the message names ``cv_folds``/``cv_fold``), or fewer images than folds.
+    """
+    def get(r: Any, key: str) -> Any:
+        return r.get(key) if isinstance(r, dict) else getattr(r, key, None)
+
+    items = [{"label": str(get(r, "organ") or "none"), "group": str(get(r, "image")), "index": i}
+             for i, r in enumerate(records)]
+    if folds and len({it["group"] for it in items}) < folds:
+        raise ValueError(f"cv_folds: {folds} folds of {len({it['group'] for it in items})} images; "
+                         "expected at least one image per fold.")
+    if not folds:
+        cross_validation_part(items, folds, fold, "train")  # refuses a cv_fold without cv_folds, with its message
+        return list(records), []
+    held = {it["index"] for it in cross_validation_part(items, folds, fold, "val")}
+    return ([r for i, r in enumerate(records) if i not in held], [r for i, r in enumerate(records) if i in held])
 
 
 def _source(records: Any) -> str:
