@@ -18,6 +18,8 @@ labels.
 
     python benchmarks/cv_table.py --rows baseline=fundus_dr_cv5:baseline tokens=fundus_dr_cv5:tokens \\
         all=fundus_dr_cv5:all --pairs tokens-baseline all-baseline all-tokens
+    python benchmarks/cv_table.py --task vqa --rows baseline=vqa_rad_cv5:baseline all=vqa_rad_cv5:all \\
+        --pairs all-baseline
 """
 
 from __future__ import annotations
@@ -31,6 +33,11 @@ from pathlib import Path
 STATE = Path(__file__).resolve().parent / ".state"
 MEASURES = (("open acc", "open_accuracy"), ("macro-F1", "open_macro_f1"), ("bal. acc", "open_balanced_accuracy"),
             ("retrieval", "retrieval_accuracy"))
+# vqa_rad's records: open and closed questions scored apart (exact match), and overall
+VQA_MEASURES = (("open acc", "open_accuracy"), ("closed acc", "closed_accuracy"), ("overall", "overall_accuracy"),
+                ("open token F1", "open_token_f1"))
+# per task: (the row table's measures, the two measures the pairs are listed in)
+TASKS = {"classification": (MEASURES, MEASURES[:2]), "vqa": (VQA_MEASURES, VQA_MEASURES[:2])}
 
 
 def fold_of(record: dict) -> tuple[int, int] | None:
@@ -104,49 +111,65 @@ def summary(diffs: list[float]) -> str:
     return f"{st.mean(diffs):+.1f} ({se:.1f}) {sum(d > 0 for d in diffs)}/{len(diffs)}"
 
 
-def tables(rows: dict[str, dict[int, dict]], pairs: list[tuple[str, str]]) -> str:
-    lines = ["| row | " + " | ".join(m for m, _ in MEASURES) + " | runs (folds) | images held out |",
-             "|---|" + "---|" * (len(MEASURES) + 2)]
+def tables(rows: dict[str, dict[int, dict]], pairs: list[tuple[str, str]], task: str = "classification") -> str:
+    """The row table (mean ± SD over folds of each of the task's measures) and, for ``pairs``, the per-fold
+    differences in the task's two pair measures (classification: open accuracy and macro-F1; vqa: open and closed
+    accuracy). ``held out`` counts the runs' validation samples (images; question-answer pairs for vqa)."""
+    measures, pair_measures = TASKS[task]
+    lines = ["| row | " + " | ".join(m for m, _ in measures) + " | runs (folds) | held out |",
+             "|---|" + "---|" * (len(measures) + 2)]
     for label, recs in rows.items():
         cells = [mean_sd([100 * r[k] for r in recs.values() if isinstance(r.get(k), (int, float))])
-                 for _, k in MEASURES]
+                 for _, k in measures]
         n = sum(int(r.get("num_samples", 0)) for r in recs.values())
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {_shown(recs)} | {n} |")
     if pairs:
-        lines += ["", "| difference | open acc per fold | open acc: mean (se) above 0 | macro-F1 per fold | "
-                      "macro-F1: mean (se) above 0 |", "|---|---|---|---|---|"]
+        head = " | ".join(f"{m} per fold | {m}: mean (se) above 0" for m, _ in pair_measures)
+        lines += ["", f"| difference | {head} |", "|---|" + "---|" * (2 * len(pair_measures))]
         for a, b in pairs:
-            acc, f1 = paired(rows[a], rows[b], "open_accuracy"), paired(rows[a], rows[b], "open_macro_f1")
-            lines.append(f"| {a} - {b} | {signed(acc)} | {summary(acc)} | {signed(f1)} | {summary(f1)} |")
+            cells = [paired(rows[a], rows[b], k) for _, k in pair_measures]
+            lines.append(f"| {a} - {b} | " + " | ".join(f"{signed(d)} | {summary(d)}" for d in cells) + " |")
     return "\n".join(lines)
 
 
 def read_official(folder: Path, rows: dict[str, dict[int, dict]]) -> dict[str, dict[int, dict]]:
-    """``{label: {fold: {"open_accuracy": a}}}`` (a fraction, as in the records) from ``off_<label>_f<fold>.json``,
-    for the folds the row has runs of (rows of one result set; a pooled row is read through its parts' labels)."""
+    """``{label: {fold: scores}}`` (fractions, as in the records) from ``off_<label>_f<fold>.json``, for the folds the
+    row has runs of (rows of one result set; a pooled row is read through its parts' labels). A file is either
+    ``diagnose_attok.py --val``'s output (``{"val": {"prob_accuracy": %, "images": n}}``: the class decision's accuracy
+    as ``open_accuracy``) or an evaluate run's ``metrics.json`` (``{"metrics": {...}}``, e.g. vqa_rad's
+    ``evaluate --split val``: its scores as they are)."""
     out: dict[str, dict[int, dict]] = {}
     for label, recs in rows.items():
         out[label] = {}
         for k in recs:
             path = folder / f"off_{label}_f{k}.json"
             if path.is_file():
-                val = json.loads(path.read_text())["val"]
-                out[label][k] = {"open_accuracy": val["prob_accuracy"] / 100, "num_samples": val["images"]}
+                data = json.loads(path.read_text())
+                if "val" in data:
+                    out[label][k] = {"open_accuracy": data["val"]["prob_accuracy"] / 100,
+                                     "num_samples": data["val"]["images"]}
+                else:
+                    out[label][k] = dict(data["metrics"])
     return out
 
 
-def official_table(rows: dict[str, dict[int, dict]], pairs: list[tuple[str, str]]) -> str:
-    lines = ["| row (official validation part) | accuracy | models (folds) | images |", "|---|---|---|---|"]
+def official_table(rows: dict[str, dict[int, dict]], pairs: list[tuple[str, str]], task: str = "classification") -> str:
+    """The same models on the official validation part: per row the mean ± SD over the folds' models, and the pairs'
+    per-fold differences (classification: the decision's accuracy; vqa: open and closed accuracy)."""
+    measures = (("accuracy", "open_accuracy"),) if task == "classification" else TASKS[task][1]
+    lines = ["| row (official validation part) | " + " | ".join(m for m, _ in measures) + " | models (folds) | held out |",
+             "|---|" + "---|" * (len(measures) + 2)]
     for label, recs in rows.items():
-        accs = [100 * r["open_accuracy"] for r in recs.values()]
-        n = {int(r["num_samples"]) for r in recs.values()}
-        lines.append(f"| {label} | {mean_sd(accs)} | {_shown(recs)} | {'/'.join(map(str, sorted(n))) or '-'} |")
+        cells = [mean_sd([100 * r[k] for r in recs.values() if isinstance(r.get(k), (int, float))])
+                 for _, k in measures]
+        n = {int(r.get("num_samples", 0)) for r in recs.values()}
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {_shown(recs)} | {'/'.join(map(str, sorted(n))) or '-'} |")
     if pairs:
-        lines += ["", "| difference (official validation part) | per fold's model | mean (se) above 0 |",
-                  "|---|---|---|"]
+        head = " | ".join(f"{m} per fold's model | {m}: mean (se) above 0" for m, _ in measures)
+        lines += ["", f"| difference (official validation part) | {head} |", "|---|" + "---|" * (2 * len(measures))]
         for a, b in pairs:
-            acc = paired(rows[a], rows[b], "open_accuracy")
-            lines.append(f"| {a} - {b} | {signed(acc)} | {summary(acc)} |")
+            cells = [paired(rows[a], rows[b], k) for _, k in measures]
+            lines.append(f"| {a} - {b} | " + " | ".join(f"{signed(d)} | {summary(d)}" for d in cells) + " |")
     return "\n".join(lines)
 
 
@@ -156,6 +179,8 @@ def main() -> None:
                     help="label=state:variant[,state:variant...] (state: benchmarks/.state/<state>.json)")
     ap.add_argument("--pairs", nargs="*", default=[], help="a-b: label a minus label b, paired by fold")
     ap.add_argument("--folds", type=int, default=5, help="the runs' cv_folds")
+    ap.add_argument("--task", choices=sorted(TASKS), default="classification",
+                    help="the records' measures: classification bundles, or vqa (vqa_rad: open and closed questions)")
     ap.add_argument("--official", default=None,
                     help="a folder of diagnose_attok.py --val outputs off_<label>_f<fold>.json (official validation)")
     args = ap.parse_args()
@@ -169,12 +194,12 @@ def main() -> None:
     for a, b in pairs:
         if a not in rows or b not in rows:
             raise SystemExit(f"--pairs {a}-{b}: both labels must be in --rows ({', '.join(rows)})")
-    print(tables(rows, pairs))
+    print(tables(rows, pairs, args.task))
     if args.official:
         print()
         single = {label: recs for label, recs in rows.items() if not any(isinstance(k, tuple) for k in recs)}
         print(official_table(read_official(Path(args.official), single),
-                             [(a, b) for a, b in pairs if a in single and b in single]))
+                             [(a, b) for a, b in pairs if a in single and b in single], args.task))
 
 
 if __name__ == "__main__":

@@ -767,6 +767,30 @@ def test_cv_table_reads_the_official_part_scores(tmp_path):
     assert "| a | 55.0 ± 5.0 | 0,1 | 120 |" in text and "| a - b | +5.0, -2.5 | +1.2 (3.8) 1/2 |" in text
 
 
+def test_cv_table_vqa_measures(tmp_path):
+    """--task vqa: vqa_rad's records (open, closed, overall accuracy) in the rows, pairs in open and closed accuracy;
+    the official part read from evaluate's metrics.json."""
+    from benchmarks.cv_table import official_table, read_official, read_row, tables
+
+    def rec(o, c, fold):
+        return {"open_accuracy": o, "closed_accuracy": c, "overall_accuracy": (o + c) / 2, "open_token_f1": o,
+                "num_samples": 325, "overrides": ["cv_folds=5", f"cv_fold={fold}"]}
+
+    (tmp_path / "v.json").write_text(json.dumps({"baseline/0": rec(0.20, 0.60, 0), "baseline/1": rec(0.30, 0.70, 1),
+                                                  "all/0": rec(0.25, 0.55, 0), "all/1": rec(0.30, 0.75, 1)}))
+    rows = {v: read_row("v", v, 5, tmp_path) for v in ("baseline", "all")}
+    text = tables(rows, [("all", "baseline")], "vqa")
+    assert "| row | open acc | closed acc | overall | open token F1 | runs (folds) | held out |" in text
+    assert "| baseline | 25.0 ± 5.0 | 65.0 ± 5.0 | 45.0 ± 5.0 | 25.0 ± 5.0 | 0,1 | 650 |" in text
+    assert "| all - baseline | +5.0, +0.0 | +2.5 (2.5) 1/2 | -5.0, +5.0 | +0.0 (5.0) 1/2 |" in text
+    for label, fold, o, c in (("a", 0, 0.2, 0.6), ("b", 0, 0.1, 0.7)):
+        (tmp_path / f"off_{label}_f{fold}.json").write_text(json.dumps(
+            {"metrics": {"open_accuracy": o, "closed_accuracy": c, "num_samples": 171}}))
+    off = read_official(tmp_path, {"a": {0: {}}, "b": {0: {}}})
+    text = official_table(off, [("a", "b")], "vqa")
+    assert "| a | 20.0 ± 0.0 | 60.0 ± 0.0 | 0 | 171 |" in text and "| a - b | +10.0 | +10.0 (nan) 1/1 | -10.0 |" in text
+
+
 def test_cv_table_pools_repetitions_of_the_folds(tmp_path):
     """A row over two result sets (the same folds, other seeds) pairs repetition i with repetition i, per fold."""
     from benchmarks.cv_table import read_spec, tables
