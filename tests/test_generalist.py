@@ -355,6 +355,44 @@ def test_new_attribute_tokens_are_added_with_rows_from_trained_keywords(generali
     assert torch.allclose(net.backbone.input_embeddings().weight[ids[0]].detach(), gen_emb[words].mean(0), atol=1e-6)
 
 
+def test_words_the_generalist_never_saw_are_added_with_fresh_rows(generalist, tmp_path):
+    """A bundle's words missing from the generalist's tokenizer (e.g. a VQA set left out of pre-training, whose
+    answers would read <unk>) are added as whole words with fresh, seeded rows; the trained rows are kept; the rows
+    train under LoRA like the attribute rows; the saved folder reloads them; add_words=False keeps the tokenizer."""
+    from attok_monai.engines.generalist import build_compact_from_generalist
+    from attok_monai.networks.nets import AttTokGPTv
+
+    _, model_dir, _ = generalist
+    gen_emb = torch.load(model_dir / "model.pt", weights_only=True)["backbone.llm.model.embed_tokens.weight"]
+    n = gen_emb.shape[0]
+    texts = ["Is there zygomycosis? Yes, zygomycosis of the qwertylobe.", "zygomycosis"]
+    net = build_compact_from_generalist(model_dir, FUNDUS_VOCAB, image_size=32, channels=3, seed=0, extra_texts=texts)
+    tok, bb = net.backbone.tokenizer, net.backbone
+    new = tok.convert_tokens_to_ids(["zygomycosis", "qwertylobe"])
+    assert sorted(new) == [n, n + 1] == sorted(bb.added_word_ids)  # the fixture's generalist never saw either word
+    assert tok.encode("Zygomycosis, qwertylobe", add_special_tokens=False) == [new[0], tok.convert_tokens_to_ids(","),
+                                                                               new[1]]
+    assert tok.unk_token_id in tok.encode("zygomycosisx", add_special_tokens=False)  # whole words only
+    emb = bb.input_embeddings().weight.detach()
+    assert torch.equal(emb[:n], gen_emb) and bb.output_embeddings().weight.shape[0] == emb.shape[0]
+    assert emb[n:n + 2].norm() > 0
+    again = build_compact_from_generalist(model_dir, FUNDUS_VOCAB, image_size=32, channels=3, seed=0,
+                                          extra_texts=texts)
+    assert torch.equal(again.backbone.input_embeddings().weight, bb.input_embeddings().weight)  # seeded rows
+    lora = build_compact_from_generalist(model_dir, FUNDUS_VOCAB, image_size=32, channels=3, seed=0,
+                                         extra_texts=texts, finetune="lora")
+    assert set(new) <= set(lora.backbone.trainable_token_ids)
+    assert set(lora.attr_ids.tolist()) <= set(lora.backbone.trainable_token_ids)
+    net.save_pretrained(tmp_path / "saved")
+    back = AttTokGPTv.from_pretrained(tmp_path / "saved")
+    assert back.backbone.tokenizer.encode("zygomycosis", add_special_tokens=False) == [new[0]]
+    assert torch.equal(back.backbone.input_embeddings().weight, bb.input_embeddings().weight)
+    kept = build_compact_from_generalist(model_dir, FUNDUS_VOCAB, image_size=32, channels=3, seed=0,
+                                         extra_texts=texts, add_words=False)
+    assert kept.backbone.tokenizer.encode("zygomycosis", add_special_tokens=False) == [tok.unk_token_id]
+    assert kept.backbone.added_word_ids == []
+
+
 def test_from_generalist_errors_name_the_folder(generalist, tmp_path):
     from attok_monai.engines.generalist import build_compact_from_generalist
 

@@ -119,6 +119,7 @@ def build_compact_from_generalist(
     finetune: str = "full",
     lora: Mapping[str, Any] | None = None,
     shrink_perturb: Sequence[float] | None = None,
+    add_words: bool = True,
     **config_overrides: Any,
 ) -> AttTokGPTv:
     """A bundle's AttTok (or baseline) model started from a trained compact generalist.
@@ -130,8 +131,10 @@ def build_compact_from_generalist(
     Args:
         generalist_dir: the generalist's model folder (``<run>/model`` of ``bundles/compact_generalist``).
         vocabulary: the bundle's attribute vocabulary; tokens the generalist's tokenizer lacks are added.
-        templates, extra_texts: the bundle's questions and other texts; words the generalist never saw are counted
-            and logged (they read as ``<unk>``).
+        templates, extra_texts: the bundle's questions and other texts (vqa_rad: every question and answer of its
+            training part); the words among them the generalist never saw are added to its tokenizer with fresh rows
+            (:meth:`CompactGPTvBackbone.add_words`) and logged by count.
+        add_words: False keeps the generalist's tokenizer as it is (unseen words read as ``<unk>``, logged).
         image_size, channels: what the bundle feeds; must be the generalist's (its card), else a ValueError.
         max_length: text budget; the larger of this and the generalist's is kept.
         seed: seeds the modules AttTok adds (ACC, ACM projection).
@@ -184,14 +187,23 @@ def build_compact_from_generalist(
         backbone.max_length = max(int(max_length), backbone.max_length)
     vocab = AttributeVocabulary.coerce(vocabulary)
     texts = (templates.all_texts() if templates is not None else []) + [k for a in vocab for k in a.keywords]
-    unknown = _unknown_words(backbone.tokenizer, list(texts) + list(extra_texts))
-    if unknown:
-        logger.warning(
-            "from_generalist: %d word(s) of this bundle are not in the generalist's tokenizer and read as <unk>: %s",
-            len(unknown), ", ".join(unknown[:10]),
-        )
     if shrink_perturb is not None:
         shrink_and_perturb(backbone, directory, *shrink_perturb, seed=seed)
+    unknown = _unknown_words(backbone.tokenizer, list(texts) + list(extra_texts))
+    if add_words and unknown and seed is not None:
+        torch.manual_seed(seed)  # the new rows' draw
+    added = backbone.add_words(unknown) if add_words else []
+    if added:
+        logger.warning(
+            "from_generalist: %d word(s) of this bundle are not in the generalist's tokenizer; added with fresh rows "
+            "(they train from here): %s", len(added), ", ".join(added[:10]),
+        )
+    left = [w for w in unknown if w not in set(added)]
+    if left:
+        logger.warning(
+            "from_generalist: %d word(s) of this bundle are not in the generalist's tokenizer and read as <unk>: %s",
+            len(left), ", ".join(left[:10]),
+        )
     if finetune == "frozen_vision":
         backbone.freeze_vision()
     if finetune == "lora":

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 from monai.networks.nets import ResNet, ViT
-from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+from tokenizers import AddedToken, Tokenizer, models, normalizers, pre_tokenizers
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFast
 
@@ -202,6 +202,7 @@ class CompactGPTvBackbone(nn.Module):
         self.lora_kwargs: dict | None = None
         self.vision_frozen = False
         self.trainable_token_ids: list[int] | None = None
+        self.added_word_ids: list[int] = []  # rows of words added by add_words (they train as attribute rows do)
         self._row_freezes: list = []
         if lora:
             self.enable_lora(lora)
@@ -346,9 +347,36 @@ class CompactGPTvBackbone(nn.Module):
         if missing:
             tok.add_special_tokens({"additional_special_tokens": missing}, replace_extra_special_tokens=False)
             self.llm.resize_token_embeddings(len(tok), mean_resizing=False)
-        self.trainable_token_ids = tok.convert_tokens_to_ids(list(dict.fromkeys(tokens)))
+        ids = tok.convert_tokens_to_ids(list(dict.fromkeys(tokens)))
+        self.trainable_token_ids = ids + [i for i in self.added_word_ids if i not in ids]
         if self.lora_kwargs is not None:  # the resized embedding and lm_head: only these tokens' rows train
             self._freeze_rows(self.trainable_token_ids)
+        return missing
+
+    def add_words(self, words: Sequence[str]) -> list[str]:
+        """Add the plain words among ``words`` that the word-level tokenizer maps to ``<unk>`` (lower-cased; a word is a
+        run of letters and digits, as :func:`build_word_tokenizer` splits text) and grow the LM's input embedding and
+        lm_head by as many rows; returns the words added, in order of first appearance.
+
+        A word is added as a whole-word token (``single_word``): ``yes`` reads as one token in ``Yes, ...`` but not
+        inside ``yesterday``. Its rows are the LM's fresh initialisation (the rows of a word never trained), and they
+        train with the model; with LoRA on (:meth:`enable_lora`) they are trainable rows like the attribute tokens'.
+        A model folder saved afterwards keeps them (the tokenizer's added tokens). This is how a bundle started from a
+        generalist gets words its data use and the generalist never saw (e.g. a VQA set left out of pre-training),
+        instead of answering ``<unk>``.
+        """
+        tok = self.tokenizer
+        unk = tok.unk_token_id
+        candidates = dict.fromkeys(w.lower() for w in words if re.fullmatch(r"[^\W_]+", w))
+        missing = [w for w in candidates if tok.convert_tokens_to_ids(w) in (None, unk)]
+        if missing:
+            tok.add_tokens([AddedToken(w, single_word=True, normalized=True) for w in missing])
+            self.llm.resize_token_embeddings(len(tok), mean_resizing=False)
+            self.added_word_ids += tok.convert_tokens_to_ids(missing)
+            if self.trainable_token_ids is not None:
+                self.trainable_token_ids += [i for i in self.added_word_ids if i not in self.trainable_token_ids]
+            if self.lora_kwargs is not None:
+                self._freeze_rows(self.trainable_token_ids or self.added_word_ids)
         return missing
 
     # ------------------------------------------------------------------ persistence
