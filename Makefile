@@ -24,7 +24,8 @@ test: smoke
 	$(PY) -m pytest -q
 
 # The main job takes AVX2 code paths (torch, MKL, oneDNN) on any x86-64 CPU, so an AVX-512 CPU ends where an AVX2-only
-# one does (measured: the README's figure on both; docs/study_defaults.md, round 11). `make train KERNEL_PINS=` runs
+# one does (measured on AMD EPYCs: the README's figure on both; docs/study_defaults.md, round 11; an Intel Xeon under
+# the same pins ended at 58.3 / 43.0, README). `make train KERNEL_PINS=` runs
 # the CPU's own code paths.
 KERNEL_PINS ?= $(if $(filter x86_64 amd64,$(shell uname -m)),ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2)
 
@@ -32,7 +33,8 @@ train: $(VENV)/.installed
 	$(KERNEL_PINS) $(PY) -m monai.bundle run --config_file bundles/fundus_dr/configs/train.json
 
 # The compact generalist (the start of the docs' generalist rows): one thread and the AVX2 pins, so the folder
-# runs/generalist/model is generalist E bit for bit (model.pt MD5 in docs/benchmarks.md; measured: 37 min wall
+# runs/generalist/model is generalist E bit for bit on the AMD EPYC kinds measured (model.pt MD5 in docs/benchmarks.md;
+# an Intel Xeon gave other weights, README; measured: 37 min wall
 # beside two bundle runs on 2 cores, 24 min of CPU).
 generalist: $(VENV)/.installed
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(KERNEL_PINS) $(PY) -m attok_monai.bundle run \
