@@ -325,7 +325,11 @@ def test_vqa_rad_starts_from_generalist(generalist, data_root, tmp_path):
     # vqa_rad is a source: its attribute tokens are in the generalist's vocabulary already, under the same ids
     rad = [t for t in net.vocabulary.special_tokens if t.startswith("<|rad_")]
     assert rad and gen_tok.convert_tokens_to_ids(rad) == net.backbone.tokenizer.convert_tokens_to_ids(rad)
-    assert len(net.backbone.tokenizer) == len(gen_tok) == net.backbone.input_embeddings().weight.shape[0]
+    # the generalist read 12 of vqa_rad's pairs, this run 16: the words of the other 4 are added, nothing else
+    added = net.backbone.added_word_ids
+    assert len(net.backbone.tokenizer) == len(gen_tok) + len(added) == net.backbone.input_embeddings().weight.shape[0]
+    assert all(gen_tok.convert_tokens_to_ids(w) == gen_tok.unk_token_id
+               for w in net.backbone.tokenizer.convert_ids_to_tokens(added))
     assert net.backbone.output_embeddings().weight.shape[0] == len(net.backbone.tokenizer)
     assert next(iter(net.backbone.vision.parameters())).shape[1] == 3  # RGB input, as the generalist
     wf.run()
