@@ -808,3 +808,24 @@ def test_cv_table_pools_repetitions_of_the_folds(tmp_path):
     assert "| tok - base | -10.0, +10.0 | +0.0 (10.0) 1/2 |" in text and "| 2 runs | 432 |" in text
     with pytest.raises(ValueError, match="state:variant"):
         read_spec("r1", 5, tmp_path)
+
+
+def test_vqa_bootstrap_pairs_questions_and_resamples_images(tmp_path):
+    """benchmarks/vqa_bootstrap.py: per-question differences of the rows' mean correctness, averaged; the bootstrap
+    draws images (their questions together); only questions of the asked answer type are read."""
+    from benchmarks.vqa_bootstrap import image_bootstrap, read_correct
+
+    path = tmp_path / "p.csv"
+    path.write_text("id,answer_type,correct\nq1,open,1\nq2,open,0\nq3,closed,1\n")
+    assert read_correct([str(path)]) == [{"q1": 1, "q2": 0}]
+    assert read_correct([str(path)], "closed") == [{"q3": 1}]
+    a = [{"q1": 1, "q2": 1, "q3": 0}, {"q1": 1, "q2": 0, "q3": 0}]
+    b = [{"q1": 0, "q2": 0, "q3": 0, "q4": 1}, {"q1": 0, "q2": 0, "q3": 0}]
+    res = image_bootstrap(a, b, {"q1": "x", "q2": "x", "q3": "y"}, draws=500)
+    assert res["questions"] == 3 and res["images"] == 2  # q4 is not in every run
+    assert abs(res["mean"] - 100 * (1 + 0.5 + 0) / 3) < 1e-9
+    assert res["low"] <= res["mean"] <= res["high"] and res["se"] > 0
+    same = image_bootstrap([{"q1": 1, "q2": 1}], [{"q1": 0, "q2": 0}], {}, draws=50)
+    assert same["mean"] == 100.0 and same["se"] == 0.0 and same["images"] == 2
+    with pytest.raises(ValueError, match="share no question"):
+        image_bootstrap([{"q1": 1}], [{"q2": 0}], {})
