@@ -32,7 +32,7 @@ from monai.transforms import Compose, EnsureTyped, Resized, SpatialPadd
 from attok_monai.attributes import AttributeVocabulary
 from attok_monai.data.image_transforms import image_load_transforms, pil_standard_mode
 from attok_monai.data.splits import cross_validation_part
-from attok_monai.data.vqa import read_vqa, split_by_image, vqa_datalist
+from attok_monai.data.vqa import _get, read_vqa, split_by_image, vqa_datalist
 from attok_monai.vqa.build_vocabulary import build_vocabulary
 from attok_monai.vqa.keywords import LexiconExtractor
 
@@ -260,14 +260,11 @@ def cv_parts(records: Sequence[Any], folds: int, fold: int) -> tuple[list[Any], 
     Raises:
         ValueError: a bad ``folds``/``fold`` (the message names ``cv_folds``/``cv_fold``), or fewer images than folds.
     """
-    def get(r: Any, key: str) -> Any:
-        return r.get(key) if isinstance(r, dict) else getattr(r, key, None)
-
-    items = [{"label": str(get(r, "organ") or "none"), "group": str(get(r, "image")), "index": i}
+    items = [{"label": str(_get(r, "organ") or "none"), "group": str(_get(r, "image")), "index": i}
              for i, r in enumerate(records)]
-    if folds and len({it["group"] for it in items}) < folds:
-        raise ValueError(f"cv_folds: {folds} folds of {len({it['group'] for it in items})} images; "
-                         "expected at least one image per fold.")
+    images = len({it["group"] for it in items})
+    if folds and images < folds:
+        raise ValueError(f"cv_folds: {folds} folds of {images} images; expected at least one image per fold.")
     if not folds:
         cross_validation_part(items, folds, fold, "train")  # refuses a cv_fold without cv_folds, with its message
         return list(records), []

@@ -347,11 +347,15 @@ class CompactGPTvBackbone(nn.Module):
         if missing:
             tok.add_special_tokens({"additional_special_tokens": missing}, replace_extra_special_tokens=False)
             self.llm.resize_token_embeddings(len(tok), mean_resizing=False)
-        ids = tok.convert_tokens_to_ids(list(dict.fromkeys(tokens)))
-        self.trainable_token_ids = ids + [i for i in self.added_word_ids if i not in ids]
+        self._set_trainable_rows(tok.convert_tokens_to_ids(list(dict.fromkeys(tokens))))
+        return missing
+
+    def _set_trainable_rows(self, ids: Sequence[int]) -> None:
+        """The embedding and lm_head rows that train under LoRA: ``ids`` and the rows of :meth:`add_words`' words,
+        each once, in order; applied at once when LoRA is on."""
+        self.trainable_token_ids = list(dict.fromkeys([*ids, *self.added_word_ids]))
         if self.lora_kwargs is not None:  # the resized embedding and lm_head: only these tokens' rows train
             self._freeze_rows(self.trainable_token_ids)
-        return missing
 
     def add_words(self, words: Sequence[str]) -> list[str]:
         """Add the plain words among ``words`` that the word-level tokenizer maps to ``<unk>`` (lower-cased; a word is a
@@ -373,10 +377,7 @@ class CompactGPTvBackbone(nn.Module):
             tok.add_tokens([AddedToken(w, single_word=True, normalized=True) for w in missing])
             self.llm.resize_token_embeddings(len(tok), mean_resizing=False)
             self.added_word_ids += tok.convert_tokens_to_ids(missing)
-            if self.trainable_token_ids is not None:
-                self.trainable_token_ids += [i for i in self.added_word_ids if i not in self.trainable_token_ids]
-            if self.lora_kwargs is not None:
-                self._freeze_rows(self.trainable_token_ids or self.added_word_ids)
+            self._set_trainable_rows(self.trainable_token_ids or [])
         return missing
 
     # ------------------------------------------------------------------ persistence
