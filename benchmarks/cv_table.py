@@ -111,6 +111,20 @@ def summary(diffs: list[float]) -> str:
     return f"{st.mean(diffs):+.1f} ({se:.1f}) {sum(d > 0 for d in diffs)}/{len(diffs)}"
 
 
+def _cells(recs: dict, measures) -> list[str]:
+    """A row's ``mean ± SD`` of each measure over its runs (runs without the measure left out)."""
+    return [mean_sd([100 * r[k] for r in recs.values() if isinstance(r.get(k), (int, float))]) for _, k in measures]
+
+
+def _pair_lines(rows: dict, pairs: list[tuple[str, str]], measures) -> list[str]:
+    """One line per pair: per measure, the per-fold differences and their summary."""
+    out = []
+    for a, b in pairs:
+        cells = [paired(rows[a], rows[b], k) for _, k in measures]
+        out.append(f"| {a} - {b} | " + " | ".join(f"{signed(d)} | {summary(d)}" for d in cells) + " |")
+    return out
+
+
 def tables(rows: dict[str, dict[int, dict]], pairs: list[tuple[str, str]], task: str = "classification") -> str:
     """The row table (mean ± SD over folds of each of the task's measures) and, for ``pairs``, the per-fold
     differences in the task's two pair measures (classification: open accuracy and macro-F1; vqa: open and closed
@@ -119,16 +133,12 @@ def tables(rows: dict[str, dict[int, dict]], pairs: list[tuple[str, str]], task:
     lines = ["| row | " + " | ".join(m for m, _ in measures) + " | runs (folds) | held out |",
              "|---|" + "---|" * (len(measures) + 2)]
     for label, recs in rows.items():
-        cells = [mean_sd([100 * r[k] for r in recs.values() if isinstance(r.get(k), (int, float))])
-                 for _, k in measures]
         n = sum(int(r.get("num_samples", 0)) for r in recs.values())
-        lines.append(f"| {label} | " + " | ".join(cells) + f" | {_shown(recs)} | {n} |")
+        lines.append(f"| {label} | " + " | ".join(_cells(recs, measures)) + f" | {_shown(recs)} | {n} |")
     if pairs:
         head = " | ".join(f"{m} per fold | {m}: mean (se) above 0" for m, _ in pair_measures)
         lines += ["", f"| difference | {head} |", "|---|" + "---|" * (2 * len(pair_measures))]
-        for a, b in pairs:
-            cells = [paired(rows[a], rows[b], k) for _, k in pair_measures]
-            lines.append(f"| {a} - {b} | " + " | ".join(f"{signed(d)} | {summary(d)}" for d in cells) + " |")
+        lines += _pair_lines(rows, pairs, pair_measures)
     return "\n".join(lines)
 
 
@@ -160,16 +170,12 @@ def official_table(rows: dict[str, dict[int, dict]], pairs: list[tuple[str, str]
     lines = ["| row (official validation part) | " + " | ".join(m for m, _ in measures) + " | models (folds) | held out |",
              "|---|" + "---|" * (len(measures) + 2)]
     for label, recs in rows.items():
-        cells = [mean_sd([100 * r[k] for r in recs.values() if isinstance(r.get(k), (int, float))])
-                 for _, k in measures]
-        n = {int(r.get("num_samples", 0)) for r in recs.values()}
-        lines.append(f"| {label} | " + " | ".join(cells) + f" | {_shown(recs)} | {'/'.join(map(str, sorted(n))) or '-'} |")
+        n = "/".join(map(str, sorted({int(r.get("num_samples", 0)) for r in recs.values()}))) or "-"
+        lines.append(f"| {label} | " + " | ".join(_cells(recs, measures)) + f" | {_shown(recs)} | {n} |")
     if pairs:
         head = " | ".join(f"{m} per fold's model | {m}: mean (se) above 0" for m, _ in measures)
         lines += ["", f"| difference (official validation part) | {head} |", "|---|" + "---|" * (2 * len(measures))]
-        for a, b in pairs:
-            cells = [paired(rows[a], rows[b], k) for _, k in measures]
-            lines.append(f"| {a} - {b} | " + " | ".join(f"{signed(d)} | {summary(d)}" for d in cells) + " |")
+        lines += _pair_lines(rows, pairs, measures)
     return "\n".join(lines)
 
 
