@@ -190,6 +190,10 @@ def test_ensure_offline_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     assert "https://zenodo.org/records/10519652/files/octmnist_128.npz?download=1" in msg
     assert "0a97e76651ace45c5d943ee3f65b63ae" in msg and "download failed" in msg
     assert list(tmp_path.iterdir()) == []  # no partial file left
+    # the folders a failed download made are removed too (make train offline must not leave ../shared/data/medmnist)
+    with pytest.raises(FileNotFoundError):
+        ensure_medmnist("octmnist", tmp_path / "shared" / "data" / "medmnist")
+    assert list(tmp_path.iterdir()) == []
 
     def must_not_run(*a, **k):
         raise AssertionError("download=False must not download")
@@ -214,7 +218,7 @@ def test_ensure_fake_download_md5(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     # wrong MD5 (the official one): rejected, nothing left behind
     with pytest.raises(ValueError, match="expected 28209eda62fecd6e6a2d98b1501bb15f"):
         ensure_medmnist("pneumoniamnist", root)
-    assert list(root.iterdir()) == []
+    assert not root.exists()  # nothing left behind, not even the folder the download made
     # right MD5: accepted and renamed into place
     monkeypatch.setitem(MEDMNIST_INFO["pneumoniamnist"]["files"][28], "md5", good_md5)
     path = ensure_medmnist("pneumoniamnist", root)

@@ -259,8 +259,10 @@ def ensure_medmnist(
         raise FileNotFoundError(f"MedMNIST file not found: {path} (download=False). {how}")
     from monai.apps.utils import HashCheckError
 
+    created = [d for d in (root, *root.parents) if not d.exists()]  # deepest first
     root.mkdir(parents=True, exist_ok=True)
     tmp = root / f".{info['file']}.{os.getpid()}.part"
+    done = False
     try:
         try:
             _download(info["url"], tmp, info["md5"])
@@ -271,8 +273,15 @@ def ensure_medmnist(
         except (OSError, RuntimeError) as e:  # URLError, timeouts, DNS failures: offline
             raise FileNotFoundError(f"MedMNIST file not found: {path}; download failed ({e}). {how}") from e
         os.replace(tmp, path)
+        done = True
     finally:
         tmp.unlink(missing_ok=True)
+        if not done:  # a failed download leaves no folder it made behind (e.g. ../shared/data/medmnist offline)
+            for d in created:
+                try:
+                    d.rmdir()
+                except OSError:  # not empty (another process wrote there) or not ours to remove
+                    break
     return path
 
 
