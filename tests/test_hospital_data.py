@@ -452,3 +452,50 @@ def test_class_folders_say_how_many_non_image_files_they_leave_out(tmp_path, cap
     assert len(res.items) == 2
     msg = " ".join(r.getMessage() for r in caplog.records)
     assert "2 file(s) without an image suffix" in msg and "'.txt': 1" in msg and "PHIMARKER" not in msg
+
+
+def test_manifest_split_does_not_follow_the_training_seed(tmp_path):
+    """A manifest without a split column is split by ``split_seed`` (default 0), never by the run's ``seed``: a model
+    trained with ``--seed 3`` and scored with ``evaluate --extra manifest_evaluate --split val`` is scored on images it
+    did not train on (when the split followed the seed, evaluate's seed-0 validation part held seed 3's training
+    images). The split seed is in the run settings, so a resume with another split is refused."""
+    from types import SimpleNamespace
+
+    from monai.bundle import ConfigParser
+
+    from attok_monai.data.manifest import write_manifest
+    from tests.test_fundus_bundle import CONFIGS
+
+    rows = [{"id": f"k{i:03d}", "image": f"img/{i}.png", "label": str(4 * (i % 2)), "patient_key": f"p{i // 2:03d}",
+             "frame": 0, "modality": "OP"} for i in range(80)]
+    manifest = tmp_path / "manifest.jsonl"
+    write_manifest(manifest, rows)
+
+    def train_parts(seed: int, split_seed: int | None = None) -> tuple[set[str], set[str], dict]:
+        parser = ConfigParser()
+        parser.read_config([str(CONFIGS / "train.json"), str(CONFIGS / "manifest.json")])
+        parser.update({"bundle_root": str(tmp_path / "bundle"), "manifest": str(manifest), "seed": seed})
+        if split_seed is not None:
+            parser["split_seed"] = split_seed
+        ids = {k: {it["id"] for it in parser.get_parsed_content(k)} for k in ("train#datalist", "validate#datalist")}
+        return ids["train#datalist"], ids["validate#datalist"], parser
+
+    def evaluate_part(split: str) -> set[str]:
+        parser = ConfigParser()
+        parser.read_config([str(CONFIGS / "evaluate.json"), str(CONFIGS / "manifest_evaluate.json")])
+        parser.update({"bundle_root": str(tmp_path / "bundle"), "manifest": str(manifest), "split": split})
+        train_parser = ConfigParser()
+        train_parser.read_config(str(CONFIGS / "train.json"))
+        parser["network"] = SimpleNamespace(vocabulary=train_parser.get_parsed_content("vocabulary"))
+        return {it["id"] for it in parser.get_parsed_content("datalist")}
+
+    train0, val0, _ = train_parts(seed=0)
+    train3, val3, parser3 = train_parts(seed=3)
+    assert train0 == train3 and val0 == val3 and not train3 & val3 and len(train3 | val3) == 80
+    assert evaluate_part("val") == val3 and evaluate_part("train") == train3  # no training image scored as val
+    train_s, val_s, _ = train_parts(seed=3, split_seed=1)
+    assert val_s != val3 and not train_s & val_s  # split_seed moves the split
+    groups = {r["id"]: r["patient_key"] for r in rows}
+    assert not {groups[i] for i in train_s} & {groups[i] for i in val_s}  # one patient in one part
+    settings = parser3.get_parsed_content("run_settings", lazy=True)
+    assert settings["split_seed"] == 0 and settings["split_fractions"] == {"train": 0.8, "val": 0.2}
