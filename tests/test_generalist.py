@@ -11,7 +11,7 @@ import pytest
 import torch
 from monai.bundle import ConfigParser, ConfigWorkflow
 
-from attok_monai.provenance import cpu_kernel_pins
+from attok_monai.provenance import cpu_kernel_pins, file_md5
 from tests.conftest import REPO, require
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -267,6 +267,10 @@ def test_fundus_starts_from_generalist(generalist, data_root, tmp_path):
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlruns.db")
     run = client.search_runs([client.get_experiment_by_name("attok_fundus_dr").experiment_id])[0]
     assert run.data.params["backbone"] == "compact_generalist" and run.data.params["image_size"] == "32"
+    # the start is named by its weights, not only its folder: a generalist rebuilt in place is another setting
+    md5 = file_md5(model_dir / "model.pt")
+    assert run.data.params["generalist_md5"] == md5
+    assert json.loads((tmp_path / "run" / "settings.json").read_text())["generalist_md5"] == md5
     assert "val_open_accuracy" in run.data.metrics
     # the saved model reloads (tokenizer with the added attribute tokens) to the same probabilities
     saved = tmp_path / "run" / "model"
@@ -486,6 +490,7 @@ def test_generalist_configs_parse():
         assert nd["use_acm"] == "@use_acm" and nd["vocabulary"] == "@vocabulary", name
         assert nd["finetune"] == "@finetune" and parser["finetune"] == "full", name
         assert "finetune=@finetune" in parser["backbone_params"], name
+        assert "generalist_md5=attok_monai.provenance.file_md5(" in parser["backbone_params"], name
         assert nd["shrink_perturb"] == "@shrink_perturb" and parser["shrink_perturb"] is None, name
         assert "shrink_perturb=json.dumps(@shrink_perturb)" in parser["backbone_params"], name
         assert parser["vision_lr_scale"] == 1.0, name

@@ -499,3 +499,18 @@ def test_manifest_split_does_not_follow_the_training_seed(tmp_path):
     assert not {groups[i] for i in train_s} & {groups[i] for i in val_s}  # one patient in one part
     settings = parser3.get_parsed_content("run_settings", lazy=True)
     assert settings["split_seed"] == 0 and settings["split_fractions"] == {"train": 0.8, "val": 0.2}
+
+
+def test_bundle_cli_missing_generalist_is_one_line(data_root, tmp_path, capsys):
+    from attok_monai.bundle.cli import main as bundle_main
+    from tests.conftest import require
+
+    require(data_root / "medmnist" / "retinamnist.npz")  # else the data's error comes first
+    bundle = Path(__file__).resolve().parents[1] / "bundles" / "fundus_dr"
+    for given in ([], ["--generalist_dir", str(tmp_path / "nowhere")]):
+        rc = bundle_main(["run", "--config", str(bundle), "--extra", "from_generalist", "--data_root",
+                          str(data_root / "medmnist"), "--download", "False", "--output_dir", str(tmp_path / "run"),
+                          "--epochs", "1", *given])
+        err = capsys.readouterr().err
+        assert rc == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+        assert "generalist_dir" in err and "compact_generalist" in err  # what to set, and how to build one

@@ -82,25 +82,25 @@ def read_generalist_card(directory: str | os.PathLike | None) -> dict[str, Any]:
     """The ``generalist.json`` card of a generalist model folder.
 
     Raises:
-        ValueError: ``directory`` is not given (with the option to set), is not a folder, or is no generalist folder.
+        InputError: ``directory`` is not given (with the option to set), is not a folder, or is no generalist folder.
     """
     if directory is None or str(directory).strip() in ("", "None"):
-        raise ValueError(f"from_generalist: set --generalist_dir to a compact generalist model folder ({TRAIN_HINT}).")
+        raise InputError(f"from_generalist: set --generalist_dir to a compact generalist model folder ({TRAIN_HINT}).")
     directory = Path(directory)
     if not directory.is_dir():
-        raise ValueError(f"from_generalist: generalist_dir {directory} is not a folder ({TRAIN_HINT}).")
+        raise InputError(f"from_generalist: generalist_dir {directory} is not a folder ({TRAIN_HINT}).")
     card_path = directory / CARD_NAME
     if not card_path.is_file() or not (directory / "model.pt").is_file():
-        raise ValueError(
+        raise InputError(
             f"from_generalist: {directory} is not a compact generalist folder (expected {CARD_NAME} and model.pt; "
             f"{TRAIN_HINT})."
         )
     try:
         card = json.loads(card_path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"from_generalist: cannot read {card_path}: {e}") from e
+        raise InputError(f"from_generalist: cannot read {card_path}: {e}") from e
     if not isinstance(card, dict) or card.get("kind") != CARD_KIND:
-        raise ValueError(f"from_generalist: {card_path} field 'kind' is not {CARD_KIND!r}.")
+        raise InputError(f"from_generalist: {card_path} field 'kind' is not {CARD_KIND!r}.")
     return card
 
 
@@ -173,7 +173,7 @@ def build_compact_from_generalist(
     directory = Path(generalist_dir)
     for key, value in (("image_size", image_size), ("channels", channels)):
         if value is not None and card.get(key) is not None and int(value) != int(card[key]):
-            raise ValueError(
+            raise InputError(
                 f"from_generalist: the generalist in {directory} was trained with {key} {card[key]}, this bundle "
                 f"feeds {value}; set --{key} {card[key]}."
             )
