@@ -208,15 +208,7 @@ def test_pathology_given_split_keeps_groups_apart(data_root, tmp_path):
 def test_pathology_table_without_split_gets_grouped_split_in_run_folder(data_root, tmp_path):
     """A user's table without a split column: the grouped split is computed, written to the run folder, and its
     counts become MLflow params; no group is in two parts."""
-    src = require(data_root / "lc25000_lung" / "labels.csv")
-    table = tmp_path / "data" / "labels.csv"
-    table.parent.mkdir()
-    with open(src, newline="") as f_in, open(table, "w", newline="") as f_out:
-        reader = csv.DictReader(f_in)
-        writer = csv.DictWriter(f_out, ["image", "label", "group"])
-        writer.writeheader()
-        for row in reader:
-            writer.writerow({"image": str(src.parent / row["image"]), "label": row["label"], "group": row["group"]})
+    table = _table_without_split(data_root, tmp_path / "data")
     run = tmp_path / "run"
     p = _parser("pathology_lung", ["train.json"], data_root=str(table.parent), output_dir=str(run))
     train, val = p.get_parsed_content("train#datalist"), p.get_parsed_content("validate#datalist")
@@ -234,6 +226,75 @@ def test_pathology_table_without_split_gets_grouped_split_in_run_folder(data_roo
     assert [it["id"] for it in other.get_parsed_content("validate#datalist")] == [it["id"] for it in val]
     ev = _parser("pathology_lung", ["evaluate.json"]).get()
     assert ev["split_seed"] == p.get("split_seed") and ev["split_fractions"] == p.get("split_fractions")
+
+
+def _table_without_split(data_root: Path, folder: Path) -> Path:
+    """LC25000 lung's label table without its split column (a user's table): the bundles compute a grouped split."""
+    src = require(data_root / "lc25000_lung" / "labels.csv")
+    table = folder / "labels.csv"
+    table.parent.mkdir(parents=True)
+    with open(src, newline="") as f_in, open(table, "w", newline="") as f_out:
+        reader = csv.DictReader(f_in)
+        writer = csv.DictWriter(f_out, ["image", "label", "group"])
+        writer.writeheader()
+        for row in reader:
+            writer.writerow({"image": str(src.parent / row["image"]), "label": row["label"], "group": row["group"]})
+    return table
+
+
+def test_check_split_refuses_a_part_computed_otherwise(tmp_path):
+    from attok_monai.bundle.model_folder import SPLIT_FILE, check_split, split_record, write_split_record
+    from attok_monai.errors import InputError
+
+    trained = split_record({"split_seed": 2, "split_fractions": {"train": 0.8, "val": 0.2}}, "a" * 32)
+    write_split_record(tmp_path, trained)
+    assert json.loads((tmp_path / SPLIT_FILE).read_text()) == trained
+    check_split(tmp_path, "val", trained)  # the same split: scored
+    other_seed = split_record({"split_seed": 0, "split_fractions": {"train": 0.8, "val": 0.2}}, "a" * 32)
+    with pytest.raises(InputError, match=r"--split_seed 2 \(this evaluation: 0\)") as err:
+        check_split(tmp_path, "val", other_seed)
+    assert "may hold its training images" in str(err.value) and "split_fractions" not in str(err.value)
+    with pytest.raises(InputError, match="the items differ"):  # the table changed: the split is recomputed over it
+        check_split(tmp_path, "train", split_record(trained["settings"], "b" * 32))
+    check_split(tmp_path, "test", other_seed)  # a test part is never computed from the training items
+    check_split(tmp_path, "val", split_record({"split_seed": 0}, "b" * 32, computed=False))  # parts from a column
+    check_split(tmp_path, "val", None)  # fixed splits (MedMNIST)
+    check_split(tmp_path / "old_folder", "val", other_seed)  # a model folder from before split.json
+    write_split_record(tmp_path, split_record({"split_seed": 2}, "a" * 32, computed=False))
+    with pytest.raises(InputError, match="came from a split column or file"):
+        check_split(tmp_path, "val", other_seed)
+
+
+def test_evaluate_scores_a_computed_split_only_as_training_made_it(data_root, tmp_path):
+    """A table without a split column: training records its computed split in the model folder (``split.json``);
+    evaluate scores its val part with the same settings and refuses another split seed or a changed table, under
+    which the recomputed val part could hold training images."""
+    from attok_monai.errors import InputError
+
+    table = _table_without_split(data_root, tmp_path / "data")
+    run = tmp_path / "run"
+    wf = _workflow("pathology_lung", ["train.json"], tmp_path, data_root=str(table.parent), epochs=1,
+                   epoch_length=None, batch_size=8, val_batch_size=8, limit_train=8, limit_val=8, output_dir=str(run),
+                   ckpt_dir=str(tmp_path / "models"), amp=False, tsne=False, resume=False, fit_temperature=False)
+    wf.run()
+    wf.finalize()
+    record = json.loads((run / "model" / "split.json").read_text())
+    assert record["computed"] and record["settings"]["split_seed"] == 0 and len(record["data_md5"]) == 32
+
+    def evaluate(name: str, **kw):
+        ev = _workflow("pathology_lung", ["evaluate.json"], tmp_path, data_root=str(table.parent), split="val",
+                       limit=8, model_dir=str(run / "model"), output_dir=str(tmp_path / name), tsne=False, **kw)
+        ev.run()
+        ev.finalize()
+
+    evaluate("same")
+    assert json.loads((tmp_path / "same" / "metrics.json").read_text())["metrics"]["num_samples"] == 8
+    err = _root_cause(lambda: evaluate("seed1", split_seed=1))
+    assert isinstance(err, InputError) and "--split_seed 0 (this evaluation: 1)" in str(err)
+    lines = table.read_text().splitlines(keepends=True)  # the table changed (a row less): the val part recomputed
+    table.write_text("".join(lines[:-1]))  # over it may hold training images
+    err = _root_cause(lambda: evaluate("grown"))
+    assert isinstance(err, InputError) and "the items differ" in str(err)
 
 
 # ------------------------------------------------------------------------------------------------ training runs

@@ -499,6 +499,20 @@ def test_manifest_split_does_not_follow_the_training_seed(tmp_path):
     assert not {groups[i] for i in train_s} & {groups[i] for i in val_s}  # one patient in one part
     settings = parser3.get_parsed_content("run_settings", lazy=True)
     assert settings["split_seed"] == 0 and settings["split_fractions"] == {"train": 0.8, "val": 0.2}
+    record = parser3.get_parsed_content("split_record")
+    assert record["computed"] and record["settings"] == {"split_seed": 0, "split_fractions": {"train": 0.8, "val": 0.2}}
+
+    # a split column added to the manifest by hand (CSV) is kept, and nothing is computed
+    from attok_monai.data.manifest_source import manifest_datalist, split_is_computed
+
+    assert split_is_computed(manifest)
+    csv_manifest = tmp_path / "manifest.csv"
+    header = "id,image,label,patient_key,split\n"
+    csv_manifest.write_text(header + "".join(f"k{i},img/{i}.png,{4 * (i % 2)},p{i},{'val' if i < 3 else 'train'}\n"
+                                             for i in range(10)))
+    assert not split_is_computed(csv_manifest)
+    vocab = parser3.get_parsed_content("vocabulary")
+    assert [it["id"] for it in manifest_datalist(csv_manifest, vocab, "val")] == ["k0", "k1", "k2"]
 
 
 def test_bundle_cli_missing_generalist_is_one_line(data_root, tmp_path, capsys):

@@ -192,7 +192,9 @@ def load_manifest(
 
     Returns:
         ``[{"image": absolute path str, "frame": int, "label": int | list[int] | str | None, "id": str,
-        "group": pseudonymised patient key or None, "modality": str}, ...]``.
+        "group": pseudonymised patient key or None, "modality": str}, ...]``, plus ``"split"`` where the row has
+        a non-empty ``split`` (a column added to the manifest by hand; :func:`~attok_monai.data.manifest_source.\
+        manifest_datalist` then takes the parts from it).
 
     Raises:
         ValueError: naming the manifest, the row id and the problem (unknown label, missing label column, a key
@@ -230,14 +232,17 @@ def load_manifest(
                 raise InputError(f"{path}: row {row['id']}: {e}") from None
             label = idx if len(parts) > 1 else idx[0]
         image = _resolve_image(row, files, path, map_file, pmap is not None)
-        items.append({
+        item = {
             "image": os.path.abspath(image if image.is_absolute() else base / image),
             "frame": int(row.get("frame") or 0),
             "label": label,
             "id": str(row["id"]),
             "group": row.get("patient_key") or None,
             "modality": row.get("modality") or "",
-        })
+        }
+        if row.get("split"):  # a split column a user added (ingest writes none): the parts it names are kept
+            item["split"] = str(row["split"])
+        items.append(item)
     return items
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from attok_monai.data.manifest import load_manifest
+from attok_monai.data.manifest import load_manifest, read_manifest
 from attok_monai.data.splits import grouped_stratified_split
 from attok_monai.errors import InputError
 
-__all__ = ["manifest_datalist"]
+__all__ = ["manifest_datalist", "split_is_computed"]
 
 
 def manifest_datalist(
@@ -41,3 +41,9 @@ def manifest_datalist(
     if split not in parts:
         raise InputError(f"split {split!r} is not one of {sorted(parts)} for manifest {manifest}.")
     return [items[i] | {"split": split} for i in parts[split]]
+
+
+def split_is_computed(manifest: str | os.PathLike) -> bool:
+    """Whether :func:`manifest_datalist` computes the manifest's split (some row has no ``split``), rather than reading
+    it from the rows."""
+    return not all(row.get("split") for row in read_manifest(manifest))
