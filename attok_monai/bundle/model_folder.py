@@ -73,13 +73,16 @@ def check_split(model_dir: str | os.PathLike, split: str, record: Mapping[str, A
     if split == "test" or record is None or not record.get("computed") or not path.is_file():
         return
     trained = json.loads(path.read_text(encoding="utf-8"))
-    why = [
-        f"--{k} {json.dumps(v, separators=(',', ':'))} (this evaluation: {json.dumps(record['settings'].get(k))})"
-        for k, v in trained.get("settings", {}).items() if record["settings"].get(k) != v
-    ] if trained.get("computed") else ["the model's parts came from a split column or file, this one is computed"]
-    if trained.get("computed") and trained.get("data_md5") != record.get("data_md5"):
-        why.append(f"the items differ (data MD5 {record.get('data_md5')}, the model's {trained.get('data_md5')}): score "
-                   "a split given by a column or file")
+    if not trained.get("computed"):
+        why = ["the model's parts came from a split column or file, this one is computed"]
+    else:
+        why = [
+            f"--{k} {json.dumps(v, separators=(',', ':'))} (this evaluation: {json.dumps(record['settings'].get(k))})"
+            for k, v in trained.get("settings", {}).items() if record["settings"].get(k) != v
+        ]
+        if trained.get("data_md5") != record.get("data_md5"):
+            why.append(f"the items differ (data MD5 {record.get('data_md5')}, the model's {trained.get('data_md5')}): "
+                       "score a split given by a column or file")
     if why:
         raise InputError(
             f"evaluate --split {split}: {model_dir} was trained on a split computed otherwise, so this '{split}' part "

@@ -198,8 +198,7 @@ def build_compact_from_generalist(
             "from_generalist: %d word(s) of this bundle are not in the generalist's tokenizer; added with fresh rows "
             "(they train from here): %s", len(added), ", ".join(added[:10]),
         )
-    kept_unknown = set(unknown) - set(added)
-    left = [w for w in unknown if w in kept_unknown]
+    left = [w for w in unknown if w not in added]
     if left:
         logger.warning(
             "from_generalist: %d word(s) of this bundle are not in the generalist's tokenizer and read as <unk>: %s",
