@@ -33,7 +33,7 @@ import torch
 
 from attok_monai.attributes import AttributeVocabulary
 from attok_monai.data.instructions import InstructionTemplates
-from attok_monai.errors import InputError
+from attok_monai.errors import InputError, require_flag
 from attok_monai.networks.nets import AttTokConfig, AttTokGPTv, CompactGPTvBackbone, build_word_tokenizer
 
 __all__ = [
@@ -63,19 +63,28 @@ def build_compact_generalist(
     max_length: int = 96,
     seed: int | None = None,
     projector_norm: bool = False,
+    attribute_tokens: bool = False,
 ) -> AttTokGPTv:
     """The generalist before training: a compact GPTv answering in plain text (``use_attribute_tokens``,
     ``use_acc`` and ``use_acm`` off), its tokenizer built from ``texts`` (every source's templates, class names,
     keywords and question-answer pairs). ``vocabulary`` is the union of the sources' vocabularies: it names the
-    classes (and makes the folder loadable by :meth:`AttTokGPTv.from_pretrained`); its tokens never appear in the
-    generalist's answers. ``projector_norm``: :class:`CompactGPTvBackbone`'s option (visual tokens at the text
-    embeddings' scale); the saved folder records it, so every bundle that starts from it keeps it."""
+    classes (and makes the folder loadable by :meth:`AttTokGPTv.from_pretrained`). ``projector_norm``:
+    :class:`CompactGPTvBackbone`'s option (visual tokens at the text embeddings' scale); the saved folder records it,
+    so every bundle that starts from it keeps it.
+
+    ``attribute_tokens``: False (default): the vocabulary's tokens never appear in the generalist's answers, as the
+    paper's pretrained GPTv never saw them. True: a departure from the paper for study: the generalist answers as the
+    bundles' "tokens alone" row does (``<|attribute_begin|><|a_k|><|attribute_end|> text``, no ACC, no ACM, attribute
+    rows from the keyword tokens no other class shares), so its attribute rows (``a_k``, the lm_head rows, the markers)
+    are trained; a bundle keeps them with ``attribute_init="generalist"`` (:func:`build_compact_from_generalist`)."""
     vocab = AttributeVocabulary.coerce(vocabulary)
     tokenizer = build_word_tokenizer(texts, vocab.special_tokens)
     if seed is not None:
         torch.manual_seed(seed)
     backbone = CompactGPTvBackbone(tokenizer, vision=vision, llm=llm, max_length=max_length, projector_norm=projector_norm)
-    return AttTokGPTv(backbone, vocab, use_attribute_tokens=False, use_acc=False, use_acm=False)
+    tokens = require_flag(attribute_tokens, "compact generalist: attribute_tokens")
+    return AttTokGPTv(backbone, vocab, use_attribute_tokens=tokens, use_acc=False, use_acm=False,
+                      attribute_init="distinct" if tokens else "keyword")
 
 
 def read_generalist_card(directory: str | os.PathLike | None) -> dict[str, Any]:
