@@ -687,3 +687,106 @@ def test_fundus_lora_from_generalist_trains_saves_and_reloads(generalist, data_r
     best = load_pretrained(saved, tmp_path / "models" / "model_best.pt")
     assert torch.allclose(best.class_probabilities(images, q), expected, atol=1e-6)
     assert _evaluate_fundus(saved, data_root, tmp_path)["num_samples"] == 16
+
+
+def _attribute_generalist(tmp: Path, card: Path) -> tuple[Path, torch.Tensor, torch.Tensor]:
+    """A generalist folder pre-trained 'with attribute tokens' (``attribute_tokens=True``; its book's a_k and its
+    lm_head rows set to known values, as if trained) and a card saying so; ``(folder, a_k (3, d), head rows (3, d))``
+    in FUNDUS_VOCAB's order."""
+    from attok_monai.engines.generalist import build_compact_generalist
+
+    net = build_compact_generalist(FUNDUS_VOCAB, ["a normal fundus image", FUNDUS_Q], vision={"in_channels": 3,
+                                   "img_size": 32}, seed=0, attribute_tokens=True)
+    assert net.use_attribute_tokens and not net.use_acc and not net.use_acm
+    assert net.format_answer([2], None).startswith(f"<|attribute_begin|>{net.vocabulary.token(2)}<|attribute_end|>")
+    d = net.backbone.hidden_size
+    a_k = torch.arange(3 * d, dtype=torch.float32).reshape(3, d) / (3 * d)
+    head = -a_k.flip(0)
+    with torch.no_grad():
+        net.book.attribute_embeddings.copy_(a_k)
+        net.backbone.output_embeddings().weight[net.attr_ids] = head
+    net.save_pretrained(tmp / "ga")
+    (tmp / "ga" / "generalist.json").write_text(json.dumps({**json.loads(card.read_text()), "attribute_tokens": True}))
+    return tmp / "ga", a_k, head
+
+
+def test_attribute_init_generalist_keeps_the_rows_a_generalist_trained_with_attribute_tokens(generalist, tmp_path):
+    """A generalist pre-trained with attribute tokens (``attribute_tokens: true``) hands a bundle its trained a_k and
+    lm_head rows with ``attribute_init="generalist"``, matched by token name whatever the bundle's order; e_k is
+    still the keyword's mean; any other attribute_init sets them afresh."""
+    from attok_monai.engines.generalist import build_compact_from_generalist
+
+    _, model_dir, _ = generalist
+    folder, a_k, head = _attribute_generalist(tmp_path, model_dir / "generalist.json")
+    # the bundle names two of the generalist's three attributes, in another order
+    vocab = {"modality": "fundus", "labels": {"0": "proliferative diabetic retinopathy",
+                                              "1": "no diabetic retinopathy"}}
+    kept = build_compact_from_generalist(folder, vocab, image_size=32, channels=3, seed=0, attribute_init="generalist")
+    assert torch.equal(kept.book.attribute_embeddings.detach(), a_k[[2, 0]])
+    assert torch.equal(kept.backbone.output_embeddings().weight.detach()[kept.attr_ids], head[[2, 0]])
+    assert torch.equal(kept.backbone.input_embeddings().weight.detach()[kept.attr_ids], a_k[[2, 0]])
+    fresh = build_compact_from_generalist(folder, vocab, image_size=32, channels=3, seed=0, attribute_init="distinct")
+    assert not torch.equal(fresh.book.attribute_embeddings.detach(), a_k[[2, 0]])
+    assert torch.equal(kept.book.keyword_embeddings, fresh.book.keyword_embeddings)  # e_k: the keyword's mean
+    other = torch.ones(len(kept.backbone.tokenizer), dtype=torch.bool)
+    other[kept.attr_ids] = False
+    a, b = kept.state_dict(), fresh.state_dict()
+    for k in a:  # everything else is the same start
+        if "embed_tokens" in k or "lm_head" in k:
+            assert torch.equal(a[k][other], b[k][other]), k
+        elif k != "book.attribute_embeddings":
+            assert torch.equal(a[k], b[k]), k
+
+
+def test_attribute_init_generalist_is_refused_without_trained_rows(generalist, tmp_path):
+    """A plain-text generalist (the default, the paper's), a start from scratch, and a bundle attribute the
+    generalist never had are each refused in one line naming what to set."""
+    from attok_monai.engines.generalist import build_compact_from_generalist
+    from attok_monai.errors import InputError
+    from attok_monai.networks.builders import build_compact_attok
+
+    _, model_dir, _ = generalist
+    with pytest.raises(InputError, match="pre-trained without them .*--attribute_tokens true"):
+        build_compact_from_generalist(model_dir, FUNDUS_VOCAB, image_size=32, channels=3, attribute_init="generalist")
+    templates = type("T", (), {"all_texts": lambda self: [FUNDUS_Q]})()
+    with pytest.raises(InputError, match="--extra from_generalist"):
+        build_compact_attok(FUNDUS_VOCAB, templates, attribute_init="generalist")
+    folder, _, _ = _attribute_generalist(tmp_path, model_dir / "generalist.json")
+    other = {"modality": "fundus", "labels": {"0": "no diabetic retinopathy", "1": "severe diabetic retinopathy"}}
+    with pytest.raises(InputError, match=r"has no row for <\|fundus_"):
+        build_compact_from_generalist(folder, other, image_size=32, channels=3, attribute_init="generalist")
+
+
+def test_generalist_bundle_with_attribute_tokens_answers_with_them(tmp_path, data_root):
+    """``--attribute_tokens true``: the generalist trains on answers that carry the attribute tokens, records it in
+    its settings, MLflow params and card, and fundus_dr starts from it keeping the trained rows."""
+    from mlflow.tracking import MlflowClient
+
+    from attok_monai.engines.generalist import build_compact_from_generalist
+
+    for rel in SOURCES:
+        require(data_root / rel)
+    wf = _workflow(GENERALIST, ["train.json"], tmp_path, data_root=str(data_root), limit_train=4, epochs=1,
+                   epoch_length=2, batch_size=8, output_dir=str(tmp_path / "run"), amp=False, attribute_tokens=True)
+    net = wf.parser.get_parsed_content("network")
+    assert net.use_attribute_tokens and not net.use_acc and not net.use_acm
+    wf.run()
+    wf.finalize()
+    model_dir = tmp_path / "run" / "model"
+    assert json.loads((model_dir / "generalist.json").read_text())["attribute_tokens"] is True
+    assert json.loads((model_dir / "attok.json").read_text())["use_attribute_tokens"] is True
+    assert json.loads((tmp_path / "run" / "settings.json").read_text())["use_attribute_tokens"] is True
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlruns.db")
+    run = client.search_runs([client.get_experiment_by_name("attok_compact_generalist").experiment_id])[0]
+    assert run.data.params["use_attribute_tokens"] == "True"
+    data = wf.parser.get_parsed_content("data")
+    assert data.sources[0].name == "fundus_dr" and data.offsets["fundus_dr"] == 0
+    fundus = data.sources[0].vocabulary
+    trained = torch.load(model_dir / "model.pt", weights_only=True)["book.attribute_embeddings"]
+    start = build_compact_from_generalist(model_dir, fundus, image_size=32, channels=3, seed=0,
+                                          attribute_init="generalist")
+    assert torch.equal(start.book.attribute_embeddings.detach(), trained[: len(fundus)])
+    with pytest.raises(RuntimeError) as err:  # MONAI wraps the initialize expression's error
+        _workflow(GENERALIST, ["train.json"], tmp_path / "bad", data_root=str(data_root), limit_train=4,
+                  output_dir=str(tmp_path / "bad" / "run"), attribute_tokens="yes")
+    assert "attribute_tokens: expected True or False, got 'yes'" in str(err.value.__cause__)

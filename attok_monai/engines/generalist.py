@@ -5,8 +5,9 @@ already speaks, and each keyword embedding e_k is the mean of trained text-embed
 that setting has two steps:
 
 1. ``bundles/compact_generalist``: :func:`build_compact_generalist` makes a plain-text compact GPTv (no attribute
-   tokens, no ACC, no ACM) whose word-level tokenizer covers every source bundle's texts; it is instruction-tuned on
-   the union of the sources' training parts (:mod:`attok_monai.data.generalist`) and saved with a
+   tokens, no ACC, no ACM; ``attribute_tokens=True`` puts the attribute tokens in its answers, a study variant) whose
+   word-level tokenizer covers every source bundle's texts; it is instruction-tuned on the union of the sources'
+   training parts (:mod:`attok_monai.data.generalist`) and saved with a
    ``generalist.json`` card (:class:`~attok_monai.handlers.GeneralistCardHandler`) that names its input size,
    channels and sources.
 2. any bundle with ``--extra from_generalist --generalist_dir FOLDER``: :func:`build_compact_from_generalist` loads
@@ -151,7 +152,9 @@ def build_compact_from_generalist(
             names the keys that both configs set to different values.
         config, config_overrides: the :class:`~attok_monai.networks.nets.AttTokConfig` (or a dict of its keys; None =
             the defaults) and its keys as keyword arguments over it (``use_acc``, ``tau``, ...: the bundles pass them
-            this way); unknown keys are refused by name.
+            this way); unknown keys are refused by name. ``attribute_init="generalist"`` keeps the rows a generalist
+            pre-trained with attribute tokens trained: ``a_k`` from its book and the lm_head rows, matched by token
+            name (the input-embedding rows follow ``a_k``); ``e_k`` is the keyword's mean as in every mode.
         finetune: ``"full"`` (default): every parameter of the model trains. ``"lora"``: the paper's recipe
             (appendix A.1): the generalist's vision encoder (batch-norm statistics included), projector and LM
             weights are frozen, PEFT LoRA (r=16, alpha=32, dropout 0.05) is injected into the LM's attention and MLP
@@ -167,8 +170,10 @@ def build_compact_from_generalist(
             choice). Batch-norm statistics are kept (they re-estimate in the first training steps).
 
     Raises:
-        InputError: (a ValueError) an unknown ``finetune`` value, ``lora`` settings without ``finetune="lora"``, or
-            a ``shrink_perturb`` that is not two numbers with 0 < shrink <= 1 and perturb >= 0.
+        InputError: (a ValueError) an unknown ``finetune`` value, ``lora`` settings without ``finetune="lora"``, a
+            ``shrink_perturb`` that is not two numbers with 0 < shrink <= 1 and perturb >= 0, or
+            ``attribute_init="generalist"`` from a generalist pre-trained without attribute tokens (or lacking one of
+            the bundle's).
     """
     if finetune not in FINETUNE_MODES:
         raise InputError(
@@ -180,6 +185,12 @@ def build_compact_from_generalist(
     config = AttTokConfig.coerce(config, **config_overrides)  # refuse an unknown key before building anything
     card = read_generalist_card(generalist_dir)
     directory = Path(generalist_dir)
+    if config.attribute_init == "generalist" and card.get("attribute_tokens") is not True:
+        raise InputError(
+            f"from_generalist: attribute_init 'generalist' keeps the attribute rows of a generalist pre-trained with "
+            f"attribute tokens; {directory} was pre-trained without them (its {CARD_NAME} has no attribute_tokens "
+            f"true). Build one with --attribute_tokens true, or set another attribute_init."
+        )
     for key, value in (("image_size", image_size), ("channels", channels)):
         if value is not None and card.get(key) is not None and int(value) != int(card[key]):
             raise InputError(
@@ -219,9 +230,50 @@ def build_compact_from_generalist(
         if seed is not None:  # LoRA's A matrices from the seed; AttTok's modules then from the same seed as "full"
             torch.manual_seed(seed)
         backbone.enable_lora(dict(lora) if lora is not None else True)
+    rows = _generalist_attribute_rows(backbone, vocab, directory) if config.attribute_init == "generalist" else None
     if seed is not None:
         torch.manual_seed(seed)
-    return AttTokGPTv(backbone, vocab, config)
+    model = AttTokGPTv(backbone, vocab, config)
+    if rows is not None:
+        _set_attribute_rows(model, *rows)
+    return model
+
+
+def _generalist_attribute_rows(
+    backbone: CompactGPTvBackbone, vocabulary: AttributeVocabulary, directory: Path,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rows a generalist pre-trained with attribute tokens trained for ``vocabulary``'s attributes:
+    ``(a_k (K, d) from its book, lm_head rows (K, d))``, in ``vocabulary``'s order, matched by token name.
+
+    Raises:
+        InputError: an attribute token of ``vocabulary`` is not in the generalist's vocabulary.
+    """
+    trained = AttributeVocabulary.from_json(directory / "vocabulary.json")
+    index = {a.token: k for k, a in enumerate(trained.attributes)}
+    missing = [a.token for a in vocabulary.attributes if a.token not in index]
+    if missing:
+        raise InputError(
+            f"from_generalist: attribute_init 'generalist': the generalist in {directory} has no row for "
+            f"{', '.join(missing[:5])} (its vocabulary.json); set another attribute_init."
+        )
+    state = torch.load(directory / "model.pt", map_location="cpu", weights_only=True)
+    book = state["book.attribute_embeddings"][[index[a.token] for a in vocabulary.attributes]]
+    ids = backbone.tokenizer.convert_tokens_to_ids([a.token for a in vocabulary.attributes])
+    head = backbone.output_embeddings().weight.detach()[torch.tensor(ids, device=backbone.output_embeddings().weight.device)]
+    return book.clone(), head.clone()
+
+
+@torch.no_grad()
+def _set_attribute_rows(model: AttTokGPTv, book: torch.Tensor, head: torch.Tensor) -> None:
+    """``a_k`` (and the input-embedding rows it stands for) and the lm_head rows of ``model``'s attribute tokens set
+    to ``book`` / ``head`` (K, d), as the generalist trained them."""
+    a = model.book.attribute_embeddings
+    a.copy_(book.to(a))
+    emb = model.backbone.input_embeddings().weight
+    emb[model.attr_ids] = a.detach().to(emb.dtype)
+    out = model.backbone.output_embeddings().weight
+    if out is not emb:
+        out[model.attr_ids] = head.to(out)
 
 
 def _shrink_perturb(value: Sequence[float] | None) -> tuple[float, float] | None:

@@ -18,7 +18,7 @@ __all__ = ["AttTokConfig", "ACM_WEIGHTINGS", "ATTRIBUTE_INITS", "FA_POSITIONS", 
 
 FA_POSITIONS = ("decision", "attribute")
 PROTOTYPE_INITS = ("first_batch", "class_means")
-ATTRIBUTE_INITS = ("keyword", "distinct", "first_token")
+ATTRIBUTE_INITS = ("keyword", "distinct", "first_token", "generalist")
 # the weightings :class:`attok_monai.losses.AttTokLoss` knows (the network records the key, the loss applies it;
 # networks do not import losses, a test checks that the two lists agree)
 ACM_WEIGHTINGS = ("mean", "per_token", "ntp_sum")
@@ -78,8 +78,12 @@ class AttTokConfig:
             of the answer, whose lm_head row makes the plain-text model's class decision), when no other
             attribute's keyword starts with it, else as ``"distinct"``: a model that already names the classes (a
             generalist) then starts with the attribute token deciding as its first answer word does, where a mean
-            of several rows averages that word's logit with the words after it. ``e_k`` is the whole keyword's mean
-            in every mode.
+            of several rows averages that word's logit with the words after it. ``"generalist"``: the rows a
+            generalist pre-trained with attribute tokens trained (``a_k`` from its book, its lm_head rows; the
+            generalist bundle's ``attribute_tokens: true``, a departure from the paper for study); only a model started
+            from such a generalist takes it (:func:`~attok_monai.engines.generalist.build_compact_from_generalist`
+            sets the rows; the module alone starts them as ``"distinct"``). ``e_k`` is the whole keyword's mean in
+            every mode.
         attribute_markers: whether the answer wraps its attribute tokens in ``<|attribute_begin|>`` ...
             ``<|attribute_end|>`` (default True, as before) or places them alone in front of the text (False:
             ``<|a|> text``, as the paper words it, section 5.1 "all attribute tokens are placed in front of the

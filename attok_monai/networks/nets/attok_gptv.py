@@ -132,7 +132,9 @@ class AttTokGPTv(nn.Module):
             ids = tok.encode(" ".join(a.keywords[:1]), add_special_tokens=False)
             ids = [i for i in ids if i != tok.unk_token_id] or [tok.unk_token_id]
             kw_ids.append(ids)
-        row_ids = {"keyword": kw_ids, "distinct": self.attribute_row_token_ids(kw_ids),
+        distinct = self.attribute_row_token_ids(kw_ids)
+        # "generalist": as "distinct" here; build_compact_from_generalist then sets the generalist's trained rows
+        row_ids = {"keyword": kw_ids, "distinct": distinct, "generalist": distinct,
                    "first_token": self.first_token_ids(kw_ids)}[self.config.attribute_init]
         emb = self.backbone.input_embeddings().weight
         self.book.init_keyword_embeddings(emb, kw_ids)
