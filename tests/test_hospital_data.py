@@ -528,3 +528,25 @@ def test_bundle_cli_missing_generalist_is_one_line(data_root, tmp_path, capsys):
         err = capsys.readouterr().err
         assert rc == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
         assert "generalist_dir" in err and "compact_generalist" in err  # what to set, and how to build one
+
+
+@pytest.mark.parametrize("override, named", [
+    (["--fa_position", "answer"], "fa_position must be one of"),
+    (["--cv_folds", "5", "--cv_fold", "7"], "cv_fold: 7; expected an integer in [0, 4]"),
+    (["--lambda_schedule", "step"], "mode must be constant, linear or cosine"),
+    (["--acm_weighting", "sum"], "acm_weighting must be one of"),
+])
+def test_bundle_cli_bad_study_key_is_one_line(data_root, tmp_path, capsys, override, named):
+    """A mistyped value of a config key (AttTok's switches, the folds, the lambda schedule, ACM's weighting) is one
+    line naming the key and the values it takes, not MONAI's traceback."""
+    from attok_monai.bundle.cli import main as bundle_main
+    from tests.conftest import require
+
+    require(data_root / "medmnist" / "retinamnist.npz")
+    bundle = Path(__file__).resolve().parents[1] / "bundles" / "fundus_dr"
+    rc = bundle_main(["run", "--config", str(bundle), "--data_root", str(data_root / "medmnist"), "--download",
+                      "False", "--output_dir", str(tmp_path / "run"), "--epochs", "1", "--limit_train", "8",
+                      "--limit_val", "8", "--batch_size", "4", *override])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert named in err, err

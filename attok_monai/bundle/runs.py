@@ -197,11 +197,11 @@ def resume_checkpoint(resumed: str | None, settings: Mapping[str, Any]) -> str |
         return None
     recorded_file = Path(resumed) / SETTINGS_FILE
     if not recorded_file.is_file():
-        raise ValueError(f"--resume {resumed}: {recorded_file} is missing, so its settings cannot be checked.")
+        raise InputError(f"--resume {resumed}: {recorded_file} is missing, so its settings cannot be checked.")
     recorded = json.loads(recorded_file.read_text())
     diff = _differences(recorded, _jsonable(dict(settings)))
     if diff:
-        raise ValueError(
+        raise InputError(
             f"--resume {resumed}: that run was made with other settings, so it cannot be resumed with these "
             f"({len(diff)} differ): " + "; ".join(diff)
         )

@@ -35,6 +35,7 @@ from monai.transforms import Compose, MapTransform
 
 from attok_monai.attributes import AttributeVocabulary
 from attok_monai.data.instructions import InstructionTemplates
+from attok_monai.errors import InputError
 
 __all__ = ["GeneralistSource", "GeneralistData", "GeneralistSampled", "read_bundle_source", "read_bundle_texts",
            "read_generalist_sources"]
@@ -77,13 +78,13 @@ class GeneralistData:
 
     def __post_init__(self) -> None:
         if not self.sources:
-            raise ValueError("GeneralistData: no source; name at least one bundle in 'sources'.")
+            raise InputError("GeneralistData: no source; name at least one bundle in 'sources'.")
         attrs, self.offsets, owner = [], {}, {}
         for s in self.sources:
             self.offsets[s.name] = len(attrs)
             for a in s.vocabulary.attributes:
                 if a.name in owner:
-                    raise ValueError(
+                    raise InputError(
                         f"GeneralistData: attribute token {a.token} is in both {owner[a.name]} and {s.name}; "
                         "give the bundles different attribute modalities."
                     )
@@ -145,13 +146,13 @@ class GeneralistData:
 
         if isinstance(source_weights, str):
             if source_weights != "equal":
-                raise ValueError(f"compact generalist: source_weights must be 'equal' or a mapping of source name to "
+                raise InputError(f"compact generalist: source_weights must be 'equal' or a mapping of source name to "
                                  f"weight, got {source_weights!r}.")
             source_weights = {s.name: 1.0 for s in self.sources}
         if source_weights is None:
             source_weights = {s.name: float(len(s.items)) for s in self.sources if s.items}
         if not isinstance(class_balanced, bool):
-            raise ValueError(f"compact generalist: class_balanced must be true or false, got {class_balanced!r}.")
+            raise InputError(f"compact generalist: class_balanced must be true or false, got {class_balanced!r}.")
         sources, shares = self.item_sources(), dict(source_weights)
         try:
             if not class_balanced:
@@ -164,7 +165,7 @@ class GeneralistData:
             return group_share_sampler(
                 classes, {g: shares[src] / len(gs) for src, gs in per_source.items() for g in gs}, seed=seed)
         except ValueError as e:
-            raise ValueError(f"compact generalist: source_weights: {e}") from None
+            raise InputError(f"compact generalist: source_weights: {e}") from None
 
     def params(self) -> dict[str, Any]:
         """Flat MLflow params: per source the number of training items, the split read and the data file."""
@@ -188,7 +189,7 @@ class GeneralistSampled(MapTransform):
     ) -> None:
         super().__init__(keys=["image"])
         if channels not in (1, 3):
-            raise ValueError(f"GeneralistSampled: channels must be 1 or 3, got {channels}.")
+            raise InputError(f"GeneralistSampled: channels must be 1 or 3, got {channels}.")
         self.source, self.vocabulary, self.offset = source, vocabulary, int(offset)
         self.size, self.channels = int(size), int(channels)
 
@@ -196,14 +197,14 @@ class GeneralistSampled(MapTransform):
         x = torch.as_tensor(img).float()
         x = x.as_tensor() if hasattr(x, "as_tensor") else x  # MetaTensor -> Tensor
         if x.ndim != 3:
-            raise ValueError(f"GeneralistSampled: {self.source} image has shape {tuple(x.shape)}; expected (C, H, W).")
+            raise InputError(f"GeneralistSampled: {self.source} image has shape {tuple(x.shape)}; expected (C, H, W).")
         if x.shape[0] != self.channels:
             if x.shape[0] == 1 and self.channels == 3:
                 x = x.repeat(3, 1, 1)
             elif x.shape[0] == 3 and self.channels == 1:
                 x = (x * torch.tensor(_LUMA)[:, None, None]).sum(0, keepdim=True)
             else:
-                raise ValueError(f"GeneralistSampled: {self.source} image has {x.shape[0]} channels; expected 1 or 3.")
+                raise InputError(f"GeneralistSampled: {self.source} image has {x.shape[0]} channels; expected 1 or 3.")
         if tuple(x.shape[-2:]) != (self.size, self.size):
             x = F.interpolate(x[None], size=(self.size, self.size), mode="bilinear", align_corners=False,
                               antialias=True)[0].clamp(0.0, 1.0)
@@ -213,12 +214,12 @@ class GeneralistSampled(MapTransform):
         d = dict(data)
         for key in ("image", "question", "attributes"):
             if key not in d:
-                raise ValueError(f"GeneralistSampled: {self.source} sample {d.get('id', '?')} has no {key!r} field.")
+                raise InputError(f"GeneralistSampled: {self.source} sample {d.get('id', '?')} has no {key!r} field.")
         attrs = [int(a) for a in d["attributes"]]
         answer = d.get("answer")
         if answer is None:
             if not attrs:
-                raise ValueError(f"GeneralistSampled: {self.source} sample {d.get('id', '?')} has no answer.")
+                raise InputError(f"GeneralistSampled: {self.source} sample {d.get('id', '?')} has no answer.")
             answer = self.vocabulary.format_text_answer(attrs)
         kind = d.get("kind") or str(d.get("answer_type") or "open").strip().lower()
         out = {
@@ -282,16 +283,16 @@ def read_bundle_source(
     parser = _bundle_parser(bundle_dir, overrides, work_dir)
     config = bundle_dir / "configs" / "train.json"
     if "train_split" in parser and parser.get_parsed_content("train_split") != "train":
-        raise ValueError(
+        raise InputError(
             f"compact generalist: source {name} has train_split {parser['train_split']!r}; the generalist reads the "
             "training part only ('train')."
         )
     if "train#datalist" not in parser:
-        raise ValueError(f"compact generalist: {config} has no train#datalist.")
+        raise InputError(f"compact generalist: {config} has no train#datalist.")
     items = list(parser.get_parsed_content("train#datalist"))
     bad = {str(d["split"]) for d in items if d.get("split") not in (None, "", "train")}
     if bad:
-        raise ValueError(
+        raise InputError(
             f"compact generalist: source {name} gives items of split(s) {sorted(bad)}; the generalist reads the "
             "training part only."
         )
@@ -326,7 +327,7 @@ def read_generalist_sources(
     leave_out = list(leave_out or ())
     unknown = [n for n in leave_out if n not in sources]
     if unknown:
-        raise ValueError(f"compact generalist: leave_out_sources names {unknown}, expected names of sources "
+        raise InputError(f"compact generalist: leave_out_sources names {unknown}, expected names of sources "
                          f"({sorted(sources)}).")
     out = []
     for name, overrides in sources.items():
@@ -335,7 +336,7 @@ def read_generalist_sources(
         wd = None if work_dir is None else Path(work_dir) / name
         out.append(read_bundle_source(bundles_dir / name, overrides, wd))
     if not out:
-        raise ValueError("compact generalist: leave_out_sources leaves no source to train on.")
+        raise InputError("compact generalist: leave_out_sources leaves no source to train on.")
     texts = [t for name in [*text_sources, *leave_out] for t in read_bundle_texts(bundles_dir / name)]
     for name in leave_out:
         logger.info("compact generalist: source %s left out (its texts only: no image is read)", name)

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from attok_monai.errors import InputError
 from attok_monai.fileio import atomic_write_text
 
 __all__ = [
@@ -48,15 +49,15 @@ _NO_LABEL = "__no_label__"
 def _normalise_fractions(fractions: Mapping[str, float] | None) -> dict[str, float]:
     fractions = dict(DEFAULT_FRACTIONS if fractions is None else fractions)
     if not fractions:
-        raise ValueError("split fractions are empty; give e.g. {'train': 0.8, 'val': 0.2}.")
+        raise InputError("split fractions are empty; give e.g. {'train': 0.8, 'val': 0.2}.")
     for name, f in fractions.items():
         if not isinstance(name, str) or not name:
-            raise ValueError(f"split fractions: split name {name!r} must be a non-empty string.")
+            raise InputError(f"split fractions: split name {name!r} must be a non-empty string.")
         if not np.isfinite(f) or f < 0:
-            raise ValueError(f"split fractions: fraction of {name!r} is {f!r}; expected a number >= 0.")
+            raise InputError(f"split fractions: fraction of {name!r} is {f!r}; expected a number >= 0.")
     total = float(sum(fractions.values()))
     if total <= 0:
-        raise ValueError(f"split fractions {fractions} sum to 0; expected a positive sum.")
+        raise InputError(f"split fractions {fractions} sum to 0; expected a positive sum.")
     return {k: float(v) / total for k, v in fractions.items()}
 
 
@@ -159,22 +160,22 @@ def cross_validation_part(
         ValueError: a bad ``folds``/``fold``/``part``, more folds than items, or an item without ``"label"``.
     """
     if part not in ("train", "val"):
-        raise ValueError(f"cross_validation_part: part {part!r}; expected 'train' or 'val'.")
+        raise InputError(f"cross_validation_part: part {part!r}; expected 'train' or 'val'.")
     if isinstance(folds, bool) or not isinstance(folds, (int, np.integer)) or folds < 0 or folds == 1:
-        raise ValueError(f"cv_folds: {folds!r}; expected 0 (off) or an integer >= 2.")
+        raise InputError(f"cv_folds: {folds!r}; expected 0 (off) or an integer >= 2.")
     if folds == 0:
         if fold != 0:
-            raise ValueError(f"cv_fold: {fold!r} with cv_folds 0 (cross-validation off); set cv_folds too, e.g. 5.")
+            raise InputError(f"cv_fold: {fold!r} with cv_folds 0 (cross-validation off); set cv_folds too, e.g. 5.")
         if part == "val":
-            raise ValueError("cross_validation_part: part 'val' with cv_folds 0 (cross-validation is off).")
+            raise InputError("cross_validation_part: part 'val' with cv_folds 0 (cross-validation is off).")
         return list(datalist)
     if isinstance(fold, bool) or not isinstance(fold, (int, np.integer)) or not 0 <= fold < folds:
-        raise ValueError(f"cv_fold: {fold!r}; expected an integer in [0, {folds - 1}] (cv_folds is {folds}).")
+        raise InputError(f"cv_fold: {fold!r}; expected an integer in [0, {folds - 1}] (cv_folds is {folds}).")
     if len(datalist) < folds:
-        raise ValueError(f"cv_folds: {folds} folds of {len(datalist)} items; expected at least one item per fold.")
+        raise InputError(f"cv_folds: {folds} folds of {len(datalist)} items; expected at least one item per fold.")
     missing = [i for i, it in enumerate(datalist) if "label" not in it]
     if missing:
-        raise ValueError(f"cross_validation_part: item {missing[0]} has no 'label'; the folds are stratified by label.")
+        raise InputError(f"cross_validation_part: item {missing[0]} has no 'label'; the folds are stratified by label.")
     names = [f"fold{k}" for k in range(folds)]
     parts = grouped_stratified_split(
         [it["label"] for it in datalist], [it.get("group") for it in datalist], dict.fromkeys(names, 1.0), seed=seed
@@ -234,13 +235,13 @@ def read_split_file(
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as e:
-            raise ValueError(f"split file {path}: not valid JSON ({e}).") from e
+            raise InputError(f"split file {path}: not valid JSON ({e}).") from e
         if isinstance(data, Mapping) and isinstance(data.get("assignment"), Mapping):
             pairs = [(str(k), str(v)) for k, v in data["assignment"].items()]
         elif isinstance(data, Mapping) and isinstance(data.get("splits"), Mapping):
             pairs = [(str(i), str(s)) for s, ids in data["splits"].items() for i in ids]
         else:
-            raise ValueError(f"split file {path}: expected an 'assignment' mapping or a 'splits' mapping.")
+            raise InputError(f"split file {path}: expected an 'assignment' mapping or a 'splits' mapping.")
         meta = {k: v for k, v in data.items() if k not in ("assignment", "splits")}
     else:
         skip = 0
@@ -258,21 +259,21 @@ def read_split_file(
         sep = "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
         df = pd.read_csv(path, sep=sep, skiprows=skip, dtype=str, keep_default_na=False, na_filter=False)
         if split_column not in df.columns:
-            raise ValueError(f"split file {path}: no column {split_column!r}; columns are {list(df.columns)}.")
+            raise InputError(f"split file {path}: no column {split_column!r}; columns are {list(df.columns)}.")
         if id_column is None:
             others = [c for c in df.columns if c != split_column]
             if not others:
-                raise ValueError(f"split file {path}: no id column besides {split_column!r}.")
+                raise InputError(f"split file {path}: no id column besides {split_column!r}.")
             id_column = "id" if "id" in others else others[0]
         if id_column not in df.columns:
-            raise ValueError(f"split file {path}: no id column {id_column!r}; columns are {list(df.columns)}.")
+            raise InputError(f"split file {path}: no id column {id_column!r}; columns are {list(df.columns)}.")
         pairs = list(zip(df[id_column].str.strip(), df[split_column].str.strip()))
     assignment: dict[str, str] = {}
     for line_no, (i, s) in enumerate(pairs, start=1):
         if not i or not s:
-            raise ValueError(f"split file {path}: entry {line_no} has an empty id or split ({i!r}, {s!r}).")
+            raise InputError(f"split file {path}: entry {line_no} has an empty id or split ({i!r}, {s!r}).")
         if assignment.get(i, s) != s:
-            raise ValueError(f"split file {path}: id {i!r} is given two splits ({assignment[i]!r} and {s!r}).")
+            raise InputError(f"split file {path}: id {i!r} is given two splits ({assignment[i]!r} and {s!r}).")
         assignment[i] = s
     return assignment, meta
 
@@ -325,20 +326,20 @@ class SplitInfo:
 def _columns(table: Any, id_key: str, label_key: str, group_key: str) -> tuple[list[str], list[Any], list[Any]]:
     if hasattr(table, "columns") and hasattr(table, "to_dict"):  # pandas DataFrame
         if id_key not in table.columns:
-            raise ValueError(f"make_or_load_split: table has no column {id_key!r}; columns are {list(table.columns)}.")
+            raise InputError(f"make_or_load_split: table has no column {id_key!r}; columns are {list(table.columns)}.")
         records = table.to_dict("records")
     else:
         records = list(table)
     ids, labels, groups = [], [], []
     for n, r in enumerate(records):
         if id_key not in r:
-            raise ValueError(f"make_or_load_split: item {n} has no {id_key!r} key.")
+            raise InputError(f"make_or_load_split: item {n} has no {id_key!r} key.")
         ids.append(str(r[id_key]))
         labels.append(r.get(label_key))
         groups.append(r.get(group_key))
     dup = [k for k, c in Counter(ids).items() if c > 1]
     if dup:
-        raise ValueError(f"make_or_load_split: {len(dup)} duplicate id(s), e.g. {dup[:5]}; ids must be unique.")
+        raise InputError(f"make_or_load_split: {len(dup)} duplicate id(s), e.g. {dup[:5]}; ids must be unique.")
     return ids, labels, groups
 
 

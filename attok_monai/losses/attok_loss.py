@@ -7,6 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch.nn.modules.loss import _Loss
 
+from attok_monai.errors import InputError
+
 from .acm import ACMLoss
 
 __all__ = ["AttTokLoss", "ACM_WEIGHTINGS"]
@@ -56,7 +58,7 @@ class AttTokLoss(_Loss):
                 "theta is the network's acm_projection, and the training step passes theta(f^a) and theta(book))."
             )
         if acm_weighting not in ACM_WEIGHTINGS:
-            raise ValueError(f"AttTokLoss: acm_weighting must be one of {ACM_WEIGHTINGS}, got {acm_weighting!r}.")
+            raise InputError(f"AttTokLoss: acm_weighting must be one of {ACM_WEIGHTINGS}, got {acm_weighting!r}.")
         self.acm = ACMLoss(tau=tau) if use_acm else None
         self.acm_weighting = acm_weighting
         self.lambda_weight = float(lambda_weight)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 
+from attok_monai.errors import InputError
+
 __all__ = ["LambdaSchedule"]
 
 
@@ -25,9 +27,9 @@ class LambdaSchedule:
 
     def __init__(self, mode: str = "linear", start: float = 1.0, end: float = 0.0, total_steps: int = 1) -> None:
         if mode not in ("constant", "linear", "cosine"):
-            raise ValueError(f"LambdaSchedule: mode must be constant, linear or cosine, got {mode!r}.")
+            raise InputError(f"LambdaSchedule: mode must be constant, linear or cosine, got {mode!r}.")
         if total_steps < 1:
-            raise ValueError(f"LambdaSchedule: total_steps must be >= 1, got {total_steps}.")
+            raise InputError(f"LambdaSchedule: total_steps must be >= 1, got {total_steps}.")
         self.mode, self.start, self.end, self.total_steps = mode, float(start), float(end), int(total_steps)
 
     def __call__(self, step: int) -> float:

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from attok_monai.errors import require_flag
+from attok_monai.errors import InputError, require_flag
 from attok_monai.fileio import atomic_write
 
 __all__ = ["AttTokConfig", "ACM_WEIGHTINGS", "ATTRIBUTE_INITS", "FA_POSITIONS", "PROTOTYPE_INITS"]
@@ -134,27 +134,27 @@ class AttTokConfig:
         for name, choices in (("fa_position", FA_POSITIONS), ("acm_weighting", ACM_WEIGHTINGS),
                               ("prototype_init", PROTOTYPE_INITS), ("attribute_init", ATTRIBUTE_INITS)):
             if getattr(self, name) not in choices:
-                raise ValueError(f"AttTokConfig: {name} must be one of {choices}, got {getattr(self, name)!r}.")
+                raise InputError(f"AttTokConfig: {name} must be one of {choices}, got {getattr(self, name)!r}.")
         if self.plain_markers and self.use_attribute_tokens:
-            raise ValueError("AttTokConfig: plain_markers wraps a plain-text answer (use_attribute_tokens false); "
+            raise InputError("AttTokConfig: plain_markers wraps a plain-text answer (use_attribute_tokens false); "
                              "with attribute tokens, attribute_markers sets their markers.")
         self.acc_heads = int(self.acc_heads)
         self.prototype_init_batches = int(self.prototype_init_batches)
         if self.acc_heads < 1:
-            raise ValueError(f"AttTokConfig: acc_heads must be >= 1, got {self.acc_heads}.")
+            raise InputError(f"AttTokConfig: acc_heads must be >= 1, got {self.acc_heads}.")
         if self.prototype_init_batches < 1:
-            raise ValueError(f"AttTokConfig: prototype_init_batches must be >= 1, got {self.prototype_init_batches}.")
+            raise InputError(f"AttTokConfig: prototype_init_batches must be >= 1, got {self.prototype_init_batches}.")
         if self.acc_inner_dim is not None:
             self.acc_inner_dim = int(self.acc_inner_dim)
             if self.acc_inner_dim < 1:
-                raise ValueError(f"AttTokConfig: acc_inner_dim must be None or >= 1, got {self.acc_inner_dim}.")
+                raise InputError(f"AttTokConfig: acc_inner_dim must be None or >= 1, got {self.acc_inner_dim}.")
         if not 0.0 <= self.momentum <= 1.0:
-            raise ValueError(f"AttTokConfig: momentum must be in [0, 1], got {self.momentum}.")
+            raise InputError(f"AttTokConfig: momentum must be in [0, 1], got {self.momentum}.")
         self.acc_logit_scale = float(self.acc_logit_scale)
         if not (self.acc_logit_scale > 0 and math.isfinite(self.acc_logit_scale)):
-            raise ValueError(f"AttTokConfig: acc_logit_scale must be a finite number > 0, got {self.acc_logit_scale}.")
+            raise InputError(f"AttTokConfig: acc_logit_scale must be a finite number > 0, got {self.acc_logit_scale}.")
         if self.tau <= 0:
-            raise ValueError(f"AttTokConfig: tau must be > 0, got {self.tau}.")
+            raise InputError(f"AttTokConfig: tau must be > 0, got {self.tau}.")
 
     @classmethod
     def field_names(cls) -> tuple[str, ...]:
@@ -167,7 +167,7 @@ class AttTokConfig:
         unknown = sorted(set(values) - set(cls.field_names()))
         if unknown:
             where = f" in {source}" if source else ""
-            raise ValueError(
+            raise InputError(
                 f"AttTokConfig: unknown key(s) {unknown}{where}; known keys: {', '.join(cls.field_names())}."
             )
         return cls(**values)
@@ -179,7 +179,7 @@ class AttTokConfig:
         if isinstance(config, AttTokConfig):
             return cls.from_dict({**config.to_dict(), **overrides}) if overrides else config
         if config is not None and not isinstance(config, Mapping):
-            raise ValueError(f"AttTokConfig: expected an AttTokConfig, a dict or None, got {type(config).__name__}.")
+            raise InputError(f"AttTokConfig: expected an AttTokConfig, a dict or None, got {type(config).__name__}.")
         return cls.from_dict({**(config or {}), **overrides})
 
     def to_dict(self) -> dict[str, Any]:
@@ -200,5 +200,5 @@ class AttTokConfig:
         with open(path, encoding="utf-8") as f:
             values = json.load(f)
         if not isinstance(values, dict):
-            raise ValueError(f"AttTokConfig: {path} must hold a JSON object, got {type(values).__name__}.")
+            raise InputError(f"AttTokConfig: {path} must hold a JSON object, got {type(values).__name__}.")
         return cls.from_dict(values, source=str(path))
