@@ -725,6 +725,10 @@ def test_attribute_init_generalist_keeps_the_rows_a_generalist_trained_with_attr
     assert torch.equal(kept.book.attribute_embeddings.detach(), a_k[[2, 0]])
     assert torch.equal(kept.backbone.output_embeddings().weight.detach()[kept.attr_ids], head[[2, 0]])
     assert torch.equal(kept.backbone.input_embeddings().weight.detach()[kept.attr_ids], a_k[[2, 0]])
+    shrunk = build_compact_from_generalist(folder, vocab, image_size=32, channels=3, seed=0,
+                                           attribute_init="generalist", shrink_perturb=[0.4, 0.1])
+    assert torch.equal(shrunk.book.attribute_embeddings.detach(), a_k[[2, 0]])  # kept as trained, not shrunk
+    assert torch.equal(shrunk.backbone.output_embeddings().weight.detach()[shrunk.attr_ids], head[[2, 0]])
     fresh = build_compact_from_generalist(folder, vocab, image_size=32, channels=3, seed=0, attribute_init="distinct")
     assert not torch.equal(fresh.book.attribute_embeddings.detach(), a_k[[2, 0]])
     assert torch.equal(kept.book.keyword_embeddings, fresh.book.keyword_embeddings)  # e_k: the keyword's mean

@@ -198,6 +198,9 @@ def build_compact_from_generalist(
                 f"feeds {value}; set --{key} {card[key]}."
             )
     backbone = CompactGPTvBackbone.from_pretrained(directory)
+    vocab = AttributeVocabulary.coerce(vocabulary)
+    # the generalist's rows as it trained them (before shrink_perturb): "generalist" keeps exactly these
+    rows = _generalist_attribute_rows(backbone, vocab, directory) if config.attribute_init == "generalist" else None
     for name, given, used in (("vision", vision, backbone.vision_kwargs), ("llm", llm, backbone.llm_kwargs)):
         differ = sorted(k for k, v in (given or {}).items() if k in used and used[k] != v)
         if differ:
@@ -205,7 +208,6 @@ def build_compact_from_generalist(
                            {k: given[k] for k in differ}, {k: used[k] for k in differ})
     if max_length is not None:
         backbone.max_length = max(int(max_length), backbone.max_length)
-    vocab = AttributeVocabulary.coerce(vocabulary)
     texts = (templates.all_texts() if templates is not None else []) + [k for a in vocab for k in a.keywords]
     if shrink_perturb is not None:
         shrink_and_perturb(backbone, directory, *shrink_perturb, seed=seed)
@@ -230,7 +232,6 @@ def build_compact_from_generalist(
         if seed is not None:  # LoRA's A matrices from the seed; AttTok's modules then from the same seed as "full"
             torch.manual_seed(seed)
         backbone.enable_lora(dict(lora) if lora is not None else True)
-    rows = _generalist_attribute_rows(backbone, vocab, directory) if config.attribute_init == "generalist" else None
     if seed is not None:
         torch.manual_seed(seed)
     model = AttTokGPTv(backbone, vocab, config)

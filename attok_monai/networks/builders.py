@@ -12,10 +12,10 @@ from attok_monai.attributes import AttributeVocabulary
 from attok_monai.errors import InputError, require_flag
 from attok_monai.networks.nets import AttTokConfig, AttTokGPTv, CompactGPTvBackbone, build_word_tokenizer
 
-__all__ = ["build_compact_attok", "build_hf_attok", "refuse_generalist_rows"]
+__all__ = ["build_compact_attok", "build_hf_attok"]
 
 
-def refuse_generalist_rows(config: AttTokConfig) -> None:
+def _refuse_generalist_rows(config: AttTokConfig) -> None:
     """``attribute_init="generalist"`` keeps rows a compact generalist trained; a model built without one has none.
 
     Raises:
@@ -59,7 +59,7 @@ def build_compact_attok(
         config, config_overrides: as in :func:`build_hf_attok`.
     """
     config = AttTokConfig.coerce(config, **config_overrides)  # refuse an unknown key before building anything
-    refuse_generalist_rows(config)
+    _refuse_generalist_rows(config)
     vocab = AttributeVocabulary.coerce(vocabulary)
     texts = templates.all_texts() + [k for a in vocab for k in a.keywords] + list(extra_texts)
     tokenizer = build_word_tokenizer(texts, vocab.special_tokens)
@@ -103,7 +103,7 @@ def build_hf_attok(
     from attok_monai.networks.nets.hf_qwen2vl import Qwen2VLBackbone
 
     config = AttTokConfig.coerce(config, **config_overrides)  # refuse an unknown key before building anything
-    refuse_generalist_rows(config)
+    _refuse_generalist_rows(config)
     require_flag(gradient_checkpointing, "gradient_checkpointing")  # the text "false" from MONAI's CLI is truthy
     if seed is not None:
         torch.manual_seed(seed)
