@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from attok_monai.bundle.runs import network_state, optional
+from attok_monai.bundle.runs import _jsonable, network_state, optional
 from attok_monai.errors import InputError
 from attok_monai.networks.nets import AttTokGPTv
 
@@ -46,7 +46,7 @@ def split_record(settings: Mapping[str, Any], data_md5: str | None, computed: bo
     that decide a computed split (e.g. ``{"split_seed": 0, "split_fractions": {"train": 0.8, "val": 0.2}}``),
     ``data_md5`` the MD5 of the file that lists the items (table, manifest, question file), ``computed`` False where
     the parts come from a split column or a split file (then the settings decide nothing)."""
-    return json.loads(json.dumps({"computed": bool(computed), "settings": dict(settings), "data_md5": data_md5}))
+    return _jsonable({"computed": bool(computed), "settings": dict(settings), "data_md5": data_md5})
 
 
 def write_split_record(directory: str | os.PathLike, record: Mapping[str, Any]) -> None:

@@ -236,7 +236,7 @@ def build_compact_from_generalist(
         torch.manual_seed(seed)
     model = AttTokGPTv(backbone, vocab, config)
     if rows is not None:
-        _set_attribute_rows(model, *rows)
+        model.set_attribute_rows(*rows)
     return model
 
 
@@ -260,21 +260,8 @@ def _generalist_attribute_rows(
     state = torch.load(directory / "model.pt", map_location="cpu", weights_only=True)
     book = state["book.attribute_embeddings"][[index[a.token] for a in vocabulary.attributes]]
     ids = backbone.tokenizer.convert_tokens_to_ids([a.token for a in vocabulary.attributes])
-    head = backbone.output_embeddings().weight.detach()[torch.tensor(ids, device=backbone.output_embeddings().weight.device)]
-    return book.clone(), head.clone()
-
-
-@torch.no_grad()
-def _set_attribute_rows(model: AttTokGPTv, book: torch.Tensor, head: torch.Tensor) -> None:
-    """``a_k`` (and the input-embedding rows it stands for) and the lm_head rows of ``model``'s attribute tokens set
-    to ``book`` / ``head`` (K, d), as the generalist trained them."""
-    a = model.book.attribute_embeddings
-    a.copy_(book.to(a))
-    emb = model.backbone.input_embeddings().weight
-    emb[model.attr_ids] = a.detach().to(emb.dtype)
-    out = model.backbone.output_embeddings().weight
-    if out is not emb:
-        out[model.attr_ids] = head.to(out)
+    head = backbone.output_embeddings().weight.detach()
+    return book.clone(), head[torch.tensor(ids, device=head.device)].clone()
 
 
 def _shrink_perturb(value: Sequence[float] | None) -> tuple[float, float] | None:

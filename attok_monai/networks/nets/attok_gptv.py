@@ -138,14 +138,24 @@ class AttTokGPTv(nn.Module):
                    "first_token": self.first_token_ids(kw_ids)}[self.config.attribute_init]
         emb = self.backbone.input_embeddings().weight
         self.book.init_keyword_embeddings(emb, kw_ids)
+        head = self.backbone.output_embeddings().weight
         # a_k: the mean of its rows, computed as e_k's (the same vector as e_k with attribute_init="keyword")
-        self.book.init_attribute_embeddings(torch.stack(
-            [emb[torch.as_tensor(ids, device=emb.device)].float().mean(0) for ids in row_ids]))
+        self.set_attribute_rows(
+            torch.stack([emb[torch.as_tensor(ids, device=emb.device)].float().mean(0) for ids in row_ids]),
+            torch.stack([head[torch.tensor(ids)].mean(0) for ids in row_ids]) if head is not emb else None,
+        )
+
+    @torch.no_grad()
+    def set_attribute_rows(self, attribute_embeddings: torch.Tensor, head_rows: torch.Tensor | None = None) -> None:
+        """Set ``a_k`` to ``attribute_embeddings`` (K, d), with the input-embedding rows of the attribute tokens (which
+        ``a_k`` stands in for), and, where the lm_head is not tied to the input embedding, the attribute tokens'
+        lm_head rows to ``head_rows`` (K, d; None leaves them)."""
+        self.book.init_attribute_embeddings(attribute_embeddings)
+        emb = self.backbone.input_embeddings().weight
         emb[self.attr_ids] = self.book.attribute_embeddings.detach().to(emb.dtype)
         head = self.backbone.output_embeddings().weight
-        if head is not emb:
-            for k, ids in enumerate(row_ids):
-                head[self.attr_ids[k]] = head[torch.tensor(ids)].mean(0)
+        if head is not emb and head_rows is not None:
+            head[self.attr_ids] = head_rows.to(head)
 
     @staticmethod
     def attribute_row_token_ids(keyword_ids: Sequence[Sequence[int]]) -> list[list[int]]:
