@@ -493,6 +493,8 @@ def test_generalist_configs_parse():
         assert "generalist_md5=attok_monai.provenance.file_md5(" in parser["backbone_params"], name
         assert nd["shrink_perturb"] == "@shrink_perturb" and parser["shrink_perturb"] is None, name
         assert "shrink_perturb=json.dumps(@shrink_perturb)" in parser["backbone_params"], name
+        assert nd["generalist_parts"] == "@generalist_parts" and parser["generalist_parts"] == "all", name
+        assert "generalist_parts=@generalist_parts" in parser["backbone_params"], name
         assert parser["vision_lr_scale"] == 1.0, name
         assert "vision_lr_scale=float(@vision_lr_scale)" in parser["backbone_params"], name
         assert "lr_scales=None if @vision_lr_scale == 1.0" in parser["optimizer"]["params"], name
@@ -537,6 +539,57 @@ def test_shrink_perturb_mixes_the_generalist_with_a_fresh_init(generalist):
     differ = {k for k in a if ("running_" in k or not k.startswith("backbone.")) and not torch.equal(a[k], b[k])}
     assert differ == {"book.attribute_embeddings", "book.keyword_embeddings"}  # read from the mixed embedding rows
     assert not torch.equal(a["backbone.vision.net.conv1.weight"], b["backbone.vision.net.conv1.weight"])
+
+
+@pytest.mark.parametrize("parts", ["vision", "language", "none"])
+def test_generalist_parts_keeps_the_named_modules_and_starts_the_rest_fresh(generalist, parts):
+    """Kept modules are the generalist's tensors; the others (parameters and batch-norm statistics) are those of a
+    fresh backbone drawn from the seed, as a scratch start's are; the tokenizer stays the generalist's."""
+    from attok_monai.engines.generalist import GENERALIST_PARTS, build_compact_from_generalist
+    from attok_monai.networks.nets import CompactGPTvBackbone
+
+    _, model_dir, _ = generalist
+    kw = dict(image_size=32, channels=3, seed=3)
+    model = build_compact_from_generalist(model_dir, FUNDUS_VOCAB, generalist_parts=parts, **kw)
+    torch.manual_seed(3)
+    fresh = CompactGPTvBackbone.from_config_dir(model_dir).state_dict()
+    gen = CompactGPTvBackbone.from_pretrained(model_dir).state_dict()
+    got = model.backbone.state_dict()
+    n_words = len(gen["llm.model.embed_tokens.weight"])  # rows past it are the attribute tokens, added afterwards
+    kept = GENERALIST_PARTS[parts]
+    for name, want in gen.items():
+        value = got[name][:n_words] if "embed_tokens" in name or "lm_head" in name else got[name]
+        source = want if name.split(".", 1)[0] in kept else fresh[name]
+        assert torch.equal(value, source.to(value.dtype)), (parts, name)
+    assert any(not torch.equal(gen[k], fresh[k]) for k in gen if "running_mean" in k)  # the check can tell them apart
+    assert model.backbone.tokenizer.get_vocab().keys() >= CompactGPTvBackbone.from_pretrained(
+        model_dir).tokenizer.get_vocab().keys()
+
+
+def test_generalist_parts_all_is_the_default_model(generalist):
+    from attok_monai.engines.generalist import build_compact_from_generalist
+
+    _, model_dir, _ = generalist
+    kw = dict(image_size=32, channels=3, seed=3)
+    a = build_compact_from_generalist(model_dir, FUNDUS_VOCAB, **kw).state_dict()
+    b = build_compact_from_generalist(model_dir, FUNDUS_VOCAB, generalist_parts="all", **kw).state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize(("parts", "kw", "says"), [
+    ("both", {}, r"generalist_parts must be one of 'all', 'vision', 'language', 'none', got 'both'"),
+    ("vision", {"finetune": "lora"}, r"starts projector/llm fresh, but finetune 'lora' freezes the LM"),
+    ("language", {"finetune": "frozen_vision"}, r"starts vision fresh, but finetune 'frozen_vision' freezes"),
+    ("none", {"shrink_perturb": [0.4, 0.1]}, r"starts vision/projector/llm fresh, but shrink_perturb mixes"),
+])
+def test_generalist_parts_refusals_are_one_line(generalist, parts, kw, says):
+    from attok_monai.engines.generalist import build_compact_from_generalist
+
+    _, model_dir, _ = generalist
+    with pytest.raises(ValueError, match=r"^from_generalist: .*" + says) as e:
+        build_compact_from_generalist(model_dir, FUNDUS_VOCAB, image_size=32, channels=3, seed=3,
+                                      generalist_parts=parts, **kw)
+    assert "\n" not in str(e.value)
 
 
 def test_finetune_frozen_vision_freezes_the_vision_encoder_only(generalist, tmp_path):

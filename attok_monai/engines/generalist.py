@@ -43,11 +43,23 @@ __all__ = [
     "build_compact_from_generalist",
     "read_generalist_card",
     "shrink_and_perturb",
+    "reinitialise_parts",
     "FINETUNE_MODES",
+    "GENERALIST_PARTS",
 ]
 
 #: ``finetune`` values of :func:`build_compact_from_generalist` (and of the ``from_generalist`` config layers)
 FINETUNE_MODES = ("full", "lora", "frozen_vision")
+
+#: ``generalist_parts`` values of :func:`build_compact_from_generalist`: the backbone's modules each keeps as the
+#: generalist trained them (the others start fresh, drawn from the seed as a scratch model's are). "language" is the
+#: projector with the LM (embeddings and lm_head included): the projector maps into the LM's input space.
+GENERALIST_PARTS: dict[str, tuple[str, ...]] = {
+    "all": ("vision", "projector", "llm"),
+    "vision": ("vision",),
+    "language": ("projector", "llm"),
+    "none": (),
+}
 
 logger = logging.getLogger("attok_monai.engines")
 
@@ -130,6 +142,7 @@ def build_compact_from_generalist(
     lora: Mapping[str, Any] | None = None,
     shrink_perturb: Sequence[float] | None = None,
     add_words: bool = True,
+    generalist_parts: str = "all",
     **config_overrides: Any,
 ) -> AttTokGPTv:
     """A bundle's AttTok (or baseline) model started from a trained compact generalist.
@@ -168,12 +181,20 @@ def build_compact_from_generalist(
             fresh initialisation of the same architecture drawn from ``seed`` ("shrink and perturb", Ash & Adams,
             NeurIPS 2020, against the generalisation gap of warm-started training; ``(0.4, 0.1)`` is a usual
             choice). Batch-norm statistics are kept (they re-estimate in the first training steps).
+        generalist_parts: which of the generalist's trained modules the model keeps (a study key: which part of a
+            trained start changes what AttTok does). ``"all"`` (default) keeps the whole backbone; ``"vision"`` keeps
+            the vision encoder and starts the projector and LM fresh; ``"language"`` keeps the projector and LM
+            (embeddings and lm_head included) and starts the vision encoder fresh; ``"none"`` starts every module
+            fresh (the generalist's architecture, tokenizer and input size only). Fresh modules (parameters and
+            buffers, batch-norm statistics included) are drawn from ``seed`` (:func:`reinitialise_parts`). The
+            tokenizer is the generalist's in every case, so e_k comes from fresh rows when the LM is fresh.
 
     Raises:
         InputError: (a ValueError) an unknown ``finetune`` value, ``lora`` settings without ``finetune="lora"``, a
             ``shrink_perturb`` that is not two numbers with 0 < shrink <= 1 and perturb >= 0, or
             ``attribute_init="generalist"`` from a generalist pre-trained without attribute tokens (or lacking one of
-            the bundle's).
+            the bundle's), or a ``generalist_parts`` that is unknown or starts fresh a module that ``finetune``
+            freezes, ``attribute_init="generalist"`` keeps, or ``shrink_perturb`` mixes.
     """
     if finetune not in FINETUNE_MODES:
         raise InputError(
@@ -183,6 +204,7 @@ def build_compact_from_generalist(
         raise InputError(f"from_generalist: lora settings apply only with finetune 'lora' (finetune is {finetune!r}).")
     shrink_perturb = _shrink_perturb(shrink_perturb)
     config = AttTokConfig.coerce(config, **config_overrides)  # refuse an unknown key before building anything
+    fresh_parts = _fresh_parts(generalist_parts, finetune, config.attribute_init, shrink_perturb)
     card = read_generalist_card(generalist_dir)
     directory = Path(generalist_dir)
     if config.attribute_init == "generalist" and card.get("attribute_tokens") is not True:
@@ -211,6 +233,8 @@ def build_compact_from_generalist(
     texts = (templates.all_texts() if templates is not None else []) + [k for a in vocab for k in a.keywords]
     if shrink_perturb is not None:
         shrink_and_perturb(backbone, directory, *shrink_perturb, seed=seed)
+    if fresh_parts:
+        reinitialise_parts(backbone, directory, fresh_parts, seed=seed)
     unknown = _unknown_words(backbone.tokenizer, list(texts) + list(extra_texts))
     if add_words and unknown and seed is not None:
         torch.manual_seed(seed)  # the new rows' draw
@@ -278,6 +302,57 @@ def _shrink_perturb(value: Sequence[float] | None) -> tuple[float, float] | None
             f"(e.g. [0.4, 0.1]), got {value!r}."
         )
     return shrink, perturb
+
+
+def _fresh_parts(parts: str, finetune: str, attribute_init: str, shrink_perturb: Any) -> tuple[str, ...]:
+    """The backbone modules ``generalist_parts`` starts fresh, after refusing the combinations that contradict it."""
+    if parts not in GENERALIST_PARTS:
+        raise InputError(
+            f"from_generalist: generalist_parts must be one of {', '.join(repr(p) for p in GENERALIST_PARTS)}, "
+            f"got {parts!r}."
+        )
+    kept = GENERALIST_PARTS[parts]
+    fresh = tuple(m for m in GENERALIST_PARTS["all"] if m not in kept)
+    if not fresh:
+        return fresh
+    clash = None
+    if finetune == "lora" and "llm" in fresh:
+        clash = "finetune 'lora' freezes the LM it would start fresh"
+    elif finetune == "frozen_vision" and "vision" in fresh:
+        clash = "finetune 'frozen_vision' freezes the vision encoder it would start fresh"
+    elif attribute_init == "generalist" and "llm" in fresh:
+        clash = "attribute_init 'generalist' keeps the LM's trained attribute rows"
+    elif shrink_perturb is not None:
+        clash = "shrink_perturb mixes the trained weights with fresh ones itself"
+    if clash:
+        raise InputError(f"from_generalist: generalist_parts {parts!r} starts {'/'.join(fresh)} fresh, but {clash}.")
+    return fresh
+
+
+@torch.no_grad()
+def reinitialise_parts(
+    backbone: CompactGPTvBackbone, directory: str | os.PathLike, parts: Sequence[str], seed: int | None = None,
+) -> CompactGPTvBackbone:
+    """In place, the named top-level modules of ``backbone`` (``"vision"``, ``"projector"``, ``"llm"``) get the
+    parameters and buffers of a fresh, randomly initialised backbone built from ``directory``'s ``backbone.json``
+    (drawn from ``seed`` when given), as a model trained from scratch starts. Returns ``backbone``.
+
+    Raises:
+        ValueError: a name in ``parts`` is not one of those modules.
+    """
+    unknown = [p for p in parts if p not in GENERALIST_PARTS["all"]]
+    if unknown:
+        raise ValueError(f"reinitialise_parts: unknown part(s) {unknown}; expected {GENERALIST_PARTS['all']}")
+    if seed is not None:
+        torch.manual_seed(seed)
+    fresh = CompactGPTvBackbone.from_config_dir(directory)
+    fresh_state = fresh.state_dict()
+    state = {k: v for k, v in fresh_state.items() if k.split(".", 1)[0] in parts}
+    missing, unexpected = backbone.load_state_dict(state, strict=False)
+    assert not unexpected, unexpected
+    logger.info("from_generalist: %s started fresh (%d tensors); the rest as the generalist trained it",
+                "/".join(parts), len(state))
+    return backbone
 
 
 @torch.no_grad()
