@@ -293,7 +293,7 @@ def test_vision_lr_scale_trains_the_vision_encoder_at_its_own_lr(generalist, dat
     wf = _workflow(
         BUNDLES / bundle, ["train.json", "from_generalist.json"], tmp_path, generalist_dir=str(model_dir),
         data_root=str(root), download=False, epochs=1, limit_train=8, limit_val=8, output_dir=str(tmp_path / "run"),
-        ckpt_dir=str(tmp_path / "models"), amp=False, vision_lr_scale=0.1,
+        ckpt_dir=str(tmp_path / "models"), amp=False, vision_lr_scale=0.1, batch_size=4,
     )
     net = wf.parser.get_parsed_content("network")
     opt = wf.parser.get_parsed_content("optimizer")
@@ -308,7 +308,7 @@ def test_vision_lr_scale_trains_the_vision_encoder_at_its_own_lr(generalist, dat
     default = _workflow(
         BUNDLES / bundle, ["train.json", "from_generalist.json"], tmp_path / "d", generalist_dir=str(model_dir),
         data_root=str(root), download=False, epochs=1, limit_train=8, limit_val=8, output_dir=str(tmp_path / "d"),
-        ckpt_dir=str(tmp_path / "dm"), amp=False,
+        ckpt_dir=str(tmp_path / "dm"), amp=False, batch_size=4,
     )
     groups = default.parser.get_parsed_content("optimizer").param_groups
     assert len(groups) == 2 and {g["lr"] for g in groups} == {lr}

@@ -550,3 +550,4 @@ def test_bundle_cli_bad_study_key_is_one_line(data_root, tmp_path, capsys, overr
     err = capsys.readouterr().err
     assert rc == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     assert named in err, err
+    assert not (tmp_path / "run").exists()  # refused before the run folder is written

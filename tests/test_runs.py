@@ -160,6 +160,42 @@ def test_failed_run_is_marked_failed(bundle, data_root, tmp_path):
     assert [r.info.status for r in runs] == ["FAILED"] and "disk full" in runs[0].data.tags["error"]
 
 
+def test_training_part_smaller_than_a_batch_is_refused_before_the_run_folder(bundle, data_root, tmp_path):
+    """With the last partial batch dropped, 12 items at batch_size 16 give no batch: ignite would skip the run and
+    the run would end "successfully" with no model. Refused at start-up, before the run folder is written; no
+    latest.json."""
+    from attok_monai.errors import InputError
+
+    out = tmp_path / "runs" / "small"
+    wf = ConfigWorkflow(config_file=str(bundle / "configs" / "train.json"), workflow_type="train",
+                        bundle_root=str(bundle), **_overrides(data_root, tmp_path, limit_train=12, output_dir=str(out)))
+    with pytest.raises(Exception) as err:
+        wf.initialize()
+    cause = err.value
+    while cause is not None and not isinstance(cause, InputError):
+        cause = cause.__cause__ or cause.__context__
+    assert cause is not None and str(cause).startswith("train: 12 training item(s) at batch_size 16 make no full")
+    assert "set --batch_size 12 or lower" in str(cause)
+    assert not out.exists() and not (out.parent / "latest.json").exists()
+
+
+def test_publish_latest_refuses_a_run_without_a_model(tmp_path):
+    """A run folder with no model/model.pt never becomes latest.json's model: the old pointer stays."""
+    from attok_monai.bundle.runs import publish_latest
+    from attok_monai.errors import InputError
+
+    pointer = tmp_path / "runs" / "latest.json"
+    done, empty = tmp_path / "runs" / "done", tmp_path / "runs" / "empty"
+    (done / "model").mkdir(parents=True)
+    (done / "model" / "model.pt").write_bytes(b"x")
+    (empty / "configs").mkdir(parents=True)
+    publish_latest(pointer, done, run_name="done")
+    before = pointer.read_text()
+    with pytest.raises(InputError, match=r"^train: .*empty holds no model/model.pt .* is left as it was\.$"):
+        publish_latest(pointer, empty, run_name="empty")
+    assert pointer.read_text() == before and json.loads(before)["model_dir"] == "done/model"
+
+
 def test_same_seed_same_model_whatever_is_validated_or_plotted(bundle, data_root, tmp_path):
     a = _run(bundle, ["train.json"], **_overrides(data_root, tmp_path, tsne=True, val_batch_size=16, checkpoints_kept=2))
     b = _run(bundle, ["train.json"], **_overrides(data_root, tmp_path, tsne=False, val_batch_size=5, limit_val=10))

@@ -42,6 +42,8 @@ __all__ = [
     "network_entry",
     "publish_latest",
     "latest_model_dir",
+    "check_training_batches",
+    "built_before_the_run_folder",
     "SETTINGS_FILE",
     "LATEST_FILE",
 ]
@@ -208,10 +210,47 @@ def resume_checkpoint(resumed: str | None, settings: Mapping[str, Any]) -> str |
     return latest_checkpoint(Path(resumed) / "checkpoints")
 
 
+def check_training_batches(dataloader: Any, batch_size: int) -> int:
+    """The number of training batches per epoch of ``dataloader`` (per process under DDP), refused when it is 0.
+
+    The bundles drop the last partial batch, so a training part smaller than ``batch_size`` gives no batch at all;
+    ignite then skips the whole run with a warning and the run would end "successfully" with no model. This check
+    runs at start-up, before the run folder is written.
+
+    Raises:
+        InputError: no batch per epoch (names the item count and the largest ``batch_size`` that trains).
+    """
+    batches = len(dataloader)
+    if batches == 0:
+        items = len(dataloader.sampler) if getattr(dataloader, "sampler", None) is not None else len(dataloader.dataset)
+        raise InputError(
+            f"train: {items} training item(s) at batch_size {batch_size} make no full batch (the last partial batch "
+            f"is dropped), so nothing would train; set --batch_size {max(1, items)} or lower, or give it more items."
+        )
+    return batches
+
+
+def built_before_the_run_folder(*components: Any) -> int:
+    """Nothing but the order of a training config's ``initialize``: the components passed (the network, the loss)
+    are built, and so checked, before the run folder is written, so a bad config value is refused without leaving a
+    folder behind. MONAI's parser builds each component once, so the run uses these same objects. Returns how many."""
+    return len(components)
+
+
 def publish_latest(pointer: str | os.PathLike, run_folder: str | os.PathLike, **info: Any) -> None:
     """Point ``pointer`` (``<bundle>/runs/latest.json``) at a finished run's model folder, atomically. Paths are
-    stored relative to the pointer's folder when they are inside it."""
+    stored relative to the pointer's folder when they are inside it.
+
+    Raises:
+        InputError: ``run_folder`` holds no ``model/model.pt`` (the run saved no model, e.g. it ran no epoch); the
+            pointer is left as it was, so evaluate and inference never score a model that does not exist.
+    """
     pointer, run_folder = Path(pointer), Path(run_folder)
+    if not (run_folder / "model" / "model.pt").is_file():
+        raise InputError(
+            f"train: {run_folder} holds no model/model.pt (no epoch ended with a model saved), so {pointer} is left "
+            "as it was."
+        )
     base = pointer.parent.resolve()
     model = (run_folder / "model").resolve()
     rel = os.path.relpath(model, base) if model.is_relative_to(base) else str(model)
