@@ -210,22 +210,23 @@ def resume_checkpoint(resumed: str | None, settings: Mapping[str, Any]) -> str |
     return latest_checkpoint(Path(resumed) / "checkpoints")
 
 
-def check_training_batches(dataloader: Any, batch_size: int) -> int:
+def check_training_batches(dataloader: Any) -> int:
     """The number of training batches per epoch of ``dataloader`` (per process under DDP), refused when it is 0.
 
-    The bundles drop the last partial batch, so a training part smaller than ``batch_size`` gives no batch at all;
-    ignite then skips the whole run with a warning and the run would end "successfully" with no model. This check
-    runs at start-up, before the run folder is written.
+    The bundles drop the last partial batch, so a training part smaller than the loader's ``batch_size`` gives no batch
+    at all; ignite then skips the whole run with a warning and the run would end "successfully" with no model. This
+    check runs at start-up, before the run folder is written.
 
     Raises:
         InputError: no batch per epoch (names the item count and the largest ``batch_size`` that trains).
     """
     batches = len(dataloader)
     if batches == 0:
-        items = len(dataloader.sampler) if getattr(dataloader, "sampler", None) is not None else len(dataloader.dataset)
+        items = len(dataloader.sampler)  # the items one process draws per epoch (a DistributedSampler's share)
         raise InputError(
-            f"train: {items} training item(s) at batch_size {batch_size} make no full batch (the last partial batch "
-            f"is dropped), so nothing would train; set --batch_size {max(1, items)} or lower, or give it more items."
+            f"train: {items} training item(s) at batch_size {dataloader.batch_size} make no full batch (the last "
+            f"partial batch is dropped), so nothing would train; set --batch_size {max(1, items)} or lower, or give "
+            "it more items."
         )
     return batches
 

@@ -304,6 +304,14 @@ def _shrink_perturb(value: Sequence[float] | None) -> tuple[float, float] | None
     return shrink, perturb
 
 
+def _fresh_backbone(directory: str | os.PathLike, seed: int | None) -> CompactGPTvBackbone:
+    """A randomly initialised backbone of ``directory``'s architecture (``backbone.json``), drawn from ``seed`` when
+    given: the fresh weights of :func:`shrink_and_perturb` and :func:`reinitialise_parts`."""
+    if seed is not None:
+        torch.manual_seed(seed)
+    return CompactGPTvBackbone.from_config_dir(directory)
+
+
 def _fresh_parts(parts: str, finetune: str, attribute_init: str, shrink_perturb: Any) -> tuple[str, ...]:
     """The backbone modules ``generalist_parts`` starts fresh, after refusing the combinations that contradict it."""
     if parts not in GENERALIST_PARTS:
@@ -343,9 +351,7 @@ def reinitialise_parts(
     unknown = [p for p in parts if p not in GENERALIST_PARTS["all"]]
     if unknown:
         raise ValueError(f"reinitialise_parts: unknown part(s) {unknown}; expected {GENERALIST_PARTS['all']}")
-    if seed is not None:
-        torch.manual_seed(seed)
-    fresh = CompactGPTvBackbone.from_config_dir(directory).state_dict()
+    fresh = _fresh_backbone(directory, seed).state_dict()
     state = {k: v for k, v in fresh.items() if k.split(".", 1)[0] in parts}
     backbone.load_state_dict(state, strict=False)  # strict=False: the kept modules' keys are absent on purpose
     logger.info("from_generalist: %s started fresh (%d tensors); the rest as the generalist trained it",
@@ -361,9 +367,7 @@ def shrink_and_perturb(
     ``theta_fresh`` is the same parameter of a fresh, randomly initialised backbone built from ``directory``'s
     ``backbone.json`` (drawn from ``seed`` when given). Buffers (batch-norm statistics) are kept. Returns ``backbone``.
     """
-    if seed is not None:
-        torch.manual_seed(seed)
-    fresh = dict(CompactGPTvBackbone.from_config_dir(directory).named_parameters())
+    fresh = dict(_fresh_backbone(directory, seed).named_parameters())
     for name, p in backbone.named_parameters():
         p.mul_(shrink).add_(fresh[name].to(p.dtype), alpha=perturb)
     logger.info("from_generalist: shrink and perturb (%s, %s) applied to %d parameters", shrink, perturb, len(fresh))
