@@ -541,7 +541,7 @@ def test_shrink_perturb_mixes_the_generalist_with_a_fresh_init(generalist):
     assert not torch.equal(a["backbone.vision.net.conv1.weight"], b["backbone.vision.net.conv1.weight"])
 
 
-@pytest.mark.parametrize("parts", ["vision", "language", "none"])
+@pytest.mark.parametrize("parts", ["vision", "language", "all_but_head", "none"])
 def test_generalist_parts_keeps_the_named_modules_and_starts_the_rest_fresh(generalist, parts):
     """Kept modules are the generalist's tensors; the others (parameters and batch-norm statistics) are those of a
     fresh backbone drawn from the seed, as a scratch start's are; the tokenizer stays the generalist's."""
@@ -559,7 +559,7 @@ def test_generalist_parts_keeps_the_named_modules_and_starts_the_rest_fresh(gene
     kept = GENERALIST_PARTS[parts]
     for name, want in gen.items():
         value = got[name][:n_words] if "embed_tokens" in name or "lm_head" in name else got[name]
-        source = want if name.split(".", 1)[0] in kept else fresh[name]
+        source = want if any(name.startswith(p + ".") for p in kept) else fresh[name]
         assert torch.equal(value, source.to(value.dtype)), (parts, name)
     assert any(not torch.equal(gen[k], fresh[k]) for k in gen if "running_mean" in k)  # the check can tell them apart
     assert model.backbone.tokenizer.get_vocab().keys() >= CompactGPTvBackbone.from_pretrained(
@@ -577,10 +577,12 @@ def test_generalist_parts_all_is_the_default_model(generalist):
 
 
 @pytest.mark.parametrize(("parts", "kw", "says"), [
-    ("both", {}, r"generalist_parts must be one of 'all', 'vision', 'language', 'none', got 'both'"),
-    ("vision", {"finetune": "lora"}, r"starts projector/llm fresh, but finetune 'lora' freezes the LM"),
+    ("both", {}, r"generalist_parts must be one of 'all', 'all_but_head', 'vision', 'language', 'none', got 'both'"),
+    ("vision", {"finetune": "lora"}, r"starts projector/llm.model/llm.lm_head fresh, but finetune 'lora' freezes"),
+    ("all_but_head", {"finetune": "lora"}, r"starts llm.lm_head fresh, but finetune 'lora' freezes the LM"),
+    ("all_but_head", {"attribute_init": "generalist"}, r"starts llm.lm_head fresh, but attribute_init 'generalist'"),
     ("language", {"finetune": "frozen_vision"}, r"starts vision fresh, but finetune 'frozen_vision' freezes"),
-    ("none", {"shrink_perturb": [0.4, 0.1]}, r"starts vision/projector/llm fresh, but shrink_perturb mixes"),
+    ("none", {"shrink_perturb": [0.4, 0.1]}, r"starts vision/projector/llm.model/llm.lm_head fresh, but shrink_perturb"),
 ])
 def test_generalist_parts_refusals_are_one_line(generalist, parts, kw, says):
     from attok_monai.engines.generalist import build_compact_from_generalist

@@ -51,13 +51,15 @@ __all__ = [
 #: ``finetune`` values of :func:`build_compact_from_generalist` (and of the ``from_generalist`` config layers)
 FINETUNE_MODES = ("full", "lora", "frozen_vision")
 
-#: ``generalist_parts`` values of :func:`build_compact_from_generalist`: the backbone's modules each keeps as the
-#: generalist trained them (the others start fresh, drawn from the seed as a scratch model's are). "language" is the
-#: projector with the LM (embeddings and lm_head included): the projector maps into the LM's input space.
+#: ``generalist_parts`` values of :func:`build_compact_from_generalist`: the backbone's parts (state-dict prefixes)
+#: each keeps as the generalist trained them (the others start fresh, drawn from the seed as a scratch model's are).
+#: "language" is the projector with the LM (embeddings and lm_head included): the projector maps into the LM's input
+#: space. "all_but_head" keeps everything but the LM's output layer (``llm.lm_head``, the answer words' rows).
 GENERALIST_PARTS: dict[str, tuple[str, ...]] = {
-    "all": ("vision", "projector", "llm"),
+    "all": ("vision", "projector", "llm.model", "llm.lm_head"),
+    "all_but_head": ("vision", "projector", "llm.model"),
     "vision": ("vision",),
-    "language": ("projector", "llm"),
+    "language": ("projector", "llm.model", "llm.lm_head"),
     "none": (),
 }
 
@@ -184,8 +186,10 @@ def build_compact_from_generalist(
         generalist_parts: which of the generalist's trained modules the model keeps (a study key: which part of a
             trained start changes what AttTok does). ``"all"`` (default) keeps the whole backbone; ``"vision"`` keeps
             the vision encoder and starts the projector and LM fresh; ``"language"`` keeps the projector and LM
-            (embeddings and lm_head included) and starts the vision encoder fresh; ``"none"`` starts every module
-            fresh (the generalist's architecture, tokenizer and input size only). Fresh modules (parameters and
+            (embeddings and lm_head included) and starts the vision encoder fresh; ``"all_but_head"`` keeps everything
+            but the LM's output layer (``lm_head``: the rows that score the answer words, where a trained start
+            holds its answer prior); ``"none"`` starts every module fresh (the generalist's architecture, tokenizer
+            and input size only). Fresh modules (parameters and
             buffers, batch-norm statistics included) are drawn from ``seed`` (:func:`reinitialise_parts`). The
             tokenizer is the generalist's in every case, so e_k comes from fresh rows when the LM is fresh.
 
@@ -324,11 +328,11 @@ def _fresh_parts(parts: str, finetune: str, attribute_init: str, shrink_perturb:
     if not fresh:
         return fresh
     clash = None
-    if finetune == "lora" and "llm" in fresh:
+    if finetune == "lora" and any(p.startswith("llm") for p in fresh):
         clash = "finetune 'lora' freezes the LM it would start fresh"
     elif finetune == "frozen_vision" and "vision" in fresh:
         clash = "finetune 'frozen_vision' freezes the vision encoder it would start fresh"
-    elif attribute_init == "generalist" and "llm" in fresh:
+    elif attribute_init == "generalist" and "llm.lm_head" in fresh:
         clash = "attribute_init 'generalist' keeps the LM's trained attribute rows"
     elif shrink_perturb is not None:
         clash = "shrink_perturb mixes the trained weights with fresh ones itself"
@@ -341,18 +345,19 @@ def _fresh_parts(parts: str, finetune: str, attribute_init: str, shrink_perturb:
 def reinitialise_parts(
     backbone: CompactGPTvBackbone, directory: str | os.PathLike, parts: Sequence[str], seed: int | None = None,
 ) -> CompactGPTvBackbone:
-    """In place, the named top-level modules of ``backbone`` (``"vision"``, ``"projector"``, ``"llm"``) get the
-    parameters and buffers of a fresh, randomly initialised backbone built from ``directory``'s ``backbone.json``
-    (drawn from ``seed`` when given), as a model trained from scratch starts. Returns ``backbone``.
+    """In place, the named parts of ``backbone`` (``"vision"``, ``"projector"``, ``"llm.model"``, ``"llm.lm_head"``:
+    state-dict prefixes) get the parameters and buffers of a fresh, randomly initialised backbone built from
+    ``directory``'s ``backbone.json`` (drawn from ``seed`` when given), as a model trained from scratch starts.
+    Returns ``backbone``.
 
     Raises:
-        ValueError: a name in ``parts`` is not one of those modules.
+        ValueError: a name in ``parts`` is not one of those parts.
     """
     unknown = [p for p in parts if p not in GENERALIST_PARTS["all"]]
     if unknown:
         raise ValueError(f"reinitialise_parts: unknown part(s) {unknown}; expected {GENERALIST_PARTS['all']}")
     fresh = _fresh_backbone(directory, seed).state_dict()
-    state = {k: v for k, v in fresh.items() if k.split(".", 1)[0] in parts}
+    state = {k: v for k, v in fresh.items() if any(k.startswith(p + ".") for p in parts)}
     backbone.load_state_dict(state, strict=False)  # strict=False: the kept modules' keys are absent on purpose
     logger.info("from_generalist: %s started fresh (%d tensors); the rest as the generalist trained it",
                 "/".join(parts), len(state))
