@@ -594,6 +594,30 @@ def test_generalist_parts_refusals_are_one_line(generalist, parts, kw, says):
     assert "\n" not in str(e.value)
 
 
+def test_generalist_parts_all_but_head_is_refused_for_a_tied_lm_head(generalist, tmp_path):
+    """With tie_word_embeddings, lm_head is the embedding matrix: starting it fresh would start the kept embeddings
+    fresh too, so all_but_head is refused in one line and the backbone is left as it was."""
+    import shutil
+
+    from attok_monai.engines.generalist import reinitialise_parts
+    from attok_monai.networks.nets import CompactGPTvBackbone
+
+    _, model_dir, _ = generalist
+    tied = tmp_path / "tied"
+    shutil.copytree(model_dir, tied)
+    card = json.loads((tied / "backbone.json").read_text())
+    card["llm"]["tie_word_embeddings"] = True
+    (tied / "backbone.json").write_text(json.dumps(card))
+    backbone = CompactGPTvBackbone.from_config_dir(tied)
+    assert backbone.output_embeddings().weight is backbone.llm.get_input_embeddings().weight
+    before = {k: v.clone() for k, v in backbone.state_dict().items()}
+    with pytest.raises(ValueError, match=r"^from_generalist: the LM in .* ties lm_head to its input embeddings") as e:
+        reinitialise_parts(backbone, tied, ("llm.lm_head",), seed=3)
+    assert "\n" not in str(e.value)
+    assert all(torch.equal(before[k], v) for k, v in backbone.state_dict().items())
+    reinitialise_parts(backbone, tied, ("projector", "llm.model", "llm.lm_head"), seed=3)  # the whole LM: allowed
+
+
 def test_finetune_frozen_vision_freezes_the_vision_encoder_only(generalist, tmp_path):
     """Vision weights and batch-norm statistics unchanged by AdamW steps; projector and LM train; the folder
     records the mode and reloads with it."""

@@ -188,9 +188,9 @@ def build_compact_from_generalist(
             the vision encoder and starts the projector and LM fresh; ``"language"`` keeps the projector and LM
             (embeddings and lm_head included) and starts the vision encoder fresh; ``"all_but_head"`` keeps everything
             but the LM's output layer (``lm_head``: the rows that score the answer words, where a trained start
-            holds its answer prior); ``"none"`` starts every module fresh (the generalist's architecture, tokenizer
-            and input size only). Fresh modules (parameters and
-            buffers, batch-norm statistics included) are drawn from ``seed`` (:func:`reinitialise_parts`). The
+            holds its answer prior; refused for an LM that ties it to its input embeddings); ``"none"`` starts every
+            module fresh (the generalist's architecture, tokenizer and input size only). Fresh modules (parameters
+            and buffers, batch-norm statistics included) are drawn from ``seed`` (:func:`reinitialise_parts`). The
             tokenizer is the generalist's in every case, so e_k comes from fresh rows when the LM is fresh.
 
     Raises:
@@ -352,10 +352,18 @@ def reinitialise_parts(
 
     Raises:
         ValueError: a name in ``parts`` is not one of those parts.
+        InputError: (a ValueError) ``llm.lm_head`` without ``llm.model`` for an LM whose lm_head is tied to its
+            input embeddings (``tie_word_embeddings``): the fresh head would replace the kept embeddings too.
     """
     unknown = [p for p in parts if p not in GENERALIST_PARTS["all"]]
     if unknown:
         raise ValueError(f"reinitialise_parts: unknown part(s) {unknown}; expected {GENERALIST_PARTS['all']}")
+    tied = bool(getattr(getattr(backbone.llm, "config", None), "tie_word_embeddings", False))
+    if tied and "llm.lm_head" in parts and "llm.model" not in parts:
+        raise InputError(
+            f"from_generalist: the LM in {directory} ties lm_head to its input embeddings (tie_word_embeddings), so "
+            f"lm_head cannot start fresh while the embeddings are kept; choose another generalist_parts."
+        )
     fresh = _fresh_backbone(directory, seed).state_dict()
     state = {k: v for k, v in fresh.items() if any(k.startswith(p + ".") for p in parts)}
     backbone.load_state_dict(state, strict=False)  # strict=False: the kept modules' keys are absent on purpose
