@@ -615,6 +615,8 @@ def test_generalist_parts_all_but_head_is_refused_for_a_tied_lm_head(generalist,
         reinitialise_parts(backbone, tied, ("llm.lm_head",), seed=3)
     assert "\n" not in str(e.value)
     assert all(torch.equal(before[k], v) for k, v in backbone.state_dict().items())
+    with pytest.raises(ValueError, match=r"ties lm_head to its input embeddings"):  # the body fresh, the head kept
+        reinitialise_parts(backbone, tied, ("llm.model",), seed=3)
     reinitialise_parts(backbone, tied, ("projector", "llm.model", "llm.lm_head"), seed=3)  # the whole LM: allowed
 
 

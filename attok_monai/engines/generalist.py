@@ -352,17 +352,17 @@ def reinitialise_parts(
 
     Raises:
         ValueError: a name in ``parts`` is not one of those parts.
-        InputError: (a ValueError) ``llm.lm_head`` without ``llm.model`` for an LM whose lm_head is tied to its
-            input embeddings (``tie_word_embeddings``): the fresh head would replace the kept embeddings too.
+        InputError: (a ValueError) one of ``llm.lm_head`` and ``llm.model`` without the other for an LM whose
+            lm_head is tied to its input embeddings (``tie_word_embeddings``): the one tensor cannot be both kept and
+            fresh.
     """
     unknown = [p for p in parts if p not in GENERALIST_PARTS["all"]]
     if unknown:
         raise ValueError(f"reinitialise_parts: unknown part(s) {unknown}; expected {GENERALIST_PARTS['all']}")
-    tied = bool(getattr(getattr(backbone.llm, "config", None), "tie_word_embeddings", False))
-    if tied and "llm.lm_head" in parts and "llm.model" not in parts:
+    if backbone.llm.config.tie_word_embeddings and ("llm.lm_head" in parts) != ("llm.model" in parts):
         raise InputError(
             f"from_generalist: the LM in {directory} ties lm_head to its input embeddings (tie_word_embeddings), so "
-            f"lm_head cannot start fresh while the embeddings are kept; choose another generalist_parts."
+            f"one of them cannot start fresh while the other is kept; choose another generalist_parts."
         )
     fresh = _fresh_backbone(directory, seed).state_dict()
     state = {k: v for k, v in fresh.items() if any(k.startswith(p + ".") for p in parts)}
