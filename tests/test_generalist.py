@@ -284,27 +284,35 @@ def test_fundus_starts_from_generalist(generalist, data_root, tmp_path):
 
 
 @pytest.mark.parametrize("bundle", ["fundus_dr", "vqa_rad"])
-def test_vision_lr_scale_trains_the_vision_encoder_at_its_own_lr(generalist, data_root, tmp_path, bundle):
-    """``vision_lr_scale`` from the command line: the vision encoder's parameters in their own AdamW groups at
-    ``vision_lr_scale * lr``, every other parameter at ``lr``; recorded in the run's settings; the default (1.0)
-    gives the two groups of every other start."""
+def test_vision_and_llm_lr_scale_train_their_parts_at_their_own_lr(generalist, data_root, tmp_path, bundle):
+    """``vision_lr_scale`` and ``llm_lr_scale`` from the command line: the vision encoder's parameters in their own
+    AdamW groups at ``vision_lr_scale * lr``, the LM's transformer layers and final norm at ``llm_lr_scale * lr``,
+    every other parameter (the LM's embeddings and lm_head with the attribute rows among them, the projector,
+    AttTok's modules) at ``lr``; both recorded in the run's settings; the defaults (1.0) give the two groups of every
+    other start."""
     _, model_dir, _ = generalist
     root = data_root / ("medmnist" if bundle == "fundus_dr" else "vqa_rad")
     wf = _workflow(
         BUNDLES / bundle, ["train.json", "from_generalist.json"], tmp_path, generalist_dir=str(model_dir),
         data_root=str(root), download=False, epochs=1, limit_train=8, limit_val=8, output_dir=str(tmp_path / "run"),
-        ckpt_dir=str(tmp_path / "models"), amp=False, vision_lr_scale=0.1, batch_size=4,
+        ckpt_dir=str(tmp_path / "models"), amp=False, vision_lr_scale=0.1, llm_lr_scale=3.0, batch_size=4,
     )
     net = wf.parser.get_parsed_content("network")
     opt = wf.parser.get_parsed_content("optimizer")
     lr = wf.parser.get_parsed_content("lr")
     vision = {id(p) for p in net.backbone.vision.parameters()}
+    body = {id(p) for p in net.backbone.llm.model.layers.parameters()} | {
+        id(p) for p in net.backbone.llm.model.norm.parameters()}
+    assert id(net.backbone.input_embeddings().weight) not in body and id(net.backbone.output_embeddings().weight) \
+        not in body
     for group in opt.param_groups:
         ids = {id(p) for p in group["params"]}
-        assert ids <= vision or not ids & vision
-        assert group["lr"] == pytest.approx(0.1 * lr if ids <= vision else lr)
+        assert ids <= vision or ids <= body or not ids & (vision | body)
+        assert group["lr"] == pytest.approx(0.1 * lr if ids <= vision else 3.0 * lr if ids <= body else lr)
     assert sum(len(g["params"]) for g in opt.param_groups) == len([p for p in net.parameters() if p.requires_grad])
-    assert wf.parser.get_parsed_content("run_settings")["vision_lr_scale"] == 0.1
+    assert sorted({g["lr"] for g in opt.param_groups}) == pytest.approx(sorted({0.1 * lr, 3.0 * lr, lr}))
+    settings = wf.parser.get_parsed_content("run_settings")
+    assert settings["vision_lr_scale"] == 0.1 and settings["llm_lr_scale"] == 3.0
     default = _workflow(
         BUNDLES / bundle, ["train.json", "from_generalist.json"], tmp_path / "d", generalist_dir=str(model_dir),
         data_root=str(root), download=False, epochs=1, limit_train=8, limit_val=8, output_dir=str(tmp_path / "d"),
@@ -312,6 +320,14 @@ def test_vision_lr_scale_trains_the_vision_encoder_at_its_own_lr(generalist, dat
     )
     groups = default.parser.get_parsed_content("optimizer").param_groups
     assert len(groups) == 2 and {g["lr"] for g in groups} == {lr}
+
+
+def test_compact_lr_scales():
+    from attok_monai.networks.nets import compact_lr_scales
+
+    assert compact_lr_scales() is None and compact_lr_scales(1, 1.0) is None
+    assert compact_lr_scales(0.1) == {"backbone.vision": 0.1}
+    assert compact_lr_scales(llm_lr_scale=3) == {"backbone.llm.model.layers": 3.0, "backbone.llm.model.norm": 3.0}
 
 
 def test_vqa_rad_starts_from_generalist(generalist, data_root, tmp_path):
@@ -495,9 +511,10 @@ def test_generalist_configs_parse():
         assert "shrink_perturb=json.dumps(@shrink_perturb)" in parser["backbone_params"], name
         assert nd["generalist_parts"] == "@generalist_parts" and parser["generalist_parts"] == "all", name
         assert "generalist_parts=@generalist_parts" in parser["backbone_params"], name
-        assert parser["vision_lr_scale"] == 1.0, name
+        assert parser["vision_lr_scale"] == 1.0 and parser["llm_lr_scale"] == 1.0, name
         assert "vision_lr_scale=float(@vision_lr_scale)" in parser["backbone_params"], name
-        assert "lr_scales=None if @vision_lr_scale == 1.0" in parser["optimizer"]["params"], name
+        assert "llm_lr_scale=float(@llm_lr_scale)" in parser["backbone_params"], name
+        assert "compact_lr_scales(@vision_lr_scale, @llm_lr_scale)" in parser["optimizer"]["params"], name
 
 
 FUNDUS_VOCAB = {"modality": "fundus", "labels": {"0": "no diabetic retinopathy", "1": "mild diabetic retinopathy",
@@ -541,7 +558,7 @@ def test_shrink_perturb_mixes_the_generalist_with_a_fresh_init(generalist):
     assert not torch.equal(a["backbone.vision.net.conv1.weight"], b["backbone.vision.net.conv1.weight"])
 
 
-@pytest.mark.parametrize("parts", ["vision", "language", "all_but_head", "none"])
+@pytest.mark.parametrize("parts", ["vision", "language", "all_but_head", "all_but_layers", "all_but_embeddings", "none"])
 def test_generalist_parts_keeps_the_named_modules_and_starts_the_rest_fresh(generalist, parts):
     """Kept modules are the generalist's tensors; the others (parameters and batch-norm statistics) are those of a
     fresh backbone drawn from the seed, as a scratch start's are; the tokenizer stays the generalist's."""
@@ -562,6 +579,7 @@ def test_generalist_parts_keeps_the_named_modules_and_starts_the_rest_fresh(gene
         source = want if any(name.startswith(p + ".") for p in kept) else fresh[name]
         assert torch.equal(value, source.to(value.dtype)), (parts, name)
     assert any(not torch.equal(gen[k], fresh[k]) for k in gen if "running_mean" in k)  # the check can tell them apart
+    assert all(any(k.startswith(p + ".") for p in GENERALIST_PARTS["all"]) for k in gen)  # "all" names every tensor
     assert model.backbone.tokenizer.get_vocab().keys() >= CompactGPTvBackbone.from_pretrained(
         model_dir).tokenizer.get_vocab().keys()
 
@@ -577,12 +595,15 @@ def test_generalist_parts_all_is_the_default_model(generalist):
 
 
 @pytest.mark.parametrize(("parts", "kw", "says"), [
-    ("both", {}, r"generalist_parts must be one of 'all', 'all_but_head', 'vision', 'language', 'none', got 'both'"),
-    ("vision", {"finetune": "lora"}, r"starts projector/llm.model/llm.lm_head fresh, but finetune 'lora' freezes"),
+    ("both", {}, r"generalist_parts must be one of 'all', 'all_but_head', 'all_but_layers', 'all_but_embeddings', "
+             r"'vision', 'language', 'none', got 'both'"),
+    ("vision", {"finetune": "lora"},
+     r"starts projector/llm.model.embed_tokens/llm.model.layers/llm.model.norm/llm.lm_head fresh, but finetune 'lora'"),
+    ("all_but_layers", {"finetune": "lora"}, r"starts llm.model.layers/llm.model.norm fresh, but finetune 'lora'"),
     ("all_but_head", {"finetune": "lora"}, r"starts llm.lm_head fresh, but finetune 'lora' freezes the LM"),
     ("all_but_head", {"attribute_init": "generalist"}, r"starts llm.lm_head fresh, but attribute_init 'generalist'"),
     ("language", {"finetune": "frozen_vision"}, r"starts vision fresh, but finetune 'frozen_vision' freezes"),
-    ("none", {"shrink_perturb": [0.4, 0.1]}, r"starts vision/projector/llm.model/llm.lm_head fresh, but shrink_perturb"),
+    ("none", {"shrink_perturb": [0.4, 0.1]}, r"starts vision/projector/llm.model.embed_tokens/.* fresh, but shrink_pert"),
 ])
 def test_generalist_parts_refusals_are_one_line(generalist, parts, kw, says):
     from attok_monai.engines.generalist import build_compact_from_generalist
@@ -596,7 +617,8 @@ def test_generalist_parts_refusals_are_one_line(generalist, parts, kw, says):
 
 def test_generalist_parts_all_but_head_is_refused_for_a_tied_lm_head(generalist, tmp_path):
     """With tie_word_embeddings, lm_head is the embedding matrix: starting it fresh would start the kept embeddings
-    fresh too, so all_but_head is refused in one line and the backbone is left as it was."""
+    fresh too, so all_but_head (and all_but_embeddings, the other half) is refused in one line and the backbone is
+    left as it was."""
     import shutil
 
     from attok_monai.engines.generalist import reinitialise_parts
@@ -615,9 +637,10 @@ def test_generalist_parts_all_but_head_is_refused_for_a_tied_lm_head(generalist,
         reinitialise_parts(backbone, tied, ("llm.lm_head",), seed=3)
     assert "\n" not in str(e.value)
     assert all(torch.equal(before[k], v) for k, v in backbone.state_dict().items())
-    with pytest.raises(ValueError, match=r"ties lm_head to its input embeddings"):  # the body fresh, the head kept
-        reinitialise_parts(backbone, tied, ("llm.model",), seed=3)
-    reinitialise_parts(backbone, tied, ("projector", "llm.model", "llm.lm_head"), seed=3)  # the whole LM: allowed
+    with pytest.raises(ValueError, match=r"ties lm_head to its input embeddings"):  # the embeddings fresh, head kept
+        reinitialise_parts(backbone, tied, ("llm.model.embed_tokens",), seed=3)
+    reinitialise_parts(backbone, tied, ("llm.model.layers", "llm.model.norm"), seed=3)  # layers only: allowed
+    reinitialise_parts(backbone, tied, ("llm.model.embed_tokens", "llm.lm_head"), seed=3)  # the tied pair: allowed
 
 
 def test_finetune_frozen_vision_freezes_the_vision_encoder_only(generalist, tmp_path):

@@ -53,13 +53,18 @@ FINETUNE_MODES = ("full", "lora", "frozen_vision")
 
 #: ``generalist_parts`` values of :func:`build_compact_from_generalist`: the backbone's parts (state-dict prefixes)
 #: each keeps as the generalist trained them (the others start fresh, drawn from the seed as a scratch model's are).
+#: "all" lists every part: the vision encoder, the projector, and the LM as its input embeddings, its transformer
+#: layers with their final norm, and its output layer (``llm.lm_head``, the answer words' rows).
 #: "language" is the projector with the LM (embeddings and lm_head included): the projector maps into the LM's input
-#: space. "all_but_head" keeps everything but the LM's output layer (``llm.lm_head``, the answer words' rows).
+#: space. "all_but_head" keeps everything but the LM's output layer; "all_but_layers" everything but its transformer
+#: layers (and final norm); "all_but_embeddings" everything but its input embeddings.
 GENERALIST_PARTS: dict[str, tuple[str, ...]] = {
-    "all": ("vision", "projector", "llm.model", "llm.lm_head"),
-    "all_but_head": ("vision", "projector", "llm.model"),
+    "all": ("vision", "projector", "llm.model.embed_tokens", "llm.model.layers", "llm.model.norm", "llm.lm_head"),
+    "all_but_head": ("vision", "projector", "llm.model.embed_tokens", "llm.model.layers", "llm.model.norm"),
+    "all_but_layers": ("vision", "projector", "llm.model.embed_tokens", "llm.lm_head"),
+    "all_but_embeddings": ("vision", "projector", "llm.model.layers", "llm.model.norm", "llm.lm_head"),
     "vision": ("vision",),
-    "language": ("projector", "llm.model", "llm.lm_head"),
+    "language": ("projector", "llm.model.embed_tokens", "llm.model.layers", "llm.model.norm", "llm.lm_head"),
     "none": (),
 }
 
@@ -188,7 +193,9 @@ def build_compact_from_generalist(
             the vision encoder and starts the projector and LM fresh; ``"language"`` keeps the projector and LM
             (embeddings and lm_head included) and starts the vision encoder fresh; ``"all_but_head"`` keeps everything
             but the LM's output layer (``lm_head``: the rows that score the answer words, where a trained start
-            holds its answer prior; refused for an LM that ties it to its input embeddings); ``"none"`` starts every
+            holds its answer prior; refused for an LM that ties it to its input embeddings); ``"all_but_layers"``
+            everything but the LM's transformer layers and final norm; ``"all_but_embeddings"`` everything but the
+            LM's input embeddings (refused for a tied LM, as ``"all_but_head"``); ``"none"`` starts every
             module fresh (the generalist's architecture, tokenizer and input size only). Fresh modules (parameters
             and buffers, batch-norm statistics included) are drawn from ``seed`` (:func:`reinitialise_parts`). The
             tokenizer is the generalist's in every case, so e_k comes from fresh rows when the LM is fresh.
@@ -345,21 +352,21 @@ def _fresh_parts(parts: str, finetune: str, attribute_init: str, shrink_perturb:
 def reinitialise_parts(
     backbone: CompactGPTvBackbone, directory: str | os.PathLike, parts: Sequence[str], seed: int | None = None,
 ) -> CompactGPTvBackbone:
-    """In place, the named parts of ``backbone`` (``"vision"``, ``"projector"``, ``"llm.model"``, ``"llm.lm_head"``:
-    state-dict prefixes) get the parameters and buffers of a fresh, randomly initialised backbone built from
-    ``directory``'s ``backbone.json`` (drawn from ``seed`` when given), as a model trained from scratch starts.
-    Returns ``backbone``.
+    """In place, the named parts of ``backbone`` (state-dict prefixes among ``GENERALIST_PARTS["all"]``: ``"vision"``,
+    ``"projector"``, ``"llm.model.embed_tokens"``, ``"llm.model.layers"``, ``"llm.model.norm"``, ``"llm.lm_head"``)
+    get the parameters and buffers of a fresh, randomly initialised backbone built from ``directory``'s
+    ``backbone.json`` (drawn from ``seed`` when given), as a model trained from scratch starts. Returns ``backbone``.
 
     Raises:
         ValueError: a name in ``parts`` is not one of those parts.
-        InputError: (a ValueError) one of ``llm.lm_head`` and ``llm.model`` without the other for an LM whose
-            lm_head is tied to its input embeddings (``tie_word_embeddings``): the one tensor cannot be both kept and
-            fresh.
+        InputError: (a ValueError) one of ``llm.lm_head`` and ``llm.model.embed_tokens`` without the other for an LM
+            whose lm_head is tied to its input embeddings (``tie_word_embeddings``): the one tensor cannot be both
+            kept and fresh.
     """
     unknown = [p for p in parts if p not in GENERALIST_PARTS["all"]]
     if unknown:
         raise ValueError(f"reinitialise_parts: unknown part(s) {unknown}; expected {GENERALIST_PARTS['all']}")
-    if backbone.llm.config.tie_word_embeddings and ("llm.lm_head" in parts) != ("llm.model" in parts):
+    if backbone.llm.config.tie_word_embeddings and ("llm.lm_head" in parts) != ("llm.model.embed_tokens" in parts):
         raise InputError(
             f"from_generalist: the LM in {directory} ties lm_head to its input embeddings (tie_word_embeddings), so "
             f"one of them cannot start fresh while the other is kept; choose another generalist_parts."

@@ -29,15 +29,31 @@ from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFa
 from attok_monai.networks.nets.hf_qwen2vl import default_lora_config
 from attok_monai.networks.row_freeze import freeze_rows_except
 
-__all__ = ["build_word_tokenizer", "compact_lora_config", "COMPACT_LORA_TARGETS", "COMPACT_VISION_PREFIX", "CompactGPTvBackbone",
-           "VisionEncoder2D"]
+__all__ = ["build_word_tokenizer", "compact_lora_config", "compact_lr_scales", "COMPACT_LLM_BODY_PREFIXES",
+           "COMPACT_LORA_TARGETS", "COMPACT_VISION_PREFIX", "CompactGPTvBackbone", "VisionEncoder2D"]
 
 #: parameter-name prefix of the vision encoder in an AttTokGPTv over a compact backbone (``AttTokGPTv.backbone.vision``):
 #: the ``vision_lr_scale`` group of the generalist start and the benchmarks' encoder measures
 COMPACT_VISION_PREFIX = "backbone.vision"
+#: parameter-name prefixes of the LM's body in an AttTokGPTv over a compact backbone (full fine-tuning): its transformer
+#: layers and their final norm, not the input embeddings or lm_head (which hold the attribute-token rows): the
+#: ``llm_lr_scale`` group of the generalist start
+COMPACT_LLM_BODY_PREFIXES = ("backbone.llm.model.layers", "backbone.llm.model.norm")
 #: regex (PEFT full match, module names inside ``CompactGPTvBackbone.llm``) of the Qwen2 LM's linear layers: the
 #: attention q/k/v/o and MLP gate/up/down projections of every decoder layer (not the embedding, not lm_head).
 COMPACT_LORA_TARGETS = r"model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
+
+
+def compact_lr_scales(vision_lr_scale: float = 1.0, llm_lr_scale: float = 1.0) -> dict[str, float] | None:
+    """The ``lr_scales`` of :func:`~attok_monai.optimizers.optimizer_param_groups` for a compact AttTokGPTv started
+    from a generalist (discriminative fine-tuning): the vision encoder (:data:`COMPACT_VISION_PREFIX`) at
+    ``vision_lr_scale`` x lr, the LM's transformer layers and final norm (:data:`COMPACT_LLM_BODY_PREFIXES`) at
+    ``llm_lr_scale`` x lr. A scale of 1.0 adds no group, so ``(1.0, 1.0)`` gives None: the optimizer's groups of
+    every other start, unchanged."""
+    scales = {COMPACT_VISION_PREFIX: float(vision_lr_scale)} if float(vision_lr_scale) != 1.0 else {}
+    if float(llm_lr_scale) != 1.0:
+        scales.update(dict.fromkeys(COMPACT_LLM_BODY_PREFIXES, float(llm_lr_scale)))
+    return scales or None
 
 
 def compact_lora_config(lora: Mapping | bool | None = True) -> dict | None:
