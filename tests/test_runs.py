@@ -179,6 +179,28 @@ def test_training_part_smaller_than_a_batch_is_refused_before_the_run_folder(bun
     assert not out.exists() and not (out.parent / "latest.json").exists()
 
 
+def test_start_run_checks_before_it_writes_and_writes_only_what_it_is_told(tmp_path):
+    """start_run: a loader with no batch is refused with nothing written; a new run gets the config snapshot and
+    settings.json; a resumed run (record=False) only the snapshot; a DDP rank other than zero (write=False) nothing."""
+    from attok_monai.bundle.runs import SETTINGS_FILE, start_run
+    from attok_monai.errors import InputError
+
+    bundle = REPO / "bundles" / "fundus_dr"
+    settings = {"seed": 0}
+    empty = torch.utils.data.DataLoader(list(range(3)), batch_size=4, drop_last=True)
+    full = torch.utils.data.DataLoader(list(range(8)), batch_size=4, drop_last=True)
+    with pytest.raises(InputError, match=r"^train: 3 training item\(s\) at batch_size 4 make no full batch"):
+        start_run(tmp_path / "refused", bundle, settings, empty, [object()])
+    assert not (tmp_path / "refused").exists()
+    assert start_run(tmp_path / "new", bundle, settings, full, [object()]) == 2
+    assert json.loads((tmp_path / "new" / SETTINGS_FILE).read_text()) == settings
+    assert (tmp_path / "new" / "configs" / "train.json").is_file()
+    start_run(tmp_path / "resumed", bundle, settings, full, record=False)
+    assert (tmp_path / "resumed" / "configs").is_dir() and not (tmp_path / "resumed" / SETTINGS_FILE).exists()
+    start_run(tmp_path / "rank1", bundle, settings, full, write=False)
+    assert not (tmp_path / "rank1").exists()
+
+
 def test_publish_latest_refuses_a_run_without_a_model(tmp_path):
     """A run folder with no model/model.pt never becomes latest.json's model: the old pointer stays."""
     from attok_monai.bundle.runs import publish_latest

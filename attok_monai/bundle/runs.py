@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from attok_monai.bundle.paths import snapshot_configs
 from attok_monai.errors import InputError, refuse_flag_text
 from attok_monai.fileio import atomic_write_text
 
@@ -43,7 +44,7 @@ __all__ = [
     "publish_latest",
     "latest_model_dir",
     "check_training_batches",
-    "built_before_the_run_folder",
+    "start_run",
     "SETTINGS_FILE",
     "LATEST_FILE",
 ]
@@ -231,11 +232,35 @@ def check_training_batches(dataloader: Any) -> int:
     return batches
 
 
-def built_before_the_run_folder(*components: Any) -> int:
-    """Nothing but the order of a training config's ``initialize``: the components passed (the network, the loss)
-    are built, and so checked, before the run folder is written, so a bad config value is refused without leaving a
-    folder behind. MONAI's parser builds each component once, so the run uses these same objects. Returns how many."""
-    return len(components)
+def start_run(
+    output_dir: str | os.PathLike,
+    bundle_root: str | os.PathLike,
+    settings: Mapping[str, Any],
+    dataloader: Any,
+    components: Sequence[Any] = (),
+    record: bool = True,
+    write: bool = True,
+) -> int:
+    """The last step of a training config's ``initialize``: everything that can refuse the run is checked before
+    anything is written, so a bad config value or a training part too small for one batch leaves no run folder.
+
+    By the time the body runs, MONAI's parser has built the arguments: ``components`` (the network, the loss; each
+    built once, so the run uses these same objects) and ``settings`` (the run's :func:`run_settings`). Then the
+    training loader must give a batch (:func:`check_training_batches`), and only then are the bundle's configs copied
+    into ``output_dir/configs`` (:func:`~attok_monai.bundle.paths.snapshot_configs`) and, with ``record`` (a new run,
+    not a resumed one), ``settings`` written to ``output_dir/settings.json``. ``write=False`` (a DDP rank other than
+    zero) checks but writes nothing. Returns the training batches per epoch.
+
+    Raises:
+        InputError: the loader gives no batch per epoch (:func:`check_training_batches`).
+    """
+    del components  # built by the parser as arguments: that is the check
+    batches = check_training_batches(dataloader)
+    if write:
+        snapshot_configs(bundle_root, output_dir)
+        if record:
+            record_settings(output_dir, settings)
+    return batches
 
 
 def publish_latest(pointer: str | os.PathLike, run_folder: str | os.PathLike, **info: Any) -> None:
