@@ -558,11 +558,14 @@ def test_shrink_perturb_mixes_the_generalist_with_a_fresh_init(generalist):
     assert not torch.equal(a["backbone.vision.net.conv1.weight"], b["backbone.vision.net.conv1.weight"])
 
 
-@pytest.mark.parametrize("parts", ["vision", "language", "all_but_head", "all_but_layers", "all_but_embeddings", "none"])
+@pytest.mark.parametrize("parts", ["vision", "language", "all_but_head", "all_but_layers", "all_but_embeddings",
+                                   "all_but_query_key", "none"])
 def test_generalist_parts_keeps_the_named_modules_and_starts_the_rest_fresh(generalist, parts):
     """Kept modules are the generalist's tensors; the others (parameters and batch-norm statistics) are those of a
     fresh backbone drawn from the seed, as a scratch start's are; the tokenizer stays the generalist's."""
-    from attok_monai.engines.generalist import GENERALIST_PARTS, build_compact_from_generalist
+    import fnmatch
+
+    from attok_monai.engines.generalist import GENERALIST_FRESH, GENERALIST_PARTS, build_compact_from_generalist
     from attok_monai.networks.nets import CompactGPTvBackbone
 
     _, model_dir, _ = generalist
@@ -574,10 +577,16 @@ def test_generalist_parts_keeps_the_named_modules_and_starts_the_rest_fresh(gene
     got = model.backbone.state_dict()
     n_words = len(gen["llm.model.embed_tokens.weight"])  # rows past it are the attribute tokens, added afterwards
     kept = GENERALIST_PARTS[parts]
+    finer = GENERALIST_FRESH.get(parts, ())  # patterns inside the kept parts that start fresh
+    n_fresh = 0
     for name, want in gen.items():
         value = got[name][:n_words] if "embed_tokens" in name or "lm_head" in name else got[name]
-        source = want if any(name.startswith(p + ".") for p in kept) else fresh[name]
-        assert torch.equal(value, source.to(value.dtype)), (parts, name)
+        is_kept = any(name.startswith(p + ".") for p in kept) and not any(
+            fnmatch.fnmatchcase(name, p + ".*") for p in finer)
+        n_fresh += not is_kept
+        assert torch.equal(value, (want if is_kept else fresh[name]).to(value.dtype)), (parts, name)
+    if parts == "all_but_query_key":  # a q_proj and a k_proj (weight and bias) in each of the LM's layers
+        assert n_fresh == 4 * model.backbone.llm.config.num_hidden_layers
     assert any(not torch.equal(gen[k], fresh[k]) for k in gen if "running_mean" in k)  # the check can tell them apart
     assert all(any(k.startswith(p + ".") for p in GENERALIST_PARTS["all"]) for k in gen)  # "all" names every tensor
     assert model.backbone.tokenizer.get_vocab().keys() >= CompactGPTvBackbone.from_pretrained(
@@ -596,7 +605,8 @@ def test_generalist_parts_all_is_the_default_model(generalist):
 
 @pytest.mark.parametrize(("parts", "kw", "says"), [
     ("both", {}, r"generalist_parts must be one of 'all', 'all_but_head', 'all_but_layers', 'all_but_embeddings', "
-             r"'vision', 'language', 'none', got 'both'"),
+             r"'all_but_query_key', 'vision', 'language', 'none', got 'both'"),
+    ("all_but_query_key", {"finetune": "lora"}, r"starts llm.model.layers.\*.self_attn.q_proj/.* fresh, but finetune"),
     ("vision", {"finetune": "lora"},
      r"starts projector/llm.model.embed_tokens/llm.model.layers/llm.model.norm/llm.lm_head fresh, but finetune 'lora'"),
     ("all_but_layers", {"finetune": "lora"}, r"starts llm.model.layers/llm.model.norm fresh, but finetune 'lora'"),

@@ -22,6 +22,7 @@ that setting has two steps:
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import logging
 import os
@@ -46,6 +47,8 @@ __all__ = [
     "reinitialise_parts",
     "FINETUNE_MODES",
     "GENERALIST_PARTS",
+    "GENERALIST_FRESH",
+    "LM_QUERY_KEY",
 ]
 
 #: ``finetune`` values of :func:`build_compact_from_generalist` (and of the ``from_generalist`` config layers)
@@ -63,10 +66,19 @@ GENERALIST_PARTS: dict[str, tuple[str, ...]] = {
     "all_but_head": ("vision", "projector", "llm.model.embed_tokens", "llm.model.layers", "llm.model.norm"),
     "all_but_layers": ("vision", "projector", "llm.model.embed_tokens", "llm.lm_head"),
     "all_but_embeddings": ("vision", "projector", "llm.model.layers", "llm.model.norm", "llm.lm_head"),
+    "all_but_query_key": ("vision", "projector", "llm.model.embed_tokens", "llm.model.layers", "llm.model.norm",
+                          "llm.lm_head"),  # all, less LM_QUERY_KEY (GENERALIST_FRESH)
     "vision": ("vision",),
     "language": ("projector", "llm.model.embed_tokens", "llm.model.layers", "llm.model.norm", "llm.lm_head"),
     "none": (),
 }
+
+#: the query and key projections of every LM layer (state-dict patterns, ``*`` any layer index): what sets where each
+#: position attends, the attention scores, and nothing of what it reads there (values, output projection, MLP)
+LM_QUERY_KEY: tuple[str, ...] = ("llm.model.layers.*.self_attn.q_proj", "llm.model.layers.*.self_attn.k_proj")
+#: ``generalist_parts`` values that start fresh something finer than the parts of ``GENERALIST_PARTS["all"]``:
+#: value -> the fresh patterns ("all_but_query_key": everything kept but the LM's attention scores)
+GENERALIST_FRESH: dict[str, tuple[str, ...]] = {"all_but_query_key": LM_QUERY_KEY}
 
 logger = logging.getLogger("attok_monai.engines")
 
@@ -195,7 +207,9 @@ def build_compact_from_generalist(
             but the LM's output layer (``lm_head``: the rows that score the answer words, where a trained start
             holds its answer prior; refused for an LM that ties it to its input embeddings); ``"all_but_layers"``
             everything but the LM's transformer layers and final norm; ``"all_but_embeddings"`` everything but the
-            LM's input embeddings (refused for a tied LM, as ``"all_but_head"``); ``"none"`` starts every
+            LM's input embeddings (refused for a tied LM, as ``"all_but_head"``); ``"all_but_query_key"`` everything
+            but the query and key projections of the LM's layers (:data:`LM_QUERY_KEY`: where each position attends;
+            values, MLP and norms kept); ``"none"`` starts every
             module fresh (the generalist's architecture, tokenizer and input size only). Fresh modules (parameters
             and buffers, batch-norm statistics included) are drawn from ``seed`` (:func:`reinitialise_parts`). The
             tokenizer is the generalist's in every case, so e_k comes from fresh rows when the LM is fresh.
@@ -331,7 +345,7 @@ def _fresh_parts(parts: str, finetune: str, attribute_init: str, shrink_perturb:
             f"got {parts!r}."
         )
     kept = GENERALIST_PARTS[parts]
-    fresh = tuple(m for m in GENERALIST_PARTS["all"] if m not in kept)
+    fresh = GENERALIST_FRESH.get(parts) or tuple(m for m in GENERALIST_PARTS["all"] if m not in kept)
     if not fresh:
         return fresh
     clash = None
@@ -353,8 +367,8 @@ def reinitialise_parts(
     backbone: CompactGPTvBackbone, directory: str | os.PathLike, parts: Sequence[str], seed: int | None = None,
 ) -> CompactGPTvBackbone:
     """In place, the named parts of ``backbone`` (state-dict prefixes among ``GENERALIST_PARTS["all"]``: ``"vision"``,
-    ``"projector"``, ``"llm.model.embed_tokens"``, ``"llm.model.layers"``, ``"llm.model.norm"``, ``"llm.lm_head"``)
-    get the parameters and buffers of a fresh, randomly initialised backbone built from ``directory``'s
+    ``"projector"``, ``"llm.model.embed_tokens"``, ``"llm.model.layers"``, ``"llm.model.norm"``, ``"llm.lm_head"``;
+    or the finer patterns of :data:`LM_QUERY_KEY`, ``*`` any layer index) get the parameters and buffers of a fresh, randomly initialised backbone built from ``directory``'s
     ``backbone.json`` (drawn from ``seed`` when given), as a model trained from scratch starts. Returns ``backbone``.
 
     Raises:
@@ -363,16 +377,17 @@ def reinitialise_parts(
             whose lm_head is tied to its input embeddings (``tie_word_embeddings``): the one tensor cannot be both
             kept and fresh.
     """
-    unknown = [p for p in parts if p not in GENERALIST_PARTS["all"]]
+    known = GENERALIST_PARTS["all"] + LM_QUERY_KEY
+    unknown = [p for p in parts if p not in known]
     if unknown:
-        raise ValueError(f"reinitialise_parts: unknown part(s) {unknown}; expected {GENERALIST_PARTS['all']}")
+        raise ValueError(f"reinitialise_parts: unknown part(s) {unknown}; expected {known}")
     if backbone.llm.config.tie_word_embeddings and ("llm.lm_head" in parts) != ("llm.model.embed_tokens" in parts):
         raise InputError(
             f"from_generalist: the LM in {directory} ties lm_head to its input embeddings (tie_word_embeddings), so "
             f"one of them cannot start fresh while the other is kept; choose another generalist_parts."
         )
     fresh = _fresh_backbone(directory, seed).state_dict()
-    state = {k: v for k, v in fresh.items() if any(k.startswith(p + ".") for p in parts)}
+    state = {k: v for k, v in fresh.items() if any(fnmatch.fnmatchcase(k, p + ".*") for p in parts)}
     backbone.load_state_dict(state, strict=False)  # strict=False: the kept modules' keys are absent on purpose
     logger.info("from_generalist: %s started fresh (%d tensors); the rest as the generalist trained it",
                 "/".join(parts), len(state))
