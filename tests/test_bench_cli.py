@@ -372,3 +372,28 @@ def test_recorded_overrides_leave_out_the_generalist_path():
     assert recorded_overrides(["generalist_dir=/x/model", "cv_folds=5", "cv_fold=2", "gamma=0.0"]) == [
         "cv_folds=5", "cv_fold=2", "gamma=0.0"]
     assert recorded_overrides([]) == []
+
+
+def test_decision_attention_by_hand():
+    """benchmarks/decision_attention.py: with the LM's query and key projections zeroed every score is equal, so the
+    decision position (<|attribute_begin|>, appended after the prompt) attends uniformly to the positions up to it:
+    its visual share is (visual slots) / (valid positions) in every layer; predictions are counted per class."""
+    import torch
+
+    from benchmarks import decision_attention
+    from tests.conftest import tiny_attok
+
+    net = tiny_attok()
+    with torch.no_grad():
+        for layer in net.backbone.llm.model.layers:
+            for proj in (layer.self_attn.q_proj, layer.self_attn.k_proj):
+                proj.weight.zero_()
+                proj.bias.zero_()
+    question = "what is this radiology image?"
+    loader = [{"image": torch.rand(3, 1, 16, 16), "label": torch.tensor([0, 1, 2])}]
+    got = decision_attention.decision_attention(net, loader, question)
+    ids = net.backbone.build_inputs([question], None)["input_ids"][0]
+    want = (ids == -1).sum().item() / (len(ids) + 1)  # the prompt's positions and <|attribute_begin|>'s own
+    layers = net.backbone.llm.config.num_hidden_layers
+    assert len(got["visual_share"]) == layers and all(abs(s - want) < 1e-3 for s in got["visual_share"])
+    assert sum(got["predicted"]) == 3 and len(got["predicted"]) == 3 and 0 <= got["accuracy"] <= 100

@@ -1,0 +1,140 @@
+"""Where the class decision looks: the attention of ``<|attribute_begin|>`` (the position whose logits over the K
+attribute tokens are the class decision) to the visual tokens, per LM layer, on a fold's held-out images.
+
+For each model, on the held-out images of its fold (``cv_folds 5``, ``cv_fold k``; the bundle's validation transforms,
+the open question), the LM runs with eager attention and each layer's attention weights from the decision position
+are summed over the visual-token positions and averaged over heads and images: 1.0 means the decision reads only the
+image, 0.0 only the text. Alongside: the decision's accuracy and how often each class is predicted. Two kinds of
+model:
+
+- trained +All models that ``bench_bundles.py --tag TAG`` left (``<bundle>_bench_<TAG>_all_s<seed>_<time>/model``),
+  the runs of rounds 24-28 (fold k at seed k, ``--seeds`` shifts both: seed 5+k is the second repetition);
+- ``step0:PARTS``: the +All network the bundle builds from the generalist with ``generalist_parts PARTS`` (seed k),
+  before any training step.
+
+Nothing trains; a model takes a few seconds on one CPU thread.
+
+    python benchmarks/decision_attention.py --generalist_dir G/model --runs_root R \\
+        --models r24_e r28_al r26_gn step0:all step0:all_but_layers step0:none --out benchmarks/.state/X.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import hardware  # noqa: E402
+from bench_bundles import default_data_root, run_name  # noqa: E402
+
+from attok_monai.fileio import atomic_write_text  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _parser(bundle: str, fold: int, folds: int, extra: dict | None = None, from_generalist: bool = False):
+    from attok_monai.configs import read_config
+
+    configs = REPO / "bundles" / bundle / "configs"
+    files = [configs / "train.json"] + ([configs / "from_generalist.json"] if from_generalist else [])
+    parser = read_config(files)
+    parser.update({"bundle_root": str(REPO / "bundles" / bundle), "cv_folds": folds, "cv_fold": fold, **(extra or {})})
+    return parser
+
+
+def decision_attention(net: torch.nn.Module, loader, question: str) -> dict:
+    """``{"visual_share": [per layer], "accuracy": %, "predicted": [count per class]}`` of an AttTokGPTv with
+    attribute tokens and markers over ``loader``'s images (``question`` for every image)."""
+    from attok_monai.engines.steps import _first_attributes
+
+    if not (net.use_attribute_tokens and net.attribute_markers) or net.merges_visual:
+        raise ValueError("decision_attention: needs a compact AttTokGPTv with attribute tokens and markers")
+    net = net.eval()
+    llm = net.backbone.llm
+    llm.set_attn_implementation("eager")  # SDPA returns no weights
+    weights: list[torch.Tensor] = []
+    hooks = [layer.self_attn.register_forward_hook(lambda m, i, o: weights.append(o[1].detach()))
+             for layer in llm.model.layers]
+    shares, preds, labels = [], [], []
+    try:
+        with torch.no_grad():
+            for batch in loader:
+                images = batch["image"].float()
+                prompts = [question] * len(images)
+                _, visual = net.visual_tokens(images)
+                inputs = net.backbone.build_inputs(prompts, None)
+                ids, mask = inputs["input_ids"], inputs["attention_mask"]
+                at, rows = mask.sum(1), torch.arange(len(prompts))
+                # as AttTokGPTv.class_probabilities: <|attribute_begin|> appended at each row's end, its logits read
+                ids = torch.cat([ids, torch.full_like(ids[:, :1], net.backbone.tokenizer.pad_token_id)], 1)
+                mask = torch.cat([mask, torch.zeros_like(mask[:, :1])], 1)
+                ids[rows, at], mask[rows, at] = net.begin_id, 1
+                weights.clear()
+                logits, _, _ = net.backbone.forward_embeds(net.embed(ids, visual), mask)
+                is_visual = (ids == -1)[:, None, :].float()  # the visual slots (B, 1, L)
+                shares.append(torch.stack([(w[rows, :, at] * is_visual).sum(-1).mean(1) for w in weights], 1))
+                preds.append(logits[rows, at][:, net.attr_ids].argmax(-1))
+                labels += [a[0] for a in _first_attributes(batch)]
+    finally:
+        for h in hooks:
+            h.remove()
+    pred = torch.cat(preds).numpy()
+    return {"visual_share": [round(float(x), 4) for x in torch.cat(shares).mean(0)],
+            "accuracy": round(100 * float((pred == np.asarray(labels)).mean()), 2),
+            "predicted": np.bincount(pred, minlength=len(net.vocabulary)).tolist()}
+
+
+def measure(model: str, bundle: str, fold: int, seed: int, folds: int, generalist_dir: str | None,
+            runs_root: Path) -> dict | None:
+    """One model of ``--models`` on fold ``fold``: a trained run (None when absent) or a ``step0:PARTS`` start."""
+    from attok_monai.networks.nets import AttTokGPTv
+
+    parser = _parser(bundle, fold, folds)
+    question = parser.get_parsed_content("templates").question("open")
+    if model.startswith("step0:"):
+        if not generalist_dir:
+            raise SystemExit("decision_attention: step0 models need --generalist_dir")
+        start = _parser(bundle, fold, folds, {"generalist_dir": generalist_dir, "generalist_parts": model[6:],
+                                              "seed": seed}, from_generalist=True)
+        net, where = start.get_parsed_content("network_def"), f"generalist_parts {model[6:]}, seed {seed}"
+    else:
+        runs = sorted((runs_root / "bundles" / bundle / "runs").glob(f"{run_name(bundle, 'all', seed, model)}_2*/model"))
+        runs = [r for r in runs if (r / "model.pt").is_file()]
+        if not runs:
+            return None
+        net, where = AttTokGPTv.from_pretrained(runs[-1]), runs[-1].parent.name
+    return {"model": where, **decision_attention(net, parser.get_parsed_content("validate#dataloader"), question)}
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--models", nargs="+", required=True, help="bench tags of trained +All runs, or step0:PARTS")
+    ap.add_argument("--bundle", default="fundus_dr")
+    ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--seeds", type=int, default=0, help="fold k is scored with seed k + this (5: the second repetition)")
+    ap.add_argument("--generalist_dir", default=None)
+    ap.add_argument("--runs_root", default=str(REPO), help="the checkout whose bundles/<bundle>/runs hold the runs")
+    ap.add_argument("--out", required=True, help="the JSON to write (atomic)")
+    args = ap.parse_args(argv)
+    os.environ.setdefault("ATTOK_DATA_ROOT", str(default_data_root()))
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    out = {"hardware": hardware(), "bundle": args.bundle, "results": {}}
+    for model in args.models:
+        for fold in range(args.folds):
+            got = measure(model, args.bundle, fold, fold + args.seeds, args.folds, args.generalist_dir,
+                          Path(args.runs_root))
+            if got is not None:
+                out["results"][f"{model}/{fold + args.seeds}"] = got
+                print(model, fold, got["visual_share"], got["accuracy"], got["predicted"], flush=True)
+    atomic_write_text(args.out, json.dumps(out, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
