@@ -1,5 +1,6 @@
 """Where the class decision looks: the attention of ``<|attribute_begin|>`` (the position whose logits over the K
-attribute tokens are the class decision) to the visual tokens, per LM layer, on a fold's held-out images.
+attribute tokens are the class decision; for the plain-text baseline, the prompt's last position, which predicts the
+answer's first word) to the visual tokens, per LM layer, on a fold's held-out images.
 
 For each model, on the held-out images of its fold (``cv_folds 5``, ``cv_fold k``; the bundle's validation transforms,
 the open question), the LM runs with eager attention and each layer's attention weights from the decision position
@@ -7,8 +8,9 @@ are summed over the visual-token positions and averaged over heads and images: 1
 image, 0.0 only the text. Alongside: the decision's accuracy and how often each class is predicted. Two kinds of
 model:
 
-- trained +All models that ``bench_bundles.py --tag TAG`` left (``<bundle>_bench_<TAG>_all_s<seed>_<time>/model``),
-  the runs of rounds 24-28 (fold k at seed k, ``--seeds`` shifts both: seed 5+k is the second repetition);
+- trained models that ``bench_bundles.py --tag TAG`` left (``<bundle>_bench_<TAG>_<variant>_s<seed>_<time>/model``,
+  ``--variant all`` for +All, ``baseline`` for the plain text), the runs of rounds 24-28 (fold k at seed k,
+  ``--seeds`` shifts both: seed 5+k is the second repetition);
 - ``step0:PARTS``: the +All network the bundle builds from the generalist with ``generalist_parts PARTS`` (seed k),
   before any training step.
 
@@ -50,12 +52,16 @@ def _parser(bundle: str, fold: int, folds: int, extra: dict | None = None, from_
 
 
 def decision_attention(net: torch.nn.Module, loader, question: str) -> dict:
-    """``{"visual_share": [per layer], "accuracy": %, "predicted": [count per class]}`` of an AttTokGPTv with
-    attribute tokens and markers over ``loader``'s images (``question`` for every image)."""
+    """``{"visual_share": [per layer], "accuracy": %, "predicted": [count per class]}`` of a compact AttTokGPTv over
+    ``loader``'s images (``question`` for every image). With attribute tokens and markers the decision position is
+    ``<|attribute_begin|>`` (appended after the prompt, as :meth:`AttTokGPTv.class_probabilities` does); for the
+    plain-text baseline it is the prompt's last position, and the predictions are the argmax of
+    :meth:`AttTokGPTv.class_probabilities` (the answers' log-likelihoods)."""
     from attok_monai.engines.steps import _first_attributes
 
-    if not (net.use_attribute_tokens and net.attribute_markers) or net.merges_visual:
-        raise ValueError("decision_attention: needs a compact AttTokGPTv with attribute tokens and markers")
+    markers = net.use_attribute_tokens and net.attribute_markers
+    if net.merges_visual or (net.use_attribute_tokens and not net.attribute_markers):
+        raise ValueError("decision_attention: needs a compact AttTokGPTv with attribute markers, or the plain baseline")
     net = net.eval()
     llm = net.backbone.llm
     llm.set_attn_implementation("eager")  # SDPA returns no weights
@@ -72,15 +78,21 @@ def decision_attention(net: torch.nn.Module, loader, question: str) -> dict:
                 inputs = net.backbone.build_inputs(prompts, None)
                 ids, mask = inputs["input_ids"], inputs["attention_mask"]
                 at, rows = mask.sum(1), torch.arange(len(prompts))
-                # as AttTokGPTv.class_probabilities: <|attribute_begin|> appended at each row's end, its logits read
-                ids = torch.cat([ids, torch.full_like(ids[:, :1], net.backbone.tokenizer.pad_token_id)], 1)
-                mask = torch.cat([mask, torch.zeros_like(mask[:, :1])], 1)
-                ids[rows, at], mask[rows, at] = net.begin_id, 1
+                if markers:  # as AttTokGPTv.class_probabilities: <|attribute_begin|> appended at each row's end
+                    ids = torch.cat([ids, torch.full_like(ids[:, :1], net.backbone.tokenizer.pad_token_id)], 1)
+                    mask = torch.cat([mask, torch.zeros_like(mask[:, :1])], 1)
+                    ids[rows, at], mask[rows, at] = net.begin_id, 1
+                else:
+                    at = at - 1
                 weights.clear()
                 logits, _, _ = net.backbone.forward_embeds(net.embed(ids, visual), mask)
                 is_visual = (ids == -1)[:, None, :].float()  # the visual slots (B, 1, L)
                 shares.append(torch.stack([(w[rows, :, at] * is_visual).sum(-1).mean(1) for w in weights], 1))
-                preds.append(logits[rows, at][:, net.attr_ids].argmax(-1))
+                if markers:
+                    preds.append(logits[rows, at][:, net.attr_ids].argmax(-1))
+                else:
+                    weights.clear()
+                    preds.append(net.class_probabilities(images, prompts, visual=visual).argmax(-1))
                 labels += [a[0] for a in _first_attributes(batch)]
     finally:
         for h in hooks:
@@ -92,7 +104,7 @@ def decision_attention(net: torch.nn.Module, loader, question: str) -> dict:
 
 
 def measure(model: str, bundle: str, fold: int, seed: int, folds: int, generalist_dir: str | None,
-            runs_root: Path) -> dict | None:
+            runs_root: Path, variant: str = "all") -> dict | None:
     """One model of ``--models`` on fold ``fold``: a trained run (None when absent) or a ``step0:PARTS`` start."""
     from attok_monai.networks.nets import AttTokGPTv
 
@@ -101,11 +113,12 @@ def measure(model: str, bundle: str, fold: int, seed: int, folds: int, generalis
     if model.startswith("step0:"):
         if not generalist_dir:
             raise SystemExit("decision_attention: step0 models need --generalist_dir")
+        plain = {} if variant == "all" else {"use_attribute_tokens": False, "use_acc": False, "use_acm": False}
         start = _parser(bundle, fold, folds, {"generalist_dir": generalist_dir, "generalist_parts": model[6:],
-                                              "seed": seed}, from_generalist=True)
+                                              "seed": seed, **plain}, from_generalist=True)
         net, where = start.get_parsed_content("network_def"), f"generalist_parts {model[6:]}, seed {seed}"
     else:
-        runs = sorted((runs_root / "bundles" / bundle / "runs").glob(f"{run_name(bundle, 'all', seed, model)}_2*/model"))
+        runs = sorted((runs_root / "bundles" / bundle / "runs").glob(f"{run_name(bundle, variant, seed, model)}_2*/model"))
         runs = [r for r in runs if (r / "model.pt").is_file()]
         if not runs:
             return None
@@ -117,6 +130,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", nargs="+", required=True, help="bench tags of trained +All runs, or step0:PARTS")
     ap.add_argument("--bundle", default="fundus_dr")
+    ap.add_argument("--variant", default="all", choices=("all", "baseline"), help="+All runs or plain-text baselines")
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--seeds", type=int, default=0, help="fold k is scored with seed k + this (5: the second repetition)")
     ap.add_argument("--generalist_dir", default=None)
@@ -125,11 +139,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = ap.parse_args(argv)
     os.environ.setdefault("ATTOK_DATA_ROOT", str(default_data_root()))
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    out = {"hardware": hardware(), "bundle": args.bundle, "results": {}}
+    out = {"hardware": hardware(), "bundle": args.bundle, "variant": args.variant, "results": {}}
     for model in args.models:
         for fold in range(args.folds):
             got = measure(model, args.bundle, fold, fold + args.seeds, args.folds, args.generalist_dir,
-                          Path(args.runs_root))
+                          Path(args.runs_root), args.variant)
             if got is not None:
                 out["results"][f"{model}/{fold + args.seeds}"] = got
                 print(model, fold, got["visual_share"], got["accuracy"], got["predicted"], flush=True)

@@ -374,16 +374,18 @@ def test_recorded_overrides_leave_out_the_generalist_path():
     assert recorded_overrides([]) == []
 
 
-def test_decision_attention_by_hand():
+@pytest.mark.parametrize("plain", [False, True])
+def test_decision_attention_by_hand(plain):
     """benchmarks/decision_attention.py: with the LM's query and key projections zeroed every score is equal, so the
-    decision position (<|attribute_begin|>, appended after the prompt) attends uniformly to the positions up to it:
-    its visual share is (visual slots) / (valid positions) in every layer; predictions are counted per class."""
+    decision position attends uniformly to the positions up to it: its visual share is (visual slots) / (positions)
+    in every layer. With attribute tokens the decision is <|attribute_begin|>, appended after the prompt; for the
+    plain baseline the prompt's last position. Predictions are counted per class."""
     import torch
 
     from benchmarks import decision_attention
     from tests.conftest import tiny_attok
 
-    net = tiny_attok()
+    net = tiny_attok(use_attribute_tokens=False, use_acc=False, use_acm=False) if plain else tiny_attok()
     with torch.no_grad():
         for layer in net.backbone.llm.model.layers:
             for proj in (layer.self_attn.q_proj, layer.self_attn.k_proj):
@@ -393,7 +395,7 @@ def test_decision_attention_by_hand():
     loader = [{"image": torch.rand(3, 1, 16, 16), "label": torch.tensor([0, 1, 2])}]
     got = decision_attention.decision_attention(net, loader, question)
     ids = net.backbone.build_inputs([question], None)["input_ids"][0]
-    want = (ids == -1).sum().item() / (len(ids) + 1)  # the prompt's positions and <|attribute_begin|>'s own
+    want = (ids == -1).sum().item() / (len(ids) + (0 if plain else 1))  # + <|attribute_begin|>'s own position
     layers = net.backbone.llm.config.num_hidden_layers
     assert len(got["visual_share"]) == layers and all(abs(s - want) < 1e-3 for s in got["visual_share"])
     assert sum(got["predicted"]) == 3 and len(got["predicted"]) == 3 and 0 <= got["accuracy"] <= 100
