@@ -18,6 +18,7 @@ Nothing trains; a model takes a few seconds on one CPU thread.
 
     python benchmarks/decision_attention.py --generalist_dir G/model --runs_root R \\
         --models r24_e r28_al r26_gn step0:all step0:all_but_layers step0:none --out benchmarks/.state/X.json
+    python benchmarks/decision_attention.py --table benchmarks/.state/X.json [Y.json ...]   # markdown, per model
 """
 
 from __future__ import annotations
@@ -126,7 +127,31 @@ def measure(model: str, bundle: str, fold: int, seed: int, folds: int, generalis
     return {"model": where, **decision_attention(net, parser.get_parsed_content("validate#dataloader"), question)}
 
 
+def table(paths: Sequence[str | os.PathLike]) -> str:
+    """Markdown: per model (over its folds and the files given), the decision's visual share in the last and first
+    LM layers (mean and range), its accuracy, and how many of the bundle's classes a run never predicts (mean)."""
+    rows: dict[str, list[dict]] = {}
+    for path in paths:
+        data = json.loads(Path(path).read_text())
+        for key, got in data["results"].items():
+            rows.setdefault(f"{data.get('variant', 'all')} {key.rpartition('/')[0]}", []).append(got)
+    lines = ["| decision of | model | runs | last layer: mean [min, max] | first layer | accuracy | classes never "
+             "predicted |", "|---|---|---|---|---|---|---|"]
+    for name, got in rows.items():
+        variant, model = name.split(" ", 1)
+        last = [g["visual_share"][-1] for g in got]
+        first = [g["visual_share"][0] for g in got]
+        silent = np.mean([sum(c == 0 for c in g["predicted"]) for g in got])
+        lines.append(f"| {'+All' if variant == 'all' else 'baseline'} | {model} | {len(got)} | {np.mean(last):.2f} "
+                     f"[{min(last):.2f}, {max(last):.2f}] | {np.mean(first):.2f} | "
+                     f"{np.mean([g['accuracy'] for g in got]):.1f} | {silent:.1f} |")
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
+    if argv is None and len(sys.argv) > 1 and sys.argv[1] == "--table":
+        print(table(sys.argv[2:]))
+        return
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", nargs="+", required=True, help="bench tags of trained +All runs, or step0:PARTS")
     ap.add_argument("--bundle", default="fundus_dr")

@@ -399,3 +399,17 @@ def test_decision_attention_by_hand(plain):
     layers = net.backbone.llm.config.num_hidden_layers
     assert len(got["visual_share"]) == layers and all(abs(s - want) < 1e-3 for s in got["visual_share"])
     assert sum(got["predicted"]) == 3 and len(got["predicted"]) == 3 and 0 <= got["accuracy"] <= 100
+
+
+def test_decision_attention_table(tmp_path):
+    """The markdown per model: last-layer share mean [min, max], first layer, accuracy, classes never predicted."""
+    import json
+
+    from benchmarks import decision_attention
+
+    f = tmp_path / "a.json"
+    f.write_text(json.dumps({"variant": "all", "results": {
+        "r1/0": {"visual_share": [0.2, 0.5], "accuracy": 50.0, "predicted": [3, 0, 1]},
+        "r1/1": {"visual_share": [0.4, 0.9], "accuracy": 60.0, "predicted": [2, 1, 1]}}}))
+    rows = decision_attention.table([f]).splitlines()
+    assert rows[2] == "| +All | r1 | 2 | 0.70 [0.50, 0.90] | 0.30 | 55.0 | 0.5 |"
