@@ -35,7 +35,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import hardware  # noqa: E402
-from bench_bundles import default_data_root, run_name  # noqa: E402
+from bench_bundles import default_data_root  # noqa: E402
+from probe_features import find_run  # noqa: E402
 
 from attok_monai.fileio import atomic_write_text  # noqa: E402
 
@@ -76,15 +77,8 @@ def decision_attention(net: torch.nn.Module, loader, question: str) -> dict:
                 images = batch["image"].float()
                 prompts = [question] * len(images)
                 _, visual = net.visual_tokens(images)
-                inputs = net.backbone.build_inputs(prompts, None)
-                ids, mask = inputs["input_ids"], inputs["attention_mask"]
-                at, rows = mask.sum(1), torch.arange(len(prompts))
-                if markers:  # as AttTokGPTv.class_probabilities: <|attribute_begin|> appended at each row's end
-                    ids = torch.cat([ids, torch.full_like(ids[:, :1], net.backbone.tokenizer.pad_token_id)], 1)
-                    mask = torch.cat([mask, torch.zeros_like(mask[:, :1])], 1)
-                    ids[rows, at], mask[rows, at] = net.begin_id, 1
-                else:
-                    at = at - 1
+                ids, mask, at = net.decision_inputs(prompts, markers=markers)  # as class_probabilities reads them
+                rows = torch.arange(len(prompts))
                 weights.clear()
                 logits, _, _ = net.backbone.forward_embeds(net.embed(ids, visual), mask)
                 is_visual = (ids == -1)[:, None, :].float()  # the visual slots (B, 1, L)
@@ -119,11 +113,10 @@ def measure(model: str, bundle: str, fold: int, seed: int, folds: int, generalis
                                               "seed": seed, **plain}, from_generalist=True)
         net, where = start.get_parsed_content("network_def"), f"generalist_parts {model[6:]}, seed {seed}"
     else:
-        runs = sorted((runs_root / "bundles" / bundle / "runs").glob(f"{run_name(bundle, variant, seed, model)}_2*/model"))
-        runs = [r for r in runs if (r / "model.pt").is_file()]
-        if not runs:
+        run = find_run(bundle, model, seed, variant, root=runs_root)
+        if run is None:
             return None
-        net, where = AttTokGPTv.from_pretrained(runs[-1]), runs[-1].parent.name
+        net, where = AttTokGPTv.from_pretrained(run), run.parent.name
     return {"model": where, **decision_attention(net, parser.get_parsed_content("validate#dataloader"), question)}
 
 
@@ -149,19 +142,22 @@ def table(paths: Sequence[str | os.PathLike]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    if argv is None and len(sys.argv) > 1 and sys.argv[1] == "--table":
-        print(table(sys.argv[2:]))
-        return
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--models", nargs="+", required=True, help="bench tags of trained +All runs, or step0:PARTS")
+    ap.add_argument("--table", nargs="+", metavar="JSON", help="print the markdown of these measured JSONs and stop")
+    ap.add_argument("--models", nargs="+", help="bench tags of trained runs, or step0:PARTS")
     ap.add_argument("--bundle", default="fundus_dr")
     ap.add_argument("--variant", default="all", choices=("all", "baseline"), help="+All runs or plain-text baselines")
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--seeds", type=int, default=0, help="fold k is scored with seed k + this (5: the second repetition)")
     ap.add_argument("--generalist_dir", default=None)
     ap.add_argument("--runs_root", default=str(REPO), help="the checkout whose bundles/<bundle>/runs hold the runs")
-    ap.add_argument("--out", required=True, help="the JSON to write (atomic)")
+    ap.add_argument("--out", help="the JSON to write (atomic)")
     args = ap.parse_args(argv)
+    if args.table:
+        print(table(args.table))
+        return
+    if not (args.models and args.out):
+        ap.error("--models and --out are needed to measure (or --table JSON ... to print)")
     os.environ.setdefault("ATTOK_DATA_ROOT", str(default_data_root()))
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     out = {"hardware": hardware(), "bundle": args.bundle, "variant": args.variant, "results": {}}

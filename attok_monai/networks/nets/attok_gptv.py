@@ -360,6 +360,26 @@ class AttTokGPTv(nn.Module):
         tok = self.backbone.tokenizer
         return [tok.decode([t for t in o if t != eos], skip_special_tokens=False).strip() for o in out]
 
+    def decision_inputs(
+        self, prompts: Sequence[str], device: torch.device | str = "cpu", markers: bool | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The prompts as the class decision reads them (compact backbones): ``(ids (B, L), mask (B, L), at (B,))``,
+        ``at`` the position whose logits decide. With ``markers`` (default: ``attribute_markers``)
+        ``<|attribute_begin|>`` is appended at each row's end and read; without, the prompt's last token (which
+        predicts the attribute token, or the plain answer's first word)."""
+        markers = self.attribute_markers if markers is None else markers
+        batch = {k: v.to(device) for k, v in self.backbone.build_inputs(prompts, None).items()}
+        ids, mask = batch["input_ids"], batch["attention_mask"]
+        lengths = mask.sum(1)
+        if not markers:
+            return ids, mask, lengths - 1
+        rows = torch.arange(len(prompts), device=ids.device)
+        ids = torch.cat([ids, torch.full_like(ids[:, :1], self.backbone.tokenizer.pad_token_id)], 1)
+        mask = torch.cat([mask, torch.zeros_like(mask[:, :1])], 1)
+        ids[rows, lengths] = self.begin_id
+        mask[rows, lengths] = 1
+        return ids, mask, lengths
+
     @torch.no_grad()
     def class_probabilities(
         self, images: torch.Tensor, prompts: Sequence[str], visual: torch.Tensor | None = None
@@ -374,18 +394,8 @@ class AttTokGPTv(nn.Module):
         if visual is None:
             _, visual = self.visual_tokens(images)
         if self.use_attribute_tokens:
-            batch = {k: v.to(device) for k, v in self.backbone.build_inputs(prompts, None).items()}
-            ids = batch["input_ids"]
-            mask = batch["attention_mask"]
-            lengths = mask.sum(1)
+            ids, mask, at = self.decision_inputs(prompts, device)
             rows = torch.arange(len(prompts), device=device)
-            at = lengths - 1  # without markers the prompt's last token predicts the attribute token
-            if self.attribute_markers:  # insert <|attribute_begin|> at each row's end and read it
-                ids = torch.cat([ids, torch.full_like(ids[:, :1], self.backbone.tokenizer.pad_token_id)], 1)
-                mask = torch.cat([mask, torch.zeros_like(mask[:, :1])], 1)
-                ids[rows, lengths] = self.begin_id
-                mask[rows, lengths] = 1
-                at = lengths
             logits, _, _ = self.backbone.forward_embeds(self.embed(ids, visual), mask)
             return logits[rows, at][:, self.attr_ids].float().softmax(-1)
         scores = []
