@@ -559,7 +559,7 @@ def test_shrink_perturb_mixes_the_generalist_with_a_fresh_init(generalist):
 
 
 @pytest.mark.parametrize("parts", ["vision", "language", "all_but_head", "all_but_layers", "all_but_embeddings",
-                                   "all_but_query_key", "none"])
+                                   "all_but_query_key", "embeddings", "none"])
 def test_generalist_parts_keeps_the_named_modules_and_starts_the_rest_fresh(generalist, parts):
     """Kept modules are the generalist's tensors; the others (parameters and batch-norm statistics) are those of a
     fresh backbone drawn from the seed, as a scratch start's are; the tokenizer stays the generalist's."""
@@ -605,12 +605,13 @@ def test_generalist_parts_all_is_the_default_model(generalist):
 
 @pytest.mark.parametrize(("parts", "kw", "says"), [
     ("both", {}, r"generalist_parts must be one of 'all', 'all_but_head', 'all_but_layers', 'all_but_embeddings', "
-             r"'all_but_query_key', 'vision', 'language', 'none', got 'both'"),
+             r"'all_but_query_key', 'vision', 'language', 'embeddings', 'none', got 'both'"),
     ("all_but_query_key", {"finetune": "lora"}, r"starts llm.model.layers.\*.self_attn.q_proj/.* fresh, but finetune"),
     ("vision", {"finetune": "lora"},
      r"starts projector/llm.model.embed_tokens/llm.model.layers/llm.model.norm/llm.lm_head fresh, but finetune 'lora'"),
     ("all_but_layers", {"finetune": "lora"}, r"starts llm.model.layers/llm.model.norm fresh, but finetune 'lora'"),
     ("all_but_head", {"finetune": "lora"}, r"starts llm.lm_head fresh, but finetune 'lora' freezes the LM"),
+    ("embeddings", {"finetune": "frozen_vision"}, r"starts vision/projector/llm.model.layers/llm.model.norm fresh, but"),
     ("all_but_head", {"attribute_init": "generalist"}, r"starts llm.lm_head fresh, but attribute_init 'generalist'"),
     ("language", {"finetune": "frozen_vision"}, r"starts vision fresh, but finetune 'frozen_vision' freezes"),
     ("none", {"shrink_perturb": [0.4, 0.1]}, r"starts vision/projector/llm.model.embed_tokens/.* fresh, but shrink_pert"),

@@ -60,7 +60,8 @@ FINETUNE_MODES = ("full", "lora", "frozen_vision")
 #: layers with their final norm, and its output layer (``llm.lm_head``, the answer words' rows).
 #: "language" is the projector with the LM (embeddings and lm_head included): the projector maps into the LM's input
 #: space. "all_but_head" keeps everything but the LM's output layer; "all_but_layers" everything but its transformer
-#: layers (and final norm); "all_but_embeddings" everything but its input embeddings.
+#: layers (and final norm); "all_but_embeddings" everything but its input embeddings. "embeddings" keeps only the LM's
+#: input embeddings and output layer (the generalist's word vectors, e_k's source): encoder, projector and layers fresh.
 GENERALIST_PARTS: dict[str, tuple[str, ...]] = {
     "all": ("vision", "projector", "llm.model.embed_tokens", "llm.model.layers", "llm.model.norm", "llm.lm_head"),
     "all_but_head": ("vision", "projector", "llm.model.embed_tokens", "llm.model.layers", "llm.model.norm"),
@@ -70,6 +71,7 @@ GENERALIST_PARTS: dict[str, tuple[str, ...]] = {
                           "llm.lm_head"),  # all, less LM_QUERY_KEY (GENERALIST_FRESH)
     "vision": ("vision",),
     "language": ("projector", "llm.model.embed_tokens", "llm.model.layers", "llm.model.norm", "llm.lm_head"),
+    "embeddings": ("llm.model.embed_tokens", "llm.lm_head"),
     "none": (),
 }
 
@@ -209,7 +211,9 @@ def build_compact_from_generalist(
             everything but the LM's transformer layers and final norm; ``"all_but_embeddings"`` everything but the
             LM's input embeddings (refused for a tied LM, as ``"all_but_head"``); ``"all_but_query_key"`` everything
             but the query and key projections of the LM's layers (:data:`LM_QUERY_KEY`: where each position attends;
-            values, MLP and norms kept); ``"none"`` starts every
+            values, MLP and norms kept); ``"embeddings"`` keeps only the LM's input embeddings and output layer (the
+            generalist's word vectors, so e_k is a trained text embedding) and starts the vision encoder, projector and
+            LM layers fresh; ``"none"`` starts every
             module fresh (the generalist's architecture, tokenizer and input size only). Fresh modules (parameters
             and buffers, batch-norm statistics included) are drawn from ``seed`` (:func:`reinitialise_parts`). The
             tokenizer is the generalist's in every case, so e_k comes from fresh rows when the LM is fresh.
