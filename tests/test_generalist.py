@@ -328,6 +328,13 @@ def test_compact_lr_scales():
     assert compact_lr_scales() is None and compact_lr_scales(1, 1.0) is None
     assert compact_lr_scales(0.1) == {"backbone.vision": 0.1}
     assert compact_lr_scales(llm_lr_scale=3) == {"backbone.llm.model.layers": 3.0, "backbone.llm.model.norm": 3.0}
+    assert compact_lr_scales(1.0, 1.0, "lora") is None and compact_lr_scales(1.0, 2.0, "frozen_vision") is not None
+    for args, says in [((0.1, 1.0, "lora"), "vision_lr_scale 0.1: finetune 'lora' freezes the vision encoder, so there is no lr"),
+                       ((1.0, 3, "lora"), "llm_lr_scale 3.0: finetune 'lora' freezes the LM's layers, so"),
+                       ((3, 1.0, "frozen_vision"), "vision_lr_scale 3.0: finetune 'frozen_vision' freezes the vision encoder")]:
+        with pytest.raises(ValueError, match="^" + says) as e:
+            compact_lr_scales(*args)
+        assert "\n" not in str(e.value)
 
 
 def test_vqa_rad_starts_from_generalist(generalist, data_root, tmp_path):
@@ -514,7 +521,7 @@ def test_generalist_configs_parse():
         assert parser["vision_lr_scale"] == 1.0 and parser["llm_lr_scale"] == 1.0, name
         assert "vision_lr_scale=float(@vision_lr_scale)" in parser["backbone_params"], name
         assert "llm_lr_scale=float(@llm_lr_scale)" in parser["backbone_params"], name
-        assert "compact_lr_scales(@vision_lr_scale, @llm_lr_scale)" in parser["optimizer"]["params"], name
+        assert "compact_lr_scales(@vision_lr_scale, @llm_lr_scale, @finetune)" in parser["optimizer"]["params"], name
 
 
 FUNDUS_VOCAB = {"modality": "fundus", "labels": {"0": "no diabetic retinopathy", "1": "mild diabetic retinopathy",

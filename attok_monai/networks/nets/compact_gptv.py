@@ -26,6 +26,7 @@ from tokenizers import AddedToken, Tokenizer, models, normalizers, pre_tokenizer
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFast
 
+from attok_monai.errors import InputError
 from attok_monai.networks.nets.hf_qwen2vl import default_lora_config
 from attok_monai.networks.row_freeze import freeze_rows_except
 
@@ -44,12 +45,24 @@ COMPACT_LLM_BODY_PREFIXES = ("backbone.llm.model.layers", "backbone.llm.model.no
 COMPACT_LORA_TARGETS = r"model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
 
 
-def compact_lr_scales(vision_lr_scale: float = 1.0, llm_lr_scale: float = 1.0) -> dict[str, float] | None:
+def compact_lr_scales(vision_lr_scale: float = 1.0, llm_lr_scale: float = 1.0,
+                      finetune: str = "full") -> dict[str, float] | None:
     """The ``lr_scales`` of :func:`~attok_monai.optimizers.optimizer_param_groups` for a compact AttTokGPTv started
     from a generalist (discriminative fine-tuning): the vision encoder (:data:`COMPACT_VISION_PREFIX`) at
     ``vision_lr_scale`` x lr, the LM's transformer layers and final norm (:data:`COMPACT_LLM_BODY_PREFIXES`) at
     ``llm_lr_scale`` x lr. A scale of 1.0 adds no group, so ``(1.0, 1.0)`` gives None: the optimizer's groups of
-    every other start, unchanged."""
+    every other start, unchanged.
+
+    Raises:
+        InputError: (a ValueError) a scale other than 1.0 for a part that ``finetune`` freezes (``"lora"``: the
+            vision encoder and the LM's layers; ``"frozen_vision"``: the vision encoder), named by its key.
+    """
+    frozen = {"lora": ("vision_lr_scale", "llm_lr_scale"), "frozen_vision": ("vision_lr_scale",)}.get(finetune, ())
+    for key, scale, part in (("vision_lr_scale", vision_lr_scale, "the vision encoder"),
+                             ("llm_lr_scale", llm_lr_scale, "the LM's layers")):
+        if key in frozen and float(scale) != 1.0:
+            raise InputError(f"{key} {float(scale)}: finetune {finetune!r} freezes {part}, so there is no lr to "
+                             f"scale; leave {key} at 1.0")
     scales = {COMPACT_VISION_PREFIX: float(vision_lr_scale)} if float(vision_lr_scale) != 1.0 else {}
     if float(llm_lr_scale) != 1.0:
         scales.update(dict.fromkeys(COMPACT_LLM_BODY_PREFIXES, float(llm_lr_scale)))
