@@ -1,5 +1,5 @@
 """Cross-validation tables: rows scored on held-out folds of a training part (``--cv_folds K --cv_fold k``), paired
-by fold (issue 21, round 22).
+by fold (issue 21, round 22); with ``--folds 0``, rows scored on the official validation part, paired by seed.
 
 Reads the runs that ``bench_bundles.py`` recorded in ``benchmarks/.state/<state>.json``. A run counts for fold k only
 if its record's ``overrides`` name ``cv_folds=K`` and ``cv_fold=k`` (the fold is read from the record, never guessed
@@ -20,6 +20,8 @@ labels.
         all=fundus_dr_cv5:all --pairs tokens-baseline all-baseline all-tokens
     python benchmarks/cv_table.py --task vqa --rows baseline=vqa_rad_cv5:baseline all=vqa_rad_cv5:all \\
         --pairs all-baseline
+    python benchmarks/cv_table.py --folds 0 --rows e=derma_isic_r29_e:baseline al=derma_isic_r29_al:baseline \\
+        --pairs al-e
 """
 
 from __future__ import annotations
@@ -49,7 +51,8 @@ def fold_of(record: dict) -> tuple[int, int] | None:
 
 def read_row(state: str, variant: str, folds: int, state_dir: Path = STATE) -> dict[int, dict]:
     """``{fold: record}`` of ``variant``'s runs in ``state`` that held out a fold of ``folds``. Two runs of one fold
-    in one result set are refused (which would count?)."""
+    in one result set are refused (which would count?). ``folds=0``: ``{seed: record}`` of the runs that did not
+    cross-validate (scored on the official validation part), the seed read from the record's key."""
     path = state_dir / f"{state}.json"
     if not path.is_file():
         return {}
@@ -58,6 +61,10 @@ def read_row(state: str, variant: str, folds: int, state_dir: Path = STATE) -> d
         if key.partition("/")[0] != variant or not isinstance(rec, dict):
             continue
         f = fold_of(rec)
+        if folds == 0:
+            if f is None:
+                out[int(key.partition("/")[2])] = rec
+            continue
         if f is None or f[0] != folds:
             continue
         if f[1] in out:
@@ -125,18 +132,20 @@ def _pair_lines(rows: dict, pairs: list[tuple[str, str]], measures) -> list[str]
     return out
 
 
-def tables(rows: dict[str, dict[int, dict]], pairs: list[tuple[str, str]], task: str = "classification") -> str:
+def tables(rows: dict[str, dict[int, dict]], pairs: list[tuple[str, str]], task: str = "classification",
+           unit: str = "fold") -> str:
     """The row table (mean ± SD over folds of each of the task's measures) and, for ``pairs``, the per-fold
     differences in the task's two pair measures (classification: open accuracy and macro-F1; vqa: open and closed
-    accuracy). ``held out`` counts the runs' validation samples (images; question-answer pairs for vqa)."""
+    accuracy). ``held out`` counts the runs' validation samples (images; question-answer pairs for vqa). ``unit``
+    names what the rows' runs are keyed and paired by in the headers: ``"fold"``, or ``"seed"`` (``--folds 0``)."""
     measures, pair_measures = TASKS[task]
-    lines = ["| row | " + " | ".join(m for m, _ in measures) + " | runs (folds) | held out |",
+    lines = ["| row | " + " | ".join(m for m, _ in measures) + f" | runs ({unit}s) | held out |",
              "|---|" + "---|" * (len(measures) + 2)]
     for label, recs in rows.items():
         n = sum(int(r.get("num_samples", 0)) for r in recs.values())
         lines.append(f"| {label} | " + " | ".join(_cells(recs, measures)) + f" | {_shown(recs)} | {n} |")
     if pairs:
-        head = " | ".join(f"{m} per fold | {m}: mean (se) above 0" for m, _ in pair_measures)
+        head = " | ".join(f"{m} per {unit} | {m}: mean (se) above 0" for m, _ in pair_measures)
         lines += ["", f"| difference | {head} |", "|---|" + "---|" * (2 * len(pair_measures))]
         lines += _pair_lines(rows, pairs, pair_measures)
     return "\n".join(lines)
@@ -184,7 +193,8 @@ def main() -> None:
     ap.add_argument("--rows", nargs="+", required=True,
                     help="label=state:variant[,state:variant...] (state: benchmarks/.state/<state>.json)")
     ap.add_argument("--pairs", nargs="*", default=[], help="a-b: label a minus label b, paired by fold")
-    ap.add_argument("--folds", type=int, default=5, help="the runs' cv_folds")
+    ap.add_argument("--folds", type=int, default=5,
+                    help="the runs' cv_folds; 0: runs on the official validation part, paired by seed")
     ap.add_argument("--task", choices=sorted(TASKS), default="classification",
                     help="the records' measures: classification bundles, or vqa (vqa_rad: open and closed questions)")
     ap.add_argument("--official", default=None,
@@ -200,7 +210,7 @@ def main() -> None:
     for a, b in pairs:
         if a not in rows or b not in rows:
             raise SystemExit(f"--pairs {a}-{b}: both labels must be in --rows ({', '.join(rows)})")
-    print(tables(rows, pairs, args.task))
+    print(tables(rows, pairs, args.task, "seed" if args.folds == 0 else "fold"))
     if args.official:
         print()
         single = {label: recs for label, recs in rows.items() if not any(isinstance(k, tuple) for k in recs)}

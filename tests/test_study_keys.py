@@ -755,6 +755,24 @@ def test_cv_table_reads_folds_from_the_records_and_pairs_them(tmp_path):
         read_row("s", "tokens", 5, tmp_path)
 
 
+def test_cv_table_pairs_official_part_runs_by_seed(tmp_path):
+    """--folds 0: the runs that did not cross-validate, keyed and paired by the seed of their record's key."""
+    from benchmarks.cv_table import read_row, tables
+
+    def rec(acc, overrides=()):
+        return {"open_accuracy": acc, "open_macro_f1": acc / 2, "num_samples": 1000, "overrides": list(overrides)}
+
+    (tmp_path / "d.json").write_text(json.dumps({
+        "baseline/0": rec(0.50), "baseline/2": rec(0.60), "baseline/1": rec(0.9, ["cv_folds=5", "cv_fold=1"]),
+        "all/0": rec(0.55, ["generalist_parts=all_but_layers"]), "all/2": rec(0.58)}))
+    base, all_ = read_row("d", "baseline", 0, tmp_path), read_row("d", "all", 0, tmp_path)
+    assert sorted(base) == [0, 2] and base[2]["open_accuracy"] == 0.60  # the fold run is not an official-part run
+    text = tables({"base": base, "all": all_}, [("all", "base")], unit="seed")
+    assert "| row | open acc | macro-F1 | bal. acc | retrieval | runs (seeds) | held out |" in text
+    assert "| base | 55.0 ± 5.0 |" in text and "| 0,2 | 2000 |" in text
+    assert "open acc per seed" in text and "| all - base | +5.0, -2.0 | +1.5 (3.5) 1/2 |" in text
+
+
 def test_cv_table_reads_the_official_part_scores(tmp_path):
     from benchmarks.cv_table import official_table, read_official
 
