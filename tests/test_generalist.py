@@ -331,7 +331,8 @@ def test_compact_lr_scales():
     assert compact_lr_scales(1.0, 1.0, "lora") is None and compact_lr_scales(1.0, 2.0, "frozen_vision") is not None
     for args, says in [((0.1, 1.0, "lora"), "vision_lr_scale 0.1: finetune 'lora' freezes the vision encoder, so there is no lr"),
                        ((1.0, 3, "lora"), "llm_lr_scale 3.0: finetune 'lora' freezes the LM's layers, so"),
-                       ((3, 1.0, "frozen_vision"), "vision_lr_scale 3.0: finetune 'frozen_vision' freezes the vision encoder")]:
+                       ((3, 1.0, "frozen_vision"), "vision_lr_scale 3.0: finetune 'frozen_vision' freezes the vision encoder"),
+                       ((1.0, 1.0, "lora_all"), "finetune must be one of 'full', 'lora', 'frozen_vision', got 'lora_all'")]:
         with pytest.raises(ValueError, match="^" + says) as e:
             compact_lr_scales(*args)
         assert "\n" not in str(e.value)
@@ -617,10 +618,11 @@ def test_generalist_parts_all_is_the_default_model(generalist):
     ("vision", {"finetune": "lora"},
      r"starts projector/llm.model.embed_tokens/llm.model.layers/llm.model.norm/llm.lm_head fresh, but finetune 'lora'"),
     ("all_but_layers", {"finetune": "lora"}, r"starts llm.model.layers/llm.model.norm fresh, but finetune 'lora'"),
-    ("all_but_head", {"finetune": "lora"}, r"starts llm.lm_head fresh, but finetune 'lora' freezes the LM"),
+    ("all_but_head", {"finetune": "lora"}, r"starts llm.lm_head fresh, but finetune 'lora' freezes llm.lm_head: it"),
+    ("language", {"finetune": "lora"}, r"starts vision fresh, but finetune 'lora' freezes vision: it would keep its ra"),
     ("embeddings", {"finetune": "frozen_vision"}, r"starts vision/projector/llm.model.layers/llm.model.norm fresh, but"),
     ("all_but_head", {"attribute_init": "generalist"}, r"starts llm.lm_head fresh, but attribute_init 'generalist'"),
-    ("language", {"finetune": "frozen_vision"}, r"starts vision fresh, but finetune 'frozen_vision' freezes"),
+    ("language", {"finetune": "frozen_vision"}, r"starts vision fresh, but finetune 'frozen_vision' freezes vision:"),
     ("none", {"shrink_perturb": [0.4, 0.1]}, r"starts vision/projector/llm.model.embed_tokens/.* fresh, but shrink_pert"),
 ])
 def test_generalist_parts_refusals_are_one_line(generalist, parts, kw, says):
@@ -631,6 +633,31 @@ def test_generalist_parts_refusals_are_one_line(generalist, parts, kw, says):
         build_compact_from_generalist(model_dir, FUNDUS_VOCAB, image_size=32, channels=3, seed=3,
                                       generalist_parts=parts, **kw)
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("finetune", ["full", "lora", "frozen_vision"])
+def test_compact_frozen_parts_is_what_each_finetune_mode_freezes(generalist, finetune):
+    """COMPACT_FROZEN_PARTS, the one table that the fresh-part refusals and compact_lr_scales read, says what
+    enable_lora / freeze_vision really freeze: every parameter of a listed part is frozen (LoRA's adapters aside),
+    every part not listed trains."""
+    from attok_monai.engines.generalist import FINETUNE_MODES, GENERALIST_PARTS
+    from attok_monai.networks.nets import COMPACT_FROZEN_PARTS, CompactGPTvBackbone
+
+    _, model_dir, _ = generalist
+    assert FINETUNE_MODES == tuple(COMPACT_FROZEN_PARTS)
+    backbone = CompactGPTvBackbone.from_config_dir(model_dir)
+    if finetune == "lora":
+        backbone.enable_lora()
+    elif finetune == "frozen_vision":
+        backbone.freeze_vision()
+    params = [(n, p) for n, p in backbone.named_parameters() if "lora_" not in n]
+    for part in GENERALIST_PARTS["all"]:
+        grads = [p.requires_grad for n, p in params if n == part or n.startswith(part + ".")]
+        assert grads, part
+        assert not any(grads) if part in COMPACT_FROZEN_PARTS[finetune] else all(grads), (finetune, part)
+    assert set(COMPACT_FROZEN_PARTS[finetune]) <= set(GENERALIST_PARTS["all"])
+    if finetune == "lora":
+        assert any(p.requires_grad for n, p in backbone.named_parameters() if "lora_" in n)
 
 
 def test_generalist_parts_all_but_head_is_refused_for_a_tied_lm_head(generalist, tmp_path):

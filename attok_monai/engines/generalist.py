@@ -36,7 +36,13 @@ import torch
 from attok_monai.attributes import AttributeVocabulary
 from attok_monai.data.instructions import InstructionTemplates
 from attok_monai.errors import InputError, require_flag
-from attok_monai.networks.nets import AttTokConfig, AttTokGPTv, CompactGPTvBackbone, build_word_tokenizer
+from attok_monai.networks.nets import (
+    COMPACT_FROZEN_PARTS,
+    AttTokConfig,
+    AttTokGPTv,
+    CompactGPTvBackbone,
+    build_word_tokenizer,
+)
 
 __all__ = [
     "CARD_NAME",
@@ -51,8 +57,9 @@ __all__ = [
     "LM_QUERY_KEY",
 ]
 
-#: ``finetune`` values of :func:`build_compact_from_generalist` (and of the ``from_generalist`` config layers)
-FINETUNE_MODES = ("full", "lora", "frozen_vision")
+#: ``finetune`` values of :func:`build_compact_from_generalist` (and of the ``from_generalist`` config layers); what
+#: each freezes is :data:`~attok_monai.networks.nets.COMPACT_FROZEN_PARTS`
+FINETUNE_MODES = tuple(COMPACT_FROZEN_PARTS)
 
 #: ``generalist_parts`` values of :func:`build_compact_from_generalist`: the backbone's parts (state-dict prefixes)
 #: each keeps as the generalist trained them (the others start fresh, drawn from the seed as a scratch model's are).
@@ -353,10 +360,10 @@ def _fresh_parts(parts: str, finetune: str, attribute_init: str, shrink_perturb:
     if not fresh:
         return fresh
     clash = None
-    if finetune == "lora" and any(p.startswith("llm") for p in fresh):
-        clash = "finetune 'lora' freezes the LM it would start fresh"
-    elif finetune == "frozen_vision" and "vision" in fresh:
-        clash = "finetune 'frozen_vision' freezes the vision encoder it would start fresh"
+    frozen = COMPACT_FROZEN_PARTS[finetune]
+    stuck = [p for p in fresh if any(p == f or p.startswith(f + ".") for f in frozen)]
+    if stuck:
+        clash = f"finetune {finetune!r} freezes {'/'.join(stuck)}: it would keep its random draw"
     elif attribute_init == "generalist" and "llm.lm_head" in fresh:
         clash = "attribute_init 'generalist' keeps the LM's trained attribute rows"
     elif shrink_perturb is not None:

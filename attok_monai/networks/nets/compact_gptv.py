@@ -30,7 +30,8 @@ from attok_monai.errors import InputError
 from attok_monai.networks.nets.hf_qwen2vl import default_lora_config
 from attok_monai.networks.row_freeze import freeze_rows_except
 
-__all__ = ["build_word_tokenizer", "compact_lora_config", "compact_lr_scales", "COMPACT_LLM_BODY_PREFIXES",
+__all__ = ["build_word_tokenizer", "compact_lora_config", "compact_lr_scales", "COMPACT_FROZEN_PARTS",
+           "COMPACT_LLM_BODY_PREFIXES",
            "COMPACT_LORA_TARGETS", "COMPACT_VISION_PREFIX", "CompactGPTvBackbone", "VisionEncoder2D"]
 
 #: parameter-name prefix of the vision encoder in an AttTokGPTv over a compact backbone (``AttTokGPTv.backbone.vision``):
@@ -40,6 +41,16 @@ COMPACT_VISION_PREFIX = "backbone.vision"
 #: layers and their final norm, not the input embeddings or lm_head (which hold the attribute-token rows): the
 #: ``llm_lr_scale`` group of the generalist start
 COMPACT_LLM_BODY_PREFIXES = ("backbone.llm.model.layers", "backbone.llm.model.norm")
+#: the backbone parts (state-dict prefixes inside :class:`CompactGPTvBackbone`) that each ``finetune`` mode of a
+#: generalist start freezes: ``"full"`` none; ``"lora"`` (:meth:`CompactGPTvBackbone.enable_lora`) every one, the LoRA
+#: adapters and the attribute tokens' rows of the input embeddings and lm_head aside; ``"frozen_vision"``
+#: (:meth:`CompactGPTvBackbone.freeze_vision`) the vision encoder. The one table of it: :func:`compact_lr_scales` reads
+#: it (no lr to scale for a frozen part), and so does the generalist start (no fresh draw for a part that stays frozen).
+COMPACT_FROZEN_PARTS: dict[str, tuple[str, ...]] = {
+    "full": (),
+    "lora": ("vision", "projector", "llm.model.embed_tokens", "llm.model.layers", "llm.model.norm", "llm.lm_head"),
+    "frozen_vision": ("vision",),
+}
 #: regex (PEFT full match, module names inside ``CompactGPTvBackbone.llm``) of the Qwen2 LM's linear layers: the
 #: attention q/k/v/o and MLP gate/up/down projections of every decoder layer (not the embedding, not lm_head).
 COMPACT_LORA_TARGETS = r"model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
@@ -54,13 +65,18 @@ def compact_lr_scales(vision_lr_scale: float = 1.0, llm_lr_scale: float = 1.0,
     every other start, unchanged.
 
     Raises:
-        InputError: (a ValueError) a scale other than 1.0 for a part that ``finetune`` freezes (``"lora"``: the
-            vision encoder and the LM's layers; ``"frozen_vision"``: the vision encoder), named by its key.
+        InputError: (a ValueError) an unknown ``finetune``, or a scale other than 1.0 for a part that ``finetune``
+            freezes (:data:`COMPACT_FROZEN_PARTS`; ``"lora"``: the vision encoder and the LM's layers;
+            ``"frozen_vision"``: the vision encoder), named by its key.
     """
-    frozen = {"lora": ("vision_lr_scale", "llm_lr_scale"), "frozen_vision": ("vision_lr_scale",)}.get(finetune, ())
-    for key, scale, part in (("vision_lr_scale", vision_lr_scale, "the vision encoder"),
-                             ("llm_lr_scale", llm_lr_scale, "the LM's layers")):
-        if key in frozen and float(scale) != 1.0:
+    if finetune not in COMPACT_FROZEN_PARTS:
+        raise InputError(f"finetune must be one of {', '.join(repr(m) for m in COMPACT_FROZEN_PARTS)}, "
+                         f"got {finetune!r}")
+    frozen = COMPACT_FROZEN_PARTS[finetune]
+    for key, scale, parts, part in (("vision_lr_scale", vision_lr_scale, ("vision",), "the vision encoder"),
+                                    ("llm_lr_scale", llm_lr_scale, ("llm.model.layers", "llm.model.norm"),
+                                     "the LM's layers")):
+        if any(p in frozen for p in parts) and float(scale) != 1.0:
             raise InputError(f"{key} {float(scale)}: finetune {finetune!r} freezes {part}, so there is no lr to "
                              f"scale; leave {key} at 1.0")
     scales = {COMPACT_VISION_PREFIX: float(vision_lr_scale)} if float(vision_lr_scale) != 1.0 else {}
