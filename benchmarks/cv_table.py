@@ -22,6 +22,7 @@ labels.
         --pairs all-baseline
     python benchmarks/cv_table.py --folds 0 --rows e=derma_isic_r29_e:baseline al=derma_isic_r29_al:baseline \\
         --pairs al-e
+    python benchmarks/cv_table.py --folds 0 --keys 0 1 2 --rows e=oct_retina_gen_cb2:baseline  # seeds 0-2 only
 """
 
 from __future__ import annotations
@@ -85,6 +86,14 @@ def read_spec(where: str, folds: int, state_dir: Path = STATE) -> dict:
     if len(sources) == 1:
         return sources[0]
     return {(i, k): rec for i, src in enumerate(sources) for k, rec in src.items()}
+
+
+def only(recs: dict, keys: set[int] | None) -> dict:
+    """A row's runs whose seed (``--folds 0``) or fold is in ``keys`` (None: all of them); for a pooled row, the fold
+    of each ``(i, fold)`` key."""
+    if keys is None:
+        return recs
+    return {k: r for k, r in recs.items() if (k[1] if isinstance(k, tuple) else k) in keys}
 
 
 def _shown(keys) -> str:
@@ -195,6 +204,9 @@ def main() -> None:
     ap.add_argument("--pairs", nargs="*", default=[], help="a-b: label a minus label b, paired by fold")
     ap.add_argument("--folds", type=int, default=5,
                     help="the runs' cv_folds; 0: runs on the official validation part, paired by seed")
+    ap.add_argument("--keys", type=int, nargs="+", default=None,
+                    help="only these seeds (with --folds 0) or folds, e.g. the table's seeds 0 1 2 of a result set "
+                         "that holds more")
     ap.add_argument("--task", choices=sorted(TASKS), default="classification",
                     help="the records' measures: classification bundles, or vqa (vqa_rad: open and closed questions)")
     ap.add_argument("--official", default=None,
@@ -205,7 +217,7 @@ def main() -> None:
         label, _, where = spec.partition("=")
         if not (label and where) or "-" in label:
             raise SystemExit(f"--rows {spec!r}: expected label=state:variant (no '-' in the label)")
-        rows[label] = read_spec(where, args.folds)
+        rows[label] = only(read_spec(where, args.folds), set(args.keys) if args.keys else None)
     pairs = [tuple(p.split("-", 1)) for p in args.pairs]
     for a, b in pairs:
         if a not in rows or b not in rows:

@@ -771,6 +771,10 @@ def test_cv_table_pairs_official_part_runs_by_seed(tmp_path):
     assert "| row | open acc | macro-F1 | bal. acc | retrieval | runs (seeds) | held out |" in text
     assert "| base | 55.0 ± 5.0 |" in text and "| 0,2 | 2000 |" in text
     assert "open acc per seed" in text and "| all - base | +5.0, -2.0 | +1.5 (3.5) 1/2 |" in text
+    from benchmarks.cv_table import only  # --keys: the seeds (or folds) a table shows, of a set that holds more
+
+    assert only(base, {2}) == {2: base[2]} and only(base, None) is base
+    assert only({(0, 1): 1, (1, 1): 2, (0, 3): 3}, {1}) == {(0, 1): 1, (1, 1): 2}
 
 
 def test_cv_table_reads_the_official_part_scores(tmp_path):
