@@ -73,10 +73,9 @@ def compact_lr_scales(vision_lr_scale: float = 1.0, llm_lr_scale: float = 1.0,
         raise InputError(f"finetune must be one of {', '.join(repr(m) for m in COMPACT_FROZEN_PARTS)}, "
                          f"got {finetune!r}")
     frozen = COMPACT_FROZEN_PARTS[finetune]
-    for key, scale, parts, part in (("vision_lr_scale", vision_lr_scale, ("vision",), "the vision encoder"),
-                                    ("llm_lr_scale", llm_lr_scale, ("llm.model.layers", "llm.model.norm"),
-                                     "the LM's layers")):
-        if any(p in frozen for p in parts) and float(scale) != 1.0:
+    for key, scale, prefixes, part in (("vision_lr_scale", vision_lr_scale, (COMPACT_VISION_PREFIX,), "the vision encoder"),
+                                       ("llm_lr_scale", llm_lr_scale, COMPACT_LLM_BODY_PREFIXES, "the LM's layers")):
+        if any(p.removeprefix("backbone.") in frozen for p in prefixes) and float(scale) != 1.0:
             raise InputError(f"{key} {float(scale)}: finetune {finetune!r} freezes {part}, so there is no lr to "
                              f"scale; leave {key} at 1.0")
     scales = {COMPACT_VISION_PREFIX: float(vision_lr_scale)} if float(vision_lr_scale) != 1.0 else {}
