@@ -31,7 +31,10 @@ import argparse
 import json
 import math
 import statistics as st
+import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 STATE = Path(__file__).resolve().parent / ".state"
 MEASURES = (("open acc", "open_accuracy"), ("macro-F1", "open_macro_f1"), ("bal. acc", "open_balanced_accuracy"),
@@ -50,6 +53,14 @@ def fold_of(record: dict) -> tuple[int, int] | None:
     return (folds, fold) if folds else None
 
 
+def defined(variant: str, record: dict) -> dict:
+    """``record`` without the measures ``variant`` does not define: book retrieval for a variant without attribute
+    tokens (``bench_bundles.applies``; records of a baseline made before the evaluator dropped it carry a value)."""
+    from bench_bundles import applies
+
+    return {k: v for k, v in record.items() if not isinstance(v, (int, float)) or applies(variant, k)}
+
+
 def read_row(state: str, variant: str, folds: int, state_dir: Path = STATE) -> dict[int, dict]:
     """``{fold: record}`` of ``variant``'s runs in ``state`` that held out a fold of ``folds``. Two runs of one fold
     in one result set are refused (which would count?). ``folds=0``: ``{seed: record}`` of the runs that did not
@@ -61,6 +72,7 @@ def read_row(state: str, variant: str, folds: int, state_dir: Path = STATE) -> d
     for key, rec in json.loads(path.read_text()).items():
         if key.partition("/")[0] != variant or not isinstance(rec, dict):
             continue
+        rec = defined(variant, rec)
         f = fold_of(rec)
         if folds == 0:
             if f is None:

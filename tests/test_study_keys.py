@@ -753,6 +753,10 @@ def test_cv_table_reads_folds_from_the_records_and_pairs_them(tmp_path):
     (tmp_path / "s.json").write_text(json.dumps(state))
     with pytest.raises(ValueError, match="fold 1"):
         read_row("s", "tokens", 5, tmp_path)
+    (tmp_path / "b.json").write_text(json.dumps({"baseline/0": rec(0.5, 0.3, 0)}))  # an old baseline record
+    base = read_row("b", "baseline", 5, tmp_path)
+    assert "retrieval_accuracy" not in base[0] and base[0]["open_accuracy"] == 0.5  # no book, no retrieval shown
+    assert "| base | 50.0 ± 0.0 | 30.0 ± 0.0 | 30.0 ± 0.0 | - |" in tables({"base": base}, [])
 
 
 def test_cv_table_pairs_official_part_runs_by_seed(tmp_path):
