@@ -55,9 +55,12 @@ def fold_of(record: dict) -> tuple[int, int] | None:
 
 def defined(variant: str, record: dict) -> dict:
     """``record`` without the measures ``variant`` does not define: book retrieval for a variant without attribute
-    tokens (``bench_bundles.applies``; records of a baseline made before the evaluator dropped it carry a value)."""
-    from bench_bundles import applies
+    tokens (``bench_bundles.applies``; records of a baseline made before the evaluator dropped it carry a value). A
+    variant ``bench_bundles`` does not define (another script's result set) keeps every measure."""
+    from bench_bundles import VARIANTS, applies
 
+    if variant not in VARIANTS:
+        return record
     return {k: v for k, v in record.items() if not isinstance(v, (int, float)) or applies(variant, k)}
 
 

@@ -757,6 +757,8 @@ def test_cv_table_reads_folds_from_the_records_and_pairs_them(tmp_path):
     base = read_row("b", "baseline", 5, tmp_path)
     assert "retrieval_accuracy" not in base[0] and base[0]["open_accuracy"] == 0.5  # no book, no retrieval shown
     assert "| base | 50.0 ± 0.0 | 30.0 ± 0.0 | 30.0 ± 0.0 | - |" in tables({"base": base}, [])
+    (tmp_path / "o.json").write_text(json.dumps({"probe/0": rec(0.5, 0.3, 0)}))  # not a bench_bundles variant
+    assert read_row("o", "probe", 5, tmp_path)[0]["retrieval_accuracy"] == 0.4
 
 
 def test_cv_table_pairs_official_part_runs_by_seed(tmp_path):
