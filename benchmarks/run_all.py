@@ -22,7 +22,7 @@ def main() -> None:
     ap.add_argument("--skip-bundles", action="store_true", help="only the cost benchmarks (minutes, not hours)")
     ap.add_argument("--generalist_dir", help="also issue 21's table and the feature probe, from this generalist")
     args = ap.parse_args()
-    steps = [["bench_acc.py"], ["bench_dicom.py", "--n", "10000"]]
+    steps = [["bench_acc.py"], ["bench_dicom.py", "--n", "10000"], ["kernel_fingerprint.py"]]
     if not args.skip_bundles:
         steps.append(["bench_bundles.py", "--bundles", "all", "--seeds", "0", "1", "2"])
     for step in steps:
