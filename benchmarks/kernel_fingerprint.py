@@ -196,9 +196,12 @@ def main() -> None:
         if not sep or name not in KERNEL_PIN_VARIABLES:
             sys.exit(f"--pin {item!r}: expected NAME=VALUE with NAME one of {', '.join(KERNEL_PIN_VARIABLES)}")
         env[name] = value
-    out = subprocess.run([sys.executable, __file__, "--child", "--threads", *map(str, args.threads)], env=env,
-                         check=True, capture_output=True, text=True).stdout
-    result = json.loads(out.strip().splitlines()[-1])
+    child = subprocess.run([sys.executable, __file__, "--child", "--threads", *map(str, args.threads)], env=env,
+                           capture_output=True, text=True)
+    if child.returncode != 0:
+        sys.exit(f"kernel_fingerprint: the measuring process failed (exit {child.returncode}):\n"
+                 + "\n".join(child.stderr.strip().splitlines()[-5:]))
+    result = json.loads(child.stdout.strip().splitlines()[-1])
     from attok_monai.fileio import atomic_write_text
     from benchmarks._report import write_section
 
@@ -209,7 +212,8 @@ def main() -> None:
     write_section("kernel_fingerprints", (
         "### CPU kernel fingerprints\n\nFirst 8 hex digits of the MD5 of each kernel family's outputs and input "
         "gradients on seeded inputs (`model_3_steps`: the weights of a ResNet + 2-layer Qwen2 after 3 AdamW steps; "
-        "`_no_onednn`: the same with torch's own convolutions), per CPU kind and code-path pins (a column each; \"(differs)\" marks a family whose columns disagree). "
+        "`_no_onednn`: the same with torch's own convolutions), per CPU kind and code-path pins (a column each; "
+        "\"(differs)\" marks a family whose columns disagree). "
         "Reproduce, on each machine: `python benchmarks/kernel_fingerprint.py` (add `--pin MKL_CBWR=AVX2` for that "
         "column). torch " + __import__("torch").__version__ + ".\n\n" + table(state)))
     print(table(state))

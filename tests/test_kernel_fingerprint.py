@@ -40,3 +40,12 @@ def test_an_unknown_pin_is_refused_in_one_line_before_anything_runs():
     out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "kernel_fingerprint.py"), "--pin", "MKL_CBWR"],
                          capture_output=True, text=True, cwd=REPO)
     assert out.returncode != 0 and "--pin 'MKL_CBWR': expected NAME=VALUE" in out.stderr
+
+
+def test_a_failed_measurement_says_so_and_records_nothing():
+    state = REPO / "benchmarks" / ".state" / "kernel_fingerprints.json"
+    before = state.read_bytes() if state.exists() else None
+    out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "kernel_fingerprint.py"), "--threads", "0"],
+                         capture_output=True, text=True, cwd=REPO)
+    assert out.returncode != 0 and "the measuring process failed" in out.stderr
+    assert (state.read_bytes() if state.exists() else None) == before
