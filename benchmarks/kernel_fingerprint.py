@@ -106,13 +106,6 @@ def model_steps(onednn: bool = True) -> str:
     (hidden 256, 4 heads), 3 AdamW steps on seeded data; the MD5 of the weights. ``onednn=False``: torch's own
     convolutions instead of oneDNN's (``torch.backends.mkldnn`` off), MKL's matrix products then doing their work."""
     import torch
-
-    with torch.backends.mkldnn.flags(enabled=onednn):
-        return _model_steps()
-
-
-def _model_steps() -> str:
-    import torch
     from monai.networks.nets import ResNet
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
@@ -123,14 +116,15 @@ def _model_steps() -> str:
     params = [*vision.parameters(), *lm.parameters()]
     opt = torch.optim.AdamW(params, lr=1e-3)
     g = torch.Generator().manual_seed(1)
-    for _ in range(3):
-        images, ids = torch.randn(8, 3, 28, 28, generator=g), torch.randint(0, 300, (8, 12), generator=g)
-        embeds = torch.cat([vision(images)[:, None], lm.get_input_embeddings()(ids)], 1)
-        labels = torch.cat([torch.full((8, 1), -100), ids], 1)
-        loss = lm(inputs_embeds=embeds, labels=labels).loss
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    with torch.backends.mkldnn.flags(enabled=onednn):
+        for _ in range(3):
+            images, ids = torch.randn(8, 3, 28, 28, generator=g), torch.randint(0, 300, (8, 12), generator=g)
+            embeds = torch.cat([vision(images)[:, None], lm.get_input_embeddings()(ids)], 1)
+            labels = torch.cat([torch.full((8, 1), -100), ids], 1)
+            loss = lm(inputs_embeds=embeds, labels=labels).loss
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
     return _md5(*params)
 
 
@@ -209,14 +203,15 @@ def main() -> None:
     state[result["column"]] = result["threads"]
     STATE.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(STATE, json.dumps(state, indent=1, sort_keys=True) + "\n")
+    text = table(state)
     write_section("kernel_fingerprints", (
         "### CPU kernel fingerprints\n\nFirst 8 hex digits of the MD5 of each kernel family's outputs and input "
         "gradients on seeded inputs (`model_3_steps`: the weights of a ResNet + 2-layer Qwen2 after 3 AdamW steps; "
         "`_no_onednn`: the same with torch's own convolutions), per CPU kind and code-path pins (a column each; "
         "\"(differs)\" marks a family whose columns disagree). "
         "Reproduce, on each machine: `python benchmarks/kernel_fingerprint.py` (add `--pin MKL_CBWR=AVX2` for that "
-        "column). torch " + __import__("torch").__version__ + ".\n\n" + table(state)))
-    print(table(state))
+        "column). torch " + __import__("torch").__version__ + ".\n\n" + text))
+    print(text)
 
 
 if __name__ == "__main__":
