@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-STATE = Path(__file__).resolve().parent / ".state"
+from benchmarks.bench_bundles import STATE, bundles_available  # noqa: E402
+
 NOT_COMPARED = frozenset({"wall_time_s", "samples_per_s", "hardware", "start", "overrides"})
 
 
@@ -27,9 +29,11 @@ def compare(recorded: dict, rerun: dict) -> tuple[list[str], list[str]]:
 
 
 def cpu_of(run: dict) -> str:
-    """The CPU kind a run recorded (``family 25, model 1``), or ``not recorded``."""
+    """The CPU kind a run recorded (``family 25, model 1``; the CPU's name where the line has no such numbers), or
+    ``not recorded``."""
     hw = run.get("hardware", "")
-    return hw[hw.find("(") + 1:hw.find(")")] if "(" in hw else "not recorded"
+    kind = re.search(r"\((family \d+, model \d+)\)", hw)
+    return kind.group(1) if kind else hw.split(", torch")[0] or "not recorded"
 
 
 def row(pair: str, state: Path = STATE) -> str:
@@ -46,9 +50,9 @@ def row(pair: str, state: Path = STATE) -> str:
             sys.exit(f"{path}: no run {key!r}")
         runs.append(data[key])
     keys, differ = compare(*runs)
-    from benchmarks.bench_bundles import bundles_available
-
-    bundle = max((b for b in bundles_available() if recorded_set.startswith(b + "_")), key=len, default="?")
+    # result sets are <bundle>.json or <bundle>_<tag>.json (bench_bundles.py)
+    bundle = max((b for b in bundles_available() if recorded_set == b or recorded_set.startswith(b + "_")),
+                 key=len, default="?")
     second = "closed_accuracy" if "open_macro_f1" not in runs[1] else "open_macro_f1"
     measure = f"{100 * runs[1]['open_accuracy']:.1f} / {100 * runs[1][second]:.1f}"
     return (f"| {bundle} | {key} | `{recorded_set}` ({cpu_of(runs[0])}) | `{rerun_set}` ({cpu_of(runs[1])}) | "
